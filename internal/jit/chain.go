@@ -1,0 +1,67 @@
+package jit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"strconv"
+)
+
+// ComputeHash returns the hash that chains e to its predecessor: SHA-256
+// over e.PrevHash and every other field, each length-prefixed so that no
+// two different events encode alike.
+func (e *Event) ComputeHash() string {
+	h := sha256.New()
+	var n [8]byte
+	field := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field([]byte(e.PrevHash))
+	field([]byte(strconv.FormatInt(e.Seq, 10)))
+	field([]byte(strconv.FormatInt(e.Time.UnixNano(), 10)))
+	field([]byte(e.Actor))
+	field([]byte(e.ActorAddress))
+	field([]byte(e.VMID))
+	field([]byte(e.Group))
+	field([]byte(e.Operation))
+	field([]byte(e.Outcome))
+	field(e.Details)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ChainVerifier walks events in sequence order and finds the first one
+// that breaks the chain.
+type ChainVerifier struct {
+	prev    string
+	nextSeq int64
+	Events  int64
+	BadSeq  int64  // 0 while the chain is intact
+	Problem string // why BadSeq is bad
+}
+
+// Add checks the next event; it returns false once the chain is broken.
+func (v *ChainVerifier) Add(e *Event) bool {
+	if v.BadSeq != 0 {
+		return false
+	}
+	if v.nextSeq == 0 {
+		v.nextSeq = 1
+	}
+	v.Events++
+	switch {
+	case e.Seq != v.nextSeq:
+		v.BadSeq, v.Problem = v.nextSeq, "event "+strconv.FormatInt(v.nextSeq, 10)+" is missing"
+	case e.PrevHash != v.prev:
+		v.BadSeq, v.Problem = e.Seq, "previous-hash link does not match the event before it"
+	case e.ComputeHash() != e.Hash:
+		v.BadSeq, v.Problem = e.Seq, "content does not match its hash"
+	}
+	if v.BadSeq != 0 {
+		return false
+	}
+	v.prev = e.Hash
+	v.nextSeq++
+	return true
+}

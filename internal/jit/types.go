@@ -1,0 +1,250 @@
+package jit
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Backends that enforce rules for a VM.
+const (
+	BackendAgent = "agent" // the ajar agent on the host, programming nftables
+	BackendAzure = "azure" // the NSG on the VM's NIC or subnet
+)
+
+// Protocols of a port rule.
+const (
+	ProtoTCP = "TCP"
+	ProtoUDP = "UDP"
+	ProtoAny = "*"
+)
+
+// Grant states.
+const (
+	GrantActive     = "active"
+	GrantExpired    = "expired"
+	GrantRevoked    = "revoked"
+	GrantSuperseded = "superseded"
+)
+
+// JIT classification of a VM, as the console's three tabs show it.
+const (
+	JITConfigured    = "configured"
+	JITNotConfigured = "not-configured"
+	JITUnsupported   = "unsupported"
+)
+
+// Group is the scope for permissions, like an Azure resource group.
+type Group struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// VM is a host whose inbound traffic ajar controls.
+type VM struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Group      string            `json:"group"`
+	Backend    string            `json:"backend"`
+	OS         string            `json:"os"`
+	Addresses  []string          `json:"addresses"`
+	Labels     map[string]string `json:"labels"`
+	ExternalID string            `json:"externalId,omitempty"` // e.g. the ARM resource id
+	CreatedAt  time.Time         `json:"createdAt"`
+	// Revision increases with every change to the VM's desired state.
+	Revision int64 `json:"revision"`
+	// Report is what the VM's enforcer last said about it (agent heartbeat,
+	// cloud discovery); nil when nothing has reported yet.
+	Report *Report `json:"report,omitempty"`
+}
+
+// Report is what an enforcer observed on a VM.
+type Report struct {
+	Time            time.Time `json:"time"`
+	AppliedRevision int64     `json:"appliedRevision"`
+	Hostname        string    `json:"hostname,omitempty"`
+	OS              string    `json:"os,omitempty"`
+	// Listening lists the sockets the host listens on, such as "tcp/22".
+	Listening []Socket `json:"listening,omitempty"`
+	// Enforceable is false when the backend cannot enforce on the VM;
+	// Reason then says why (no nftables, no NSG, VM stopped, ...).
+	Enforceable bool   `json:"enforceable"`
+	Reason      string `json:"reason,omitempty"`
+	// Exposed lists ports reachable from anywhere without JIT (cloud
+	// backends, which see the firewall rules rather than the sockets).
+	Exposed []Socket `json:"exposed,omitempty"`
+}
+
+// Socket is a listening or exposed port.
+type Socket struct {
+	Protocol string `json:"protocol"` // TCP or UDP
+	Port     int    `json:"port"`
+	Address  string `json:"address,omitempty"`
+}
+
+// PortRule is one port of a JIT policy. Field names follow Azure's API.
+type PortRule struct {
+	Number                       int      `json:"number"`
+	Protocol                     string   `json:"protocol"`
+	AllowedSourceAddressPrefixes []string `json:"allowedSourceAddressPrefixes"`
+	MaxRequestAccessDuration     string   `json:"maxRequestAccessDuration"`
+}
+
+// Policy is the JIT policy of one VM.
+type Policy struct {
+	VMID                     string     `json:"vmId"`
+	Ports                    []PortRule `json:"ports"`
+	RequireJustification     bool       `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool       `json:"closeConnectionsOnExpiry"`
+	UpdatedAt                time.Time  `json:"updatedAt"`
+	UpdatedBy                string     `json:"updatedBy"`
+}
+
+// Request is an approved access request and the grants it opened.
+type Request struct {
+	ID            string    `json:"id"`
+	User          string    `json:"user"`
+	Address       string    `json:"address"` // the address the request came from
+	Justification string    `json:"justification"`
+	CreatedAt     time.Time `json:"createdAt"`
+	Grants        []Grant   `json:"grants"`
+}
+
+// Grant is one opened (VM, port, protocol, source) with a start and an end.
+type Grant struct {
+	ID        string     `json:"id"`
+	RequestID string     `json:"requestId"`
+	VMID      string     `json:"vmId"`
+	VMName    string     `json:"vmName"`
+	Group     string     `json:"group"`
+	Port      int        `json:"port"`
+	Protocol  string     `json:"protocol"`
+	Source    string     `json:"source"` // a CIDR prefix; single addresses are /32 or /128
+	User      string     `json:"user"`
+	StartTime time.Time  `json:"startTime"`
+	EndTime   time.Time  `json:"endTime"`
+	Status    string     `json:"status"`
+	EndedAt   *time.Time `json:"endedAt,omitempty"`
+	EndedBy   string     `json:"endedBy,omitempty"`
+}
+
+// User is a person or an automation account.
+type User struct {
+	Name        string    `json:"name"`
+	CreatedAt   time.Time `json:"createdAt"`
+	HasPassword bool      `json:"hasPassword"`
+}
+
+// Token kinds.
+const (
+	TokenUser   = "user"   // acts as its user
+	TokenAgent  = "agent"  // an agent's credential: its own VM only
+	TokenEnroll = "enroll" // enrolls agents into a group
+)
+
+// Token is an API credential. Only its hash is stored.
+type Token struct {
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"`
+	User      string     `json:"user,omitempty"`
+	VMID      string     `json:"vmId,omitempty"`
+	Group     string     `json:"group,omitempty"`
+	Name      string     `json:"name,omitempty"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	UsesLeft  *int       `json:"usesLeft,omitempty"`
+	Hash      []byte     `json:"-"`
+}
+
+// RoleBinding gives a user a role in a group, or in every group ("*").
+type RoleBinding struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	Role      string    `json:"role"`
+	Group     string    `json:"group"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Event is one entry of the hash-chained activity log.
+type Event struct {
+	Seq          int64           `json:"seq"`
+	Time         time.Time       `json:"time"`
+	Actor        string          `json:"actor"`
+	ActorAddress string          `json:"actorAddress,omitempty"`
+	VMID         string          `json:"vmId,omitempty"`
+	Group        string          `json:"group,omitempty"`
+	Operation    string          `json:"operation"`
+	Outcome      string          `json:"outcome"`
+	Details      json.RawMessage `json:"details,omitempty"`
+	PrevHash     string          `json:"prevHash"`
+	Hash         string          `json:"hash"`
+}
+
+// Event outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+)
+
+// Operations written to the activity log.
+const (
+	OpGroupCreate       = "group.create"
+	OpVMCreate          = "vm.create"
+	OpVMDelete          = "vm.delete"
+	OpPolicyCreate      = "policy.create"
+	OpPolicyUpdate      = "policy.update"
+	OpPolicyDelete      = "policy.delete"
+	OpRequestApprove    = "request.approve"
+	OpRequestRefuse     = "request.refuse"
+	OpGrantOpen         = "grant.open"
+	OpGrantExpire       = "grant.expire"
+	OpGrantRevoke       = "grant.revoke"
+	OpGrantSupersede    = "grant.supersede"
+	OpEnforceApply      = "enforcement.apply"
+	OpEnforceFail       = "enforcement.fail"
+	OpAgentEnroll       = "agent.enroll"
+	OpAgentConnect      = "agent.connect"
+	OpAgentDisconnect   = "agent.disconnect"
+	OpDriftDetect       = "drift.detect"
+	OpDriftRepair       = "drift.repair"
+	OpSignIn            = "auth.signin"
+	OpUserCreate        = "user.create"
+	OpUserDelete        = "user.delete"
+	OpUserSetPassword   = "user.password"
+	OpTokenCreate       = "token.create"
+	OpTokenRevoke       = "token.revoke"
+	OpRoleBindingCreate = "rolebinding.create"
+	OpRoleBindingDelete = "rolebinding.delete"
+)
+
+// DesiredState is what an enforcer must make true for one VM: the lock on
+// the policy's ports and the grants open ahead of it.
+type DesiredState struct {
+	VMID     string `json:"vmId"`
+	Revision int64  `json:"revision"`
+	// Lock lists the ports closed to everyone but the grants. Empty when
+	// JIT is not enabled: then the enforcer removes everything of its own.
+	Lock                     []PortLock  `json:"lock"`
+	Grants                   []GrantRule `json:"grants"`
+	CloseConnectionsOnExpiry bool        `json:"closeConnectionsOnExpiry"`
+	// ServerTime is when the server produced this state.
+	ServerTime time.Time `json:"serverTime"`
+}
+
+// PortLock is one locked port. Protocol is TCP, UDP or *.
+type PortLock struct {
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// GrantRule is one active grant as an enforcer needs it. Remaining is the
+// time left when the server produced the state, in whole seconds rounded
+// up; enforcers count from it rather than from EndTime so that a skewed
+// host clock cannot stretch a grant.
+type GrantRule struct {
+	ID               string    `json:"id"`
+	Port             int       `json:"port"`
+	Protocol         string    `json:"protocol"`
+	Source           string    `json:"source"` // CIDR
+	EndTime          time.Time `json:"endTime"`
+	RemainingSeconds int64     `json:"remainingSeconds"`
+}

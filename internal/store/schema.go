@@ -1,0 +1,100 @@
+package store
+
+// Migrations is the schema, one step per entry, shared by every SQL adapter.
+// Steps are only ever appended. Times are Unix nanoseconds; lists and maps
+// are JSON text; the SQL is the subset SQLite and PostgreSQL share.
+var Migrations = []string{
+	`CREATE TABLE vm_groups (
+		name TEXT PRIMARY KEY,
+		created_at BIGINT NOT NULL
+	);
+	CREATE TABLE vms (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		grp TEXT NOT NULL REFERENCES vm_groups (name),
+		backend TEXT NOT NULL,
+		os TEXT NOT NULL,
+		addresses TEXT NOT NULL,
+		labels TEXT NOT NULL,
+		external_id TEXT NOT NULL DEFAULT '',
+		created_at BIGINT NOT NULL,
+		revision BIGINT NOT NULL,
+		report TEXT,
+		UNIQUE (grp, name)
+	);
+	CREATE TABLE policies (
+		vm_id TEXT PRIMARY KEY REFERENCES vms (id),
+		body TEXT NOT NULL,
+		updated_at BIGINT NOT NULL,
+		updated_by TEXT NOT NULL
+	);
+	CREATE TABLE requests (
+		id TEXT PRIMARY KEY,
+		usr TEXT NOT NULL,
+		address TEXT NOT NULL,
+		justification TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	);
+	CREATE INDEX requests_user ON requests (usr, created_at);
+	CREATE INDEX requests_created ON requests (created_at);
+	CREATE TABLE grants (
+		id TEXT PRIMARY KEY,
+		request_id TEXT NOT NULL,
+		vm_id TEXT NOT NULL,
+		vm_name TEXT NOT NULL,
+		grp TEXT NOT NULL,
+		port INTEGER NOT NULL,
+		protocol TEXT NOT NULL,
+		source TEXT NOT NULL,
+		usr TEXT NOT NULL,
+		start_time BIGINT NOT NULL,
+		end_time BIGINT NOT NULL,
+		status TEXT NOT NULL,
+		ended_at BIGINT,
+		ended_by TEXT NOT NULL
+	);
+	CREATE INDEX grants_active_end ON grants (end_time) WHERE status = 'active';
+	CREATE INDEX grants_vm ON grants (vm_id, status);
+	CREATE INDEX grants_request ON grants (request_id);
+	CREATE INDEX grants_start ON grants (start_time);
+	CREATE TABLE users (
+		name TEXT PRIMARY KEY,
+		created_at BIGINT NOT NULL,
+		password_hash TEXT NOT NULL
+	);
+	CREATE TABLE tokens (
+		id TEXT PRIMARY KEY,
+		hash TEXT NOT NULL UNIQUE,
+		kind TEXT NOT NULL,
+		usr TEXT NOT NULL,
+		vm_id TEXT NOT NULL,
+		grp TEXT NOT NULL,
+		name TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT,
+		uses_left INTEGER
+	);
+	CREATE TABLE role_bindings (
+		id TEXT PRIMARY KEY,
+		usr TEXT NOT NULL,
+		role TEXT NOT NULL,
+		grp TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		UNIQUE (usr, role, grp)
+	);
+	CREATE TABLE events (
+		seq BIGINT PRIMARY KEY,
+		time BIGINT NOT NULL,
+		actor TEXT NOT NULL,
+		actor_address TEXT NOT NULL,
+		vm_id TEXT NOT NULL,
+		grp TEXT NOT NULL,
+		operation TEXT NOT NULL,
+		outcome TEXT NOT NULL,
+		details TEXT NOT NULL,
+		prev_hash TEXT NOT NULL,
+		hash TEXT NOT NULL
+	);
+	CREATE INDEX events_vm ON events (vm_id, seq);
+	CREATE INDEX events_time ON events (time);`,
+}

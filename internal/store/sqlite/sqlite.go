@@ -1,0 +1,251 @@
+// Package sqlite is the embedded default store: SQLite on disk in WAL mode
+// (modernc.org/sqlite, pure Go). One writer goroutine commits concurrent
+// updates together (group commit), each in a savepoint of its own, so that
+// many small durable transactions cost one fsync between them.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// maxBatch bounds how many updates one commit carries.
+const maxBatch = 256
+
+// DB is a store.Store on one SQLite file.
+type DB struct {
+	log     *slog.Logger
+	read    *sql.DB
+	write   *sql.DB
+	conn    *sql.Conn
+	dialect store.Dialect
+	feed    store.Feed
+	jobs    chan *job
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+type job struct {
+	ctx  context.Context
+	fn   func(store.Tx) error
+	done chan error
+	tx   *store.SQLTx
+}
+
+// Open opens (creating if missing, with its folder) the database at path
+// and applies pending migrations.
+func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create database folder: %w", err)
+		}
+	}
+	dsn := func(extra string) string {
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(FULL)")
+		q.Add("_pragma", "foreign_keys(1)")
+		if extra != "" {
+			q.Add("_pragma", extra)
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(""))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		conn.Close()
+		w.Close()
+		return nil, fmt.Errorf("restrict %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn("query_only(1)"))
+	if err != nil {
+		conn.Close()
+		w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
+	db := &DB{log: log, read: r, write: w, conn: conn, jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
+	if err := db.migrate(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	db.wg.Add(1)
+	go db.writer()
+	return db, nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := db.conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(store.Migrations) {
+		return fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(store.Migrations))
+	}
+	for v := have + 1; v <= len(store.Migrations); v++ {
+		if _, err := db.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		_, err := db.conn.ExecContext(ctx, store.Migrations[v-1])
+		if err == nil {
+			_, err = db.conn.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v)
+		}
+		if err != nil {
+			db.conn.ExecContext(ctx, `ROLLBACK`)
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if _, err := db.conn.ExecContext(ctx, `COMMIT`); err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		db.log.Info("applied schema migration", "version", v)
+	}
+	return nil
+}
+
+// Update implements store.Store.
+func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
+	j := &job{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
+	select {
+	case db.jobs <- j:
+	case <-db.stop:
+		return jit.Errorf(jit.EUnavailable, "store is closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-j.done
+}
+
+// View implements store.Store.
+func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect})
+}
+
+// Changes implements store.Store.
+func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
+
+// Close stops the writer after the updates already queued and closes the
+// database.
+func (db *DB) Close() error {
+	db.once.Do(func() { close(db.stop) })
+	db.wg.Wait()
+	return db.close()
+}
+
+func (db *DB) close() error {
+	return errors.Join(db.conn.Close(), db.write.Close(), db.read.Close())
+}
+
+// writer owns the write connection. It takes a job, begins a transaction,
+// runs every job that is waiting (each in a savepoint), commits once and
+// then answers them all.
+func (db *DB) writer() {
+	defer db.wg.Done()
+	ctx := context.Background()
+	for {
+		var first *job
+		select {
+		case first = <-db.jobs:
+		case <-db.stop:
+			// Drain what was queued before the stop.
+			select {
+			case first = <-db.jobs:
+			default:
+				return
+			}
+		}
+		if _, err := db.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+			first.done <- fmt.Errorf("begin: %w", err)
+			continue
+		}
+		var ok []*job
+		run := func(j *job) {
+			if err := db.runJob(j); err != nil {
+				j.done <- err
+				return
+			}
+			ok = append(ok, j)
+		}
+		run(first)
+	more:
+		for len(ok) < maxBatch {
+			select {
+			case j := <-db.jobs:
+				run(j)
+			default:
+				break more
+			}
+		}
+		if len(ok) == 0 {
+			db.conn.ExecContext(ctx, `ROLLBACK`)
+			continue
+		}
+		if _, err := db.conn.ExecContext(ctx, `COMMIT`); err != nil {
+			db.log.Error("commit failed", "err", err)
+			db.conn.ExecContext(ctx, `ROLLBACK`)
+			for _, j := range ok {
+				j.done <- fmt.Errorf("commit: %w", err)
+			}
+			continue
+		}
+		for _, j := range ok {
+			db.feed.Publish(j.tx.Changed...)
+			j.done <- nil
+		}
+	}
+}
+
+// runJob runs one job in a savepoint; on error or panic everything it
+// wrote is rolled back and the rest of the batch is unaffected.
+func (db *DB) runJob(j *job) (err error) {
+	if _, err := db.conn.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	j.tx = &store.SQLTx{Ctx: j.ctx, Q: db.conn, Dialect: &db.dialect}
+	defer func() {
+		if p := recover(); p != nil {
+			db.log.Error("panic in update", "panic", p)
+			err = fmt.Errorf("panic in update: %v", p)
+		}
+		if err != nil {
+			if _, rerr := db.conn.ExecContext(j.ctx, `ROLLBACK TO job`); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := db.conn.ExecContext(j.ctx, `RELEASE job`); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return j.fn(j.tx)
+}

@@ -1,0 +1,840 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// Querier is what SQLTx needs of a connection or transaction.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Dialect holds what differs between the SQL databases.
+type Dialect struct {
+	// Numbered placeholders ($1, $2, ...) instead of ?.
+	Numbered bool
+	// LockChain runs before the log's head is read, to serialize appends
+	// across connections (PostgreSQL); nil when writes are serial already.
+	LockChain func(ctx context.Context, q Querier) error
+	// Notify runs in the transaction for each VM whose desired state
+	// changed; nil when the adapter publishes changes itself.
+	Notify func(ctx context.Context, q Querier, vmID string) error
+}
+
+// SQLTx implements Tx over database/sql for both SQL adapters.
+type SQLTx struct {
+	Ctx     context.Context
+	Q       Querier
+	Dialect *Dialect
+	// Changed collects the VMs whose revision this transaction bumped.
+	Changed []string
+}
+
+func (t *SQLTx) rebind(q string) string {
+	if !t.Dialect.Numbered {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+func (t *SQLTx) exec(q string, args ...any) (sql.Result, error) {
+	r, err := t.Q.ExecContext(t.Ctx, t.rebind(q), args...)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	return r, nil
+}
+
+func (t *SQLTx) query(q string, args ...any) (*sql.Rows, error) {
+	r, err := t.Q.QueryContext(t.Ctx, t.rebind(q), args...)
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	return r, nil
+}
+
+func (t *SQLTx) row(q string, args ...any) *sql.Row {
+	return t.Q.QueryRowContext(t.Ctx, t.rebind(q), args...)
+}
+
+// dbErr turns uniqueness violations into EConflict.
+func dbErr(err error) error {
+	s := err.Error()
+	if strings.Contains(s, "UNIQUE constraint failed") || strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "duplicate key value") {
+		return &jit.Error{Code: jit.EConflict, Message: "already exists"}
+	}
+	return err
+}
+
+func affected(r sql.Result, what, id string) error {
+	n, err := r.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return jit.Errorf(jit.ENotFound, "%s %s not found", what, id)
+	}
+	return nil
+}
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullNanos(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func toJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: marshal %T: %v", v, err)) // only our own plain types get here
+	}
+	return string(b)
+}
+
+// in appends "AND col IN (?, ...)" for a non-nil list; an empty list
+// matches nothing.
+func in(where []string, args []any, col string, vals []string) ([]string, []any) {
+	if vals == nil {
+		return where, args
+	}
+	if len(vals) == 0 {
+		return append(where, "1=0"), args
+	}
+	where = append(where, col+" IN ("+strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",")+")")
+	for _, v := range vals {
+		args = append(args, v)
+	}
+	return where, args
+}
+
+func whereClause(where []string) string {
+	if len(where) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(where, " AND ")
+}
+
+// Groups.
+
+func (t *SQLTx) CreateGroup(g jit.Group) error {
+	_, err := t.exec(`INSERT INTO vm_groups (name, created_at) VALUES (?, ?)`, g.Name, nanos(g.CreatedAt))
+	if jit.ErrorCode(err) == jit.EConflict {
+		return jit.Errorf(jit.EConflict, "group %s already exists", g.Name)
+	}
+	return err
+}
+
+func (t *SQLTx) GetGroup(name string) (jit.Group, error) {
+	var g jit.Group
+	var c int64
+	err := t.row(`SELECT name, created_at FROM vm_groups WHERE name = ?`, name).Scan(&g.Name, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, jit.Errorf(jit.ENotFound, "group %s not found", name)
+	}
+	g.CreatedAt = fromNanos(c)
+	return g, err
+}
+
+func (t *SQLTx) ListGroups() ([]jit.Group, error) {
+	rows, err := t.query(`SELECT name, created_at FROM vm_groups ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.Group
+	for rows.Next() {
+		var g jit.Group
+		var c int64
+		if err := rows.Scan(&g.Name, &c); err != nil {
+			return nil, err
+		}
+		g.CreatedAt = fromNanos(c)
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// VMs.
+
+const vmCols = `id, name, grp, backend, os, addresses, labels, external_id, created_at, revision, report`
+
+func scanVM(s interface{ Scan(...any) error }) (jit.VM, error) {
+	var vm jit.VM
+	var addrs, labels string
+	var report sql.NullString
+	var created int64
+	if err := s.Scan(&vm.ID, &vm.Name, &vm.Group, &vm.Backend, &vm.OS, &addrs, &labels, &vm.ExternalID, &created, &vm.Revision, &report); err != nil {
+		return vm, err
+	}
+	vm.CreatedAt = fromNanos(created)
+	if err := json.Unmarshal([]byte(addrs), &vm.Addresses); err != nil {
+		return vm, fmt.Errorf("vm %s addresses: %w", vm.ID, err)
+	}
+	if err := json.Unmarshal([]byte(labels), &vm.Labels); err != nil {
+		return vm, fmt.Errorf("vm %s labels: %w", vm.ID, err)
+	}
+	if report.Valid && report.String != "" {
+		vm.Report = new(jit.Report)
+		if err := json.Unmarshal([]byte(report.String), vm.Report); err != nil {
+			return vm, fmt.Errorf("vm %s report: %w", vm.ID, err)
+		}
+	}
+	return vm, nil
+}
+
+func (t *SQLTx) CreateVM(vm *jit.VM) error {
+	if vm.Addresses == nil {
+		vm.Addresses = []string{}
+	}
+	if vm.Labels == nil {
+		vm.Labels = map[string]string{}
+	}
+	if vm.Revision == 0 {
+		vm.Revision = 1
+	}
+	_, err := t.exec(`INSERT INTO vms (`+vmCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+		vm.ID, vm.Name, vm.Group, vm.Backend, vm.OS, toJSON(vm.Addresses), toJSON(vm.Labels), vm.ExternalID, nanos(vm.CreatedAt), vm.Revision)
+	if jit.ErrorCode(err) == jit.EConflict {
+		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
+	}
+	return err
+}
+
+func (t *SQLTx) GetVM(id string) (jit.VM, error) {
+	vm, err := scanVM(t.row(`SELECT `+vmCols+` FROM vms WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return vm, jit.Errorf(jit.ENotFound, "VM %s not found", id)
+	}
+	return vm, err
+}
+
+func (t *SQLTx) ListVMs(f VMFilter) ([]jit.VM, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"grp", f.Group}, {"name", f.Name}, {"backend", f.Backend}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	where, args = in(where, args, "grp", f.Groups)
+	rows, err := t.query(`SELECT `+vmCols+` FROM vms`+whereClause(where)+` ORDER BY grp, name`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.VM
+	for rows.Next() {
+		vm, err := scanVM(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, vm)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) UpdateVM(vm jit.VM) error {
+	r, err := t.exec(`UPDATE vms SET os = ?, addresses = ?, labels = ?, external_id = ? WHERE id = ?`,
+		vm.OS, toJSON(vm.Addresses), toJSON(vm.Labels), vm.ExternalID, vm.ID)
+	if err != nil {
+		return err
+	}
+	return affected(r, "VM", vm.ID)
+}
+
+func (t *SQLTx) DeleteVM(id string) error {
+	if _, err := t.exec(`DELETE FROM policies WHERE vm_id = ?`, id); err != nil {
+		return err
+	}
+	r, err := t.exec(`DELETE FROM vms WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if err := affected(r, "VM", id); err != nil {
+		return err
+	}
+	t.Changed = append(t.Changed, id)
+	return t.notify(id)
+}
+
+func (t *SQLTx) notify(vmID string) error {
+	if t.Dialect.Notify == nil {
+		return nil
+	}
+	return t.Dialect.Notify(t.Ctx, t.Q, vmID)
+}
+
+func (t *SQLTx) BumpRevision(vmID string) (int64, error) {
+	var rev int64
+	err := t.row(`UPDATE vms SET revision = revision + 1 WHERE id = ? RETURNING revision`, vmID).Scan(&rev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, jit.Errorf(jit.ENotFound, "VM %s not found", vmID)
+	}
+	if err != nil {
+		return 0, err
+	}
+	t.Changed = append(t.Changed, vmID)
+	return rev, t.notify(vmID)
+}
+
+func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
+	var v any
+	if rep != nil {
+		v = toJSON(rep)
+	}
+	r, err := t.exec(`UPDATE vms SET report = ? WHERE id = ?`, v, vmID)
+	if err != nil {
+		return err
+	}
+	return affected(r, "VM", vmID)
+}
+
+// Policies.
+
+type policyBody struct {
+	Ports                    []jit.PortRule `json:"ports"`
+	RequireJustification     bool           `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
+}
+
+func (t *SQLTx) PutPolicy(p jit.Policy) error {
+	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry})
+	_, err := t.exec(`INSERT INTO policies (vm_id, body, updated_at, updated_by) VALUES (?, ?, ?, ?)
+		ON CONFLICT (vm_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
+		p.VMID, body, nanos(p.UpdatedAt), p.UpdatedBy)
+	return err
+}
+
+func scanPolicy(s interface{ Scan(...any) error }) (jit.Policy, error) {
+	var p jit.Policy
+	var body string
+	var upd int64
+	if err := s.Scan(&p.VMID, &body, &upd, &p.UpdatedBy); err != nil {
+		return p, err
+	}
+	var b policyBody
+	if err := json.Unmarshal([]byte(body), &b); err != nil {
+		return p, fmt.Errorf("policy of %s: %w", p.VMID, err)
+	}
+	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry
+	p.UpdatedAt = fromNanos(upd)
+	return p, nil
+}
+
+func (t *SQLTx) GetPolicy(vmID string) (jit.Policy, error) {
+	p, err := scanPolicy(t.row(`SELECT vm_id, body, updated_at, updated_by FROM policies WHERE vm_id = ?`, vmID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, jit.Errorf(jit.ENotFound, "VM %s has no JIT policy", vmID)
+	}
+	return p, err
+}
+
+func (t *SQLTx) DeletePolicy(vmID string) error {
+	r, err := t.exec(`DELETE FROM policies WHERE vm_id = ?`, vmID)
+	if err != nil {
+		return err
+	}
+	n, err := r.RowsAffected()
+	if err == nil && n == 0 {
+		return jit.Errorf(jit.ENotFound, "VM %s has no JIT policy", vmID)
+	}
+	return err
+}
+
+func (t *SQLTx) ListPolicies(f VMFilter) ([]jit.Policy, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"v.grp", f.Group}, {"v.name", f.Name}, {"v.backend", f.Backend}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	where, args = in(where, args, "v.grp", f.Groups)
+	rows, err := t.query(`SELECT p.vm_id, p.body, p.updated_at, p.updated_by FROM policies p JOIN vms v ON v.id = p.vm_id`+
+		whereClause(where)+` ORDER BY v.grp, v.name`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.Policy
+	for rows.Next() {
+		p, err := scanPolicy(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Requests and grants.
+
+func (t *SQLTx) CreateRequest(r jit.Request) error {
+	_, err := t.exec(`INSERT INTO requests (id, usr, address, justification, created_at) VALUES (?, ?, ?, ?, ?)`,
+		r.ID, r.User, r.Address, r.Justification, nanos(r.CreatedAt))
+	return err
+}
+
+func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
+	var where []string
+	var args []any
+	if f.User != "" {
+		where = append(where, "usr = ?")
+		args = append(args, f.User)
+	}
+	q := `SELECT id, usr, address, justification, created_at FROM requests` + whereClause(where) + ` ORDER BY created_at DESC, id`
+	if f.Limit > 0 {
+		q += " LIMIT " + strconv.Itoa(f.Limit)
+	}
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []jit.Request
+	idx := map[string]int{}
+	for rows.Next() {
+		var r jit.Request
+		var c int64
+		if err := rows.Scan(&r.ID, &r.User, &r.Address, &r.Justification, &c); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.CreatedAt = fromNanos(c)
+		r.Grants = []jit.Grant{}
+		idx[r.ID] = len(out)
+		out = append(out, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(out) == 0 {
+		return out, err
+	}
+	ids := make([]string, 0, len(out))
+	for _, r := range out {
+		ids = append(ids, r.ID)
+	}
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		w, a := in(nil, nil, "request_id", chunk)
+		grants, err := t.grants(w, a, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range grants {
+			i := idx[g.RequestID]
+			out[i].Grants = append(out[i].Grants, g)
+		}
+	}
+	return out, nil
+}
+
+const grantCols = `id, request_id, vm_id, vm_name, grp, port, protocol, source, usr, start_time, end_time, status, ended_at, ended_by`
+
+func (t *SQLTx) CreateGrant(g jit.Grant) error {
+	_, err := t.exec(`INSERT INTO grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.RequestID, g.VMID, g.VMName, g.Group, g.Port, g.Protocol, g.Source, g.User,
+		nanos(g.StartTime), nanos(g.EndTime), g.Status, nullNanos(g.EndedAt), g.EndedBy)
+	return err
+}
+
+func scanGrant(s interface{ Scan(...any) error }) (jit.Grant, error) {
+	var g jit.Grant
+	var start, end int64
+	var ended sql.NullInt64
+	err := s.Scan(&g.ID, &g.RequestID, &g.VMID, &g.VMName, &g.Group, &g.Port, &g.Protocol, &g.Source, &g.User,
+		&start, &end, &g.Status, &ended, &g.EndedBy)
+	g.StartTime, g.EndTime = fromNanos(start), fromNanos(end)
+	if ended.Valid {
+		e := fromNanos(ended.Int64)
+		g.EndedAt = &e
+	}
+	return g, err
+}
+
+func (t *SQLTx) GetGrant(id string) (jit.Grant, error) {
+	g, err := scanGrant(t.row(`SELECT `+grantCols+` FROM grants WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, jit.Errorf(jit.ENotFound, "grant %s not found", id)
+	}
+	return g, err
+}
+
+func (t *SQLTx) grants(where []string, args []any, limit int) ([]jit.Grant, error) {
+	q := `SELECT ` + grantCols + ` FROM grants` + whereClause(where) + ` ORDER BY start_time DESC, id`
+	if limit > 0 {
+		q += " LIMIT " + strconv.Itoa(limit)
+	}
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"vm_id", f.VMID}, {"status", f.Status}, {"usr", f.User}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	if !f.EndingBy.IsZero() {
+		where = append(where, "status = 'active' AND end_time <= ?")
+		args = append(args, nanos(f.EndingBy))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "start_time >= ?")
+		args = append(args, nanos(f.Since))
+	}
+	where, args = in(where, args, "grp", f.Groups)
+	return t.grants(where, args, f.Limit)
+}
+
+func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error) {
+	r, err := t.exec(`UPDATE grants SET status = ?, ended_at = ?, ended_by = ? WHERE id = ? AND status = 'active'`,
+		status, nanos(endedAt), endedBy, id)
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
+}
+
+func (t *SQLTx) NextGrantEnd() (time.Time, bool, error) {
+	var n sql.NullInt64
+	if err := t.row(`SELECT MIN(end_time) FROM grants WHERE status = 'active'`).Scan(&n); err != nil {
+		return time.Time{}, false, err
+	}
+	if !n.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromNanos(n.Int64), true, nil
+}
+
+// Users, tokens, role bindings.
+
+func (t *SQLTx) CreateUser(u jit.User, hash string) error {
+	_, err := t.exec(`INSERT INTO users (name, created_at, password_hash) VALUES (?, ?, ?)`, u.Name, nanos(u.CreatedAt), hash)
+	if jit.ErrorCode(err) == jit.EConflict {
+		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("user %s already exists", u.Name), Target: "name"}
+	}
+	return err
+}
+
+func (t *SQLTx) GetUser(name string) (jit.User, string, error) {
+	var u jit.User
+	var c int64
+	var hash string
+	err := t.row(`SELECT name, created_at, password_hash FROM users WHERE name = ?`, name).Scan(&u.Name, &c, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, "", jit.Errorf(jit.ENotFound, "user %s not found", name)
+	}
+	u.CreatedAt, u.HasPassword = fromNanos(c), hash != ""
+	return u, hash, err
+}
+
+func (t *SQLTx) ListUsers() ([]jit.User, error) {
+	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.User
+	for rows.Next() {
+		var u jit.User
+		var c int64
+		if err := rows.Scan(&u.Name, &c, &u.HasPassword); err != nil {
+			return nil, err
+		}
+		u.CreatedAt = fromNanos(c)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) DeleteUser(name string) error {
+	for _, q := range []string{`DELETE FROM tokens WHERE usr = ?`, `DELETE FROM role_bindings WHERE usr = ?`} {
+		if _, err := t.exec(q, name); err != nil {
+			return err
+		}
+	}
+	r, err := t.exec(`DELETE FROM users WHERE name = ?`, name)
+	if err != nil {
+		return err
+	}
+	return affected(r, "user", name)
+}
+
+func (t *SQLTx) SetPasswordHash(name, hash string) error {
+	r, err := t.exec(`UPDATE users SET password_hash = ? WHERE name = ?`, hash, name)
+	if err != nil {
+		return err
+	}
+	return affected(r, "user", name)
+}
+
+const tokenCols = `id, hash, kind, usr, vm_id, grp, name, created_at, expires_at, uses_left`
+
+func scanToken(s interface{ Scan(...any) error }) (jit.Token, error) {
+	var tk jit.Token
+	var hash string
+	var created int64
+	var exp, uses sql.NullInt64
+	if err := s.Scan(&tk.ID, &hash, &tk.Kind, &tk.User, &tk.VMID, &tk.Group, &tk.Name, &created, &exp, &uses); err != nil {
+		return tk, err
+	}
+	tk.Hash = []byte(hash)
+	tk.CreatedAt = fromNanos(created)
+	if exp.Valid {
+		e := fromNanos(exp.Int64)
+		tk.ExpiresAt = &e
+	}
+	if uses.Valid {
+		n := int(uses.Int64)
+		tk.UsesLeft = &n
+	}
+	return tk, nil
+}
+
+func (t *SQLTx) CreateToken(tk jit.Token) error {
+	var uses any
+	if tk.UsesLeft != nil {
+		uses = *tk.UsesLeft
+	}
+	_, err := t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tk.ID, string(tk.Hash), tk.Kind, tk.User, tk.VMID, tk.Group, tk.Name, nanos(tk.CreatedAt), nullNanos(tk.ExpiresAt), uses)
+	return err
+}
+
+func (t *SQLTx) TokenByHash(h []byte) (jit.Token, error) {
+	tk, err := scanToken(t.row(`SELECT `+tokenCols+` FROM tokens WHERE hash = ?`, string(h)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return tk, jit.Errorf(jit.ENotFound, "token not found")
+	}
+	return tk, err
+}
+
+func (t *SQLTx) ListTokens(user string) ([]jit.Token, error) {
+	q, args := `SELECT `+tokenCols+` FROM tokens`, []any{}
+	if user != "" {
+		q += ` WHERE usr = ?`
+		args = append(args, user)
+	}
+	rows, err := t.query(q+` ORDER BY created_at, id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.Token
+	for rows.Next() {
+		tk, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, tk)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) DeleteToken(id string) error {
+	r, err := t.exec(`DELETE FROM tokens WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	return affected(r, "token", id)
+}
+
+func (t *SQLTx) UseToken(id string) error {
+	r, err := t.exec(`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND (uses_left IS NULL OR uses_left > 0)`, id)
+	if err != nil {
+		return err
+	}
+	if n, err := r.RowsAffected(); err != nil || n == 0 {
+		return jit.Errorf(jit.EForbidden, "token %s has no uses left", id)
+	}
+	return nil
+}
+
+func (t *SQLTx) CreateRoleBinding(b jit.RoleBinding) error {
+	_, err := t.exec(`INSERT INTO role_bindings (id, usr, role, grp, created_at) VALUES (?, ?, ?, ?, ?)`,
+		b.ID, b.User, b.Role, b.Group, nanos(b.CreatedAt))
+	if jit.ErrorCode(err) == jit.EConflict {
+		return jit.Errorf(jit.EConflict, "user %s already has role %s in group %s", b.User, b.Role, b.Group)
+	}
+	return err
+}
+
+func (t *SQLTx) ListRoleBindings(user string) ([]jit.RoleBinding, error) {
+	q, args := `SELECT id, usr, role, grp, created_at FROM role_bindings`, []any{}
+	if user != "" {
+		q += ` WHERE usr = ?`
+		args = append(args, user)
+	}
+	rows, err := t.query(q+` ORDER BY usr, grp, role`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.RoleBinding
+	for rows.Next() {
+		var b jit.RoleBinding
+		var c int64
+		if err := rows.Scan(&b.ID, &b.User, &b.Role, &b.Group, &c); err != nil {
+			return nil, err
+		}
+		b.CreatedAt = fromNanos(c)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) DeleteRoleBinding(id string) error {
+	r, err := t.exec(`DELETE FROM role_bindings WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	return affected(r, "role binding", id)
+}
+
+// Activity log.
+
+const eventCols = `seq, time, actor, actor_address, vm_id, grp, operation, outcome, details, prev_hash, hash`
+
+func (t *SQLTx) AppendEvent(e *jit.Event) error {
+	if t.Dialect.LockChain != nil {
+		if err := t.Dialect.LockChain(t.Ctx, t.Q); err != nil {
+			return fmt.Errorf("lock activity log: %w", err)
+		}
+	}
+	var seq sql.NullInt64
+	var prev sql.NullString
+	err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	e.Seq, e.PrevHash = seq.Int64+1, prev.String
+	e.Time = e.Time.UTC()
+	if len(e.Details) == 0 {
+		e.Details = json.RawMessage("{}")
+	}
+	e.Hash = e.ComputeHash()
+	_, err = t.exec(`INSERT INTO events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
+	return err
+}
+
+func scanEvent(s interface{ Scan(...any) error }) (jit.Event, error) {
+	var e jit.Event
+	var tm int64
+	var details string
+	err := s.Scan(&e.Seq, &tm, &e.Actor, &e.ActorAddress, &e.VMID, &e.Group, &e.Operation, &e.Outcome, &details, &e.PrevHash, &e.Hash)
+	e.Time, e.Details = fromNanos(tm), json.RawMessage(details)
+	return e, err
+}
+
+func (t *SQLTx) ListEvents(f EventFilter) ([]jit.Event, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"vm_id", f.VMID}, {"actor", f.Actor}, {"operation", f.Operation}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= ?")
+		args = append(args, nanos(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < ?")
+		args = append(args, nanos(f.Until))
+	}
+	if f.AfterSeq > 0 {
+		if f.Desc {
+			where = append(where, "seq < ?")
+		} else {
+			where = append(where, "seq > ?")
+		}
+		args = append(args, f.AfterSeq)
+	}
+	where, args = in(where, args, "grp", f.Groups)
+	q := `SELECT ` + eventCols + ` FROM events` + whereClause(where) + ` ORDER BY seq`
+	if f.Desc {
+		q += " DESC"
+	}
+	if f.Limit > 0 {
+		q += " LIMIT " + strconv.Itoa(f.Limit)
+	}
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []jit.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func (t *SQLTx) WalkEvents(fn func(*jit.Event) bool) error {
+	rows, err := t.query(`SELECT ` + eventCols + ` FROM events ORDER BY seq`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return err
+		}
+		if !fn(&e) {
+			return nil
+		}
+	}
+	return rows.Err()
+}

@@ -1,0 +1,132 @@
+// Package store defines how ajar keeps its state: the Store interface that
+// every database adapter provides (store/sqlite, store/postgres), the Tx
+// with every read and write the rest of ajar needs, and the one SQL
+// implementation of Tx that both adapters share.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// Store runs transactions against one database.
+type Store interface {
+	// Update runs fn in a read-write transaction: everything fn wrote
+	// commits together when it returns nil and nothing does otherwise.
+	// Update returns once the commit is durable.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction over one consistent snapshot.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Changes delivers the id of every VM whose desired state changed in a
+	// committed transaction, including those committed by other servers
+	// sharing the database, until ctx ends.
+	Changes(ctx context.Context) <-chan string
+	Close() error
+}
+
+// Tx is every read and write ajar does, inside one transaction. Methods
+// return *jit.Error with ENotFound or EConflict where those apply.
+type Tx interface {
+	CreateGroup(g jit.Group) error
+	GetGroup(name string) (jit.Group, error)
+	ListGroups() ([]jit.Group, error)
+
+	CreateVM(vm *jit.VM) error
+	GetVM(id string) (jit.VM, error)
+	ListVMs(f VMFilter) ([]jit.VM, error)
+	DeleteVM(id string) error
+	// UpdateVM changes the VM's OS, addresses, labels and external id.
+	UpdateVM(vm jit.VM) error
+	// BumpRevision marks the VM's desired state changed and returns the new
+	// revision; watchers of the VM hear of it once the transaction commits.
+	BumpRevision(vmID string) (int64, error)
+	SetReport(vmID string, r *jit.Report) error
+
+	PutPolicy(p jit.Policy) error
+	// GetPolicy returns ENotFound when the VM has no JIT policy.
+	GetPolicy(vmID string) (jit.Policy, error)
+	DeletePolicy(vmID string) error
+	// ListPolicies returns the policies of the VMs matching f.
+	ListPolicies(f VMFilter) ([]jit.Policy, error)
+
+	CreateRequest(r jit.Request) error
+	ListRequests(f RequestFilter) ([]jit.Request, error)
+
+	CreateGrant(g jit.Grant) error
+	GetGrant(id string) (jit.Grant, error)
+	ListGrants(f GrantFilter) ([]jit.Grant, error)
+	// EndGrant moves an active grant to status; it reports false, and
+	// changes nothing, when the grant is no longer active.
+	EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error)
+	// NextGrantEnd returns the earliest end time of the active grants.
+	NextGrantEnd() (time.Time, bool, error)
+
+	CreateUser(u jit.User, passwordHash string) error
+	GetUser(name string) (jit.User, string, error) // the user and their password hash
+	ListUsers() ([]jit.User, error)
+	DeleteUser(name string) error
+	SetPasswordHash(name, hash string) error
+
+	CreateToken(t jit.Token) error
+	// TokenByHash returns the token whose hash is h.
+	TokenByHash(h []byte) (jit.Token, error)
+	ListTokens(user string) ([]jit.Token, error)
+	DeleteToken(id string) error
+	// UseToken takes one use from a limited-use token; it returns EForbidden
+	// when none is left.
+	UseToken(id string) error
+
+	CreateRoleBinding(b jit.RoleBinding) error
+	ListRoleBindings(user string) ([]jit.RoleBinding, error)
+	DeleteRoleBinding(id string) error
+
+	// AppendEvent fills in e's sequence number and hashes and appends it to
+	// the activity log.
+	AppendEvent(e *jit.Event) error
+	ListEvents(f EventFilter) ([]jit.Event, error)
+	// WalkEvents calls fn for every event in sequence order until it
+	// returns false.
+	WalkEvents(fn func(*jit.Event) bool) error
+}
+
+// VMFilter selects VMs. Zero fields match everything; Groups, when not
+// nil, limits the result to those groups.
+type VMFilter struct {
+	Group   string
+	Name    string
+	Backend string
+	Groups  []string
+}
+
+// GrantFilter selects grants, newest first.
+type GrantFilter struct {
+	VMID   string
+	Status string
+	User   string
+	Groups []string
+	// EndingBy selects active grants whose end time is at or before it.
+	EndingBy time.Time
+	Since    time.Time // start time at or after
+	Limit    int
+}
+
+// RequestFilter selects requests, newest first.
+type RequestFilter struct {
+	User  string
+	Limit int
+}
+
+// EventFilter selects activity events in sequence order.
+type EventFilter struct {
+	VMID      string
+	Actor     string
+	Operation string
+	Since     time.Time
+	Until     time.Time
+	Groups    []string
+	AfterSeq  int64
+	Limit     int
+	Desc      bool
+}

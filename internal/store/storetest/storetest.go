@@ -1,0 +1,443 @@
+// Package storetest is the compliance suite every store.Store must pass.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// Run runs the suite; newStore returns an empty store, closed by the
+// suite's cleanup or by the caller.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"GroupsAndVMs", testGroupsAndVMs},
+		{"Policies", testPolicies},
+		{"Grants", testGrants},
+		{"UsersTokensBindings", testUsersTokensBindings},
+		{"RollbackLeavesNothing", testRollback},
+		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
+		{"EventChain", testEventChain},
+		{"Changes", testChanges},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+}
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func update(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+func view(t *testing.T, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.View(context.Background(), fn); err != nil {
+		t.Fatalf("view: %v", err)
+	}
+}
+
+func seedVM(t *testing.T, s store.Store, group, name string) jit.VM {
+	t.Helper()
+	vm := jit.VM{ID: "vm-" + group + "-" + name, Name: name, Group: group, Backend: jit.BackendAgent, OS: "linux",
+		Addresses: []string{"198.51.100.10"}, Labels: map[string]string{"env": "test"}, CreatedAt: t0}
+	update(t, s, func(tx store.Tx) error {
+		if _, err := tx.GetGroup(group); jit.ErrorCode(err) == jit.ENotFound {
+			if err := tx.CreateGroup(jit.Group{Name: group, CreatedAt: t0}); err != nil {
+				return err
+			}
+		}
+		return tx.CreateVM(&vm)
+	})
+	return vm
+}
+
+func testGroupsAndVMs(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "db-1")
+	seedVM(t, s, "prod", "db-2")
+	seedVM(t, s, "dev", "db-1")
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		return tx.CreateVM(&jit.VM{ID: "other", Name: "db-1", Group: "prod", Backend: "agent", CreatedAt: t0})
+	})
+	if jit.ErrorCode(err) != jit.EConflict {
+		t.Fatalf("duplicate VM name: got %v, want conflict", err)
+	}
+	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}) })
+	if jit.ErrorCode(err) != jit.EConflict {
+		t.Fatalf("duplicate group: got %v, want conflict", err)
+	}
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetVM(vm.ID)
+		if err != nil {
+			return err
+		}
+		if got.Name != "db-1" || got.Group != "prod" || got.Labels["env"] != "test" || len(got.Addresses) != 1 || !got.CreatedAt.Equal(t0) || got.Revision != 1 {
+			t.Errorf("GetVM = %+v", got)
+		}
+		all, err := tx.ListVMs(store.VMFilter{})
+		if err != nil {
+			return err
+		}
+		prod, err := tx.ListVMs(store.VMFilter{Group: "prod"})
+		if err != nil {
+			return err
+		}
+		none, err := tx.ListVMs(store.VMFilter{Groups: []string{}})
+		if err != nil {
+			return err
+		}
+		dev, err := tx.ListVMs(store.VMFilter{Groups: []string{"dev"}})
+		if err != nil {
+			return err
+		}
+		if len(all) != 3 || len(prod) != 2 || len(none) != 0 || len(dev) != 1 {
+			t.Errorf("ListVMs: all %d prod %d none %d dev %d", len(all), len(prod), len(none), len(dev))
+		}
+		if _, err := tx.GetVM("missing"); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("GetVM missing: %v", err)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		rev, err := tx.BumpRevision(vm.ID)
+		if err != nil || rev != 2 {
+			return fmt.Errorf("bump: %d %v", rev, err)
+		}
+		return tx.SetReport(vm.ID, &jit.Report{Time: t0, AppliedRevision: 2, Enforceable: true, Listening: []jit.Socket{{Protocol: "TCP", Port: 22}}})
+	})
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetVM(vm.ID)
+		if err != nil {
+			return err
+		}
+		if got.Revision != 2 || got.Report == nil || got.Report.AppliedRevision != 2 || len(got.Report.Listening) != 1 {
+			t.Errorf("after bump/report: %+v", got)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteVM(vm.ID) })
+	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.DeleteVM(vm.ID) })
+	if jit.ErrorCode(err) != jit.ENotFound {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func testPolicies(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "web")
+	p := jit.Policy{VMID: vm.ID, Ports: []jit.PortRule{{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"*"}, MaxRequestAccessDuration: "PT3H"}},
+		RequireJustification: true, UpdatedAt: t0, UpdatedBy: "admin"}
+	view(t, s, func(tx store.Tx) error {
+		if _, err := tx.GetPolicy(vm.ID); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("no policy yet: %v", err)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error { return tx.PutPolicy(p) })
+	p.Ports = append(p.Ports, jit.PortRule{Number: 3389, Protocol: "*", AllowedSourceAddressPrefixes: []string{"198.51.100.0/24"}, MaxRequestAccessDuration: "PT1H"})
+	update(t, s, func(tx store.Tx) error { return tx.PutPolicy(p) })
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.GetPolicy(vm.ID)
+		if err != nil {
+			return err
+		}
+		if len(got.Ports) != 2 || got.Ports[1].AllowedSourceAddressPrefixes[0] != "198.51.100.0/24" || !got.RequireJustification || got.UpdatedBy != "admin" {
+			t.Errorf("GetPolicy = %+v", got)
+		}
+		list, err := tx.ListPolicies(store.VMFilter{Group: "prod"})
+		if err != nil || len(list) != 1 {
+			t.Errorf("ListPolicies = %v, %v", list, err)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeletePolicy(vm.ID) })
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.DeletePolicy(vm.ID) }); jit.ErrorCode(err) != jit.ENotFound {
+		t.Fatalf("delete policy twice: %v", err)
+	}
+}
+
+func testGrants(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "app")
+	mk := func(id string, end time.Duration) jit.Grant {
+		return jit.Grant{ID: id, RequestID: "r1", VMID: vm.ID, VMName: vm.Name, Group: vm.Group, Port: 22, Protocol: "TCP",
+			Source: "198.51.100.7/32", User: "alice", StartTime: t0, EndTime: t0.Add(end), Status: jit.GrantActive}
+	}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateRequest(jit.Request{ID: "r1", User: "alice", Address: "198.51.100.7", Justification: "fix", CreatedAt: t0}); err != nil {
+			return err
+		}
+		for _, g := range []jit.Grant{mk("g1", time.Hour), mk("g2", time.Minute), mk("g3", 2*time.Hour)} {
+			if err := tx.CreateGrant(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		next, ok, err := tx.NextGrantEnd()
+		if err != nil || !ok || !next.Equal(t0.Add(time.Minute)) {
+			t.Errorf("NextGrantEnd = %v %v %v", next, ok, err)
+		}
+		due, err := tx.ListGrants(store.GrantFilter{EndingBy: t0.Add(90 * time.Minute)})
+		if err != nil || len(due) != 2 {
+			t.Errorf("due grants = %d, %v", len(due), err)
+		}
+		reqs, err := tx.ListRequests(store.RequestFilter{User: "alice"})
+		if err != nil || len(reqs) != 1 || len(reqs[0].Grants) != 3 {
+			t.Errorf("ListRequests = %+v, %v", reqs, err)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error {
+		ok, err := tx.EndGrant("g2", jit.GrantExpired, t0.Add(time.Minute), "system")
+		if err != nil || !ok {
+			return fmt.Errorf("end g2: %v %v", ok, err)
+		}
+		ok, err = tx.EndGrant("g2", jit.GrantRevoked, t0.Add(2*time.Minute), "bob")
+		if err != nil || ok {
+			return fmt.Errorf("end g2 twice: %v %v", ok, err)
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		g, err := tx.GetGrant("g2")
+		if err != nil {
+			return err
+		}
+		if g.Status != jit.GrantExpired || g.EndedAt == nil || !g.EndedAt.Equal(t0.Add(time.Minute)) || g.EndedBy != "system" {
+			t.Errorf("ended grant = %+v", g)
+		}
+		active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
+		if err != nil || len(active) != 2 {
+			t.Errorf("active = %d %v", len(active), err)
+		}
+		next, _, _ := tx.NextGrantEnd()
+		if !next.Equal(t0.Add(time.Hour)) {
+			t.Errorf("next end after expiry = %v", next)
+		}
+		return nil
+	})
+}
+
+func testUsersTokensBindings(t *testing.T, s store.Store) {
+	three := 3
+	exp := t0.Add(time.Hour)
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateUser(jit.User{Name: "alice", CreatedAt: t0}, ""); err != nil {
+			return err
+		}
+		if err := tx.CreateToken(jit.Token{ID: "t1", Kind: jit.TokenUser, User: "alice", CreatedAt: t0, Hash: []byte("h1")}); err != nil {
+			return err
+		}
+		if err := tx.CreateToken(jit.Token{ID: "t2", Kind: jit.TokenEnroll, Group: "prod", CreatedAt: t0, ExpiresAt: &exp, UsesLeft: &three, Hash: []byte("h2")}); err != nil {
+			return err
+		}
+		return tx.CreateRoleBinding(jit.RoleBinding{ID: "b1", User: "alice", Role: jit.RoleRequester, Group: "prod", CreatedAt: t0})
+	})
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.CreateUser(jit.User{Name: "alice", CreatedAt: t0}, "") }); jit.ErrorCode(err) != jit.EConflict {
+		t.Fatalf("duplicate user: %v", err)
+	}
+	if err := s.Update(context.Background(), func(tx store.Tx) error {
+		return tx.CreateRoleBinding(jit.RoleBinding{ID: "b2", User: "alice", Role: jit.RoleRequester, Group: "prod", CreatedAt: t0})
+	}); jit.ErrorCode(err) != jit.EConflict {
+		t.Fatalf("duplicate binding: %v", err)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.SetPasswordHash("alice", "$argon2id$x") })
+	view(t, s, func(tx store.Tx) error {
+		u, hash, err := tx.GetUser("alice")
+		if err != nil || !u.HasPassword || hash != "$argon2id$x" {
+			t.Errorf("GetUser = %+v %q %v", u, hash, err)
+		}
+		tk, err := tx.TokenByHash([]byte("h2"))
+		if err != nil || tk.ID != "t2" || tk.UsesLeft == nil || *tk.UsesLeft != 3 || tk.ExpiresAt == nil || !tk.ExpiresAt.Equal(exp) {
+			t.Errorf("TokenByHash = %+v %v", tk, err)
+		}
+		if _, err := tx.TokenByHash([]byte("nope")); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("unknown token: %v", err)
+		}
+		b, err := tx.ListRoleBindings("alice")
+		if err != nil || len(b) != 1 || b[0].Role != jit.RoleRequester {
+			t.Errorf("bindings = %+v %v", b, err)
+		}
+		return nil
+	})
+	for i := 0; i < 3; i++ {
+		update(t, s, func(tx store.Tx) error { return tx.UseToken("t2") })
+	}
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.UseToken("t2") }); jit.ErrorCode(err) != jit.EForbidden {
+		t.Fatalf("fourth use of a 3-use token: %v", err)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.DeleteUser("alice") })
+	view(t, s, func(tx store.Tx) error {
+		if _, err := tx.TokenByHash([]byte("h1")); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("token of deleted user still there: %v", err)
+		}
+		return nil
+	})
+}
+
+func testRollback(t *testing.T, s store.Store) {
+	boom := errors.New("boom")
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := tx.CreateGroup(jit.Group{Name: "ghost", CreatedAt: t0}); err != nil {
+			return err
+		}
+		if err := tx.AppendEvent(&jit.Event{Time: t0, Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("update error = %v, want boom", err)
+	}
+	err = s.Update(context.Background(), func(tx store.Tx) error { panic("kaboom") })
+	if err == nil {
+		t.Fatalf("a panicking update returned nil")
+	}
+	view(t, s, func(tx store.Tx) error {
+		if _, err := tx.GetGroup("ghost"); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("rolled-back group exists: %v", err)
+		}
+		ev, err := tx.ListEvents(store.EventFilter{})
+		if err != nil || len(ev) != 0 {
+			t.Errorf("rolled-back events: %d %v", len(ev), err)
+		}
+		return nil
+	})
+}
+
+// testConcurrentIsolation runs failing and succeeding updates at once: the
+// failures leave nothing behind and the successes all land.
+func testConcurrentIsolation(t *testing.T, s store.Store) {
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Update(context.Background(), func(tx store.Tx) error {
+				if err := tx.CreateGroup(jit.Group{Name: fmt.Sprintf("g%02d", i), CreatedAt: t0}); err != nil {
+					return err
+				}
+				if err := tx.AppendEvent(&jit.Event{Time: t0, Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess}); err != nil {
+					return err
+				}
+				if i%2 == 1 {
+					return jit.Errorf(jit.EInvalid, "odd")
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (i%2 == 1) != (err != nil) {
+			t.Fatalf("update %d: err = %v", i, err)
+		}
+	}
+	view(t, s, func(tx store.Tx) error {
+		gs, err := tx.ListGroups()
+		if err != nil || len(gs) != n/2 {
+			t.Errorf("groups = %d, want %d (%v)", len(gs), n/2, err)
+		}
+		for _, g := range gs {
+			var i int
+			fmt.Sscanf(g.Name, "g%d", &i)
+			if i%2 == 1 {
+				t.Errorf("group %s of a failed update exists", g.Name)
+			}
+		}
+		return verify(t, tx, n/2)
+	})
+}
+
+func verify(t *testing.T, tx store.Tx, want int64) error {
+	t.Helper()
+	var v jit.ChainVerifier
+	if err := tx.WalkEvents(v.Add); err != nil {
+		return err
+	}
+	if v.BadSeq != 0 || v.Events != want {
+		t.Errorf("chain: events %d (want %d), bad %d: %s", v.Events, want, v.BadSeq, v.Problem)
+	}
+	return nil
+}
+
+func testEventChain(t *testing.T, s store.Store) {
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Update(context.Background(), func(tx store.Tx) error {
+				d, _ := json.Marshal(map[string]int{"i": i})
+				return tx.AppendEvent(&jit.Event{Time: t0.Add(time.Duration(i) * time.Second), Actor: fmt.Sprintf("user%d", i%3),
+					VMID: fmt.Sprintf("vm%d", i%5), Group: "prod", Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess, Details: d})
+			})
+			if err != nil {
+				t.Errorf("append %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	view(t, s, func(tx store.Tx) error {
+		if err := verify(t, tx, n); err != nil {
+			return err
+		}
+		byVM, err := tx.ListEvents(store.EventFilter{VMID: "vm1"})
+		if err != nil || len(byVM) != n/5 {
+			t.Errorf("events of vm1 = %d %v", len(byVM), err)
+		}
+		page, err := tx.ListEvents(store.EventFilter{Limit: 10, AfterSeq: 100})
+		if err != nil || len(page) != 10 || page[0].Seq != 101 {
+			t.Errorf("page after 100 = %d events, first %v, %v", len(page), page, err)
+		}
+		window, err := tx.ListEvents(store.EventFilter{Since: t0.Add(10 * time.Second), Until: t0.Add(20 * time.Second)})
+		if err != nil || len(window) != 10 {
+			t.Errorf("time window = %d %v", len(window), err)
+		}
+		return nil
+	})
+}
+
+func testChanges(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "watched")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := s.Changes(ctx)
+	_ = s.Update(context.Background(), func(tx store.Tx) error {
+		if _, err := tx.BumpRevision(vm.ID); err != nil {
+			return err
+		}
+		return errors.New("rolled back")
+	})
+	update(t, s, func(tx store.Tx) error { _, err := tx.BumpRevision(vm.ID); return err })
+	select {
+	case id := <-ch:
+		if id != vm.ID && id != store.AllVMs {
+			t.Fatalf("change for %q, want %q", id, vm.ID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change delivered within 5s")
+	}
+	select {
+	case id := <-ch:
+		t.Fatalf("extra change %q (the rolled-back bump must not be delivered)", id)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

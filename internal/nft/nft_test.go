@@ -1,0 +1,560 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ajarhq/ajar/internal/enforce"
+	"github.com/ajarhq/ajar/internal/enforce/enforcetest"
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/netns"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/ruleset.golden")
+
+var _ enforce.Enforcer = (*Firewall)(nil)
+
+const (
+	testPort      = 2222
+	testOtherPort = 8080
+	dialTimeout   = 300 * time.Millisecond
+)
+
+// lab is a VM namespace with TCP+UDP echo servers on testPort and a TCP one
+// on testOtherPort, and two clients A and B, all on one bridged LAN.
+type lab struct {
+	vm, a, b *netns.NS
+	vm4, a4, b4 netip.Addr
+	vm6, a6, b6 netip.Addr
+	fw          *Firewall
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	netns.Require(t)
+	lan := netns.NewLAN(t)
+	l := &lab{
+		vm4: netip.MustParseAddr("198.51.100.10"), vm6: netip.MustParseAddr("2001:db8::10"),
+		a4: netip.MustParseAddr("198.51.100.21"), a6: netip.MustParseAddr("2001:db8::21"),
+		b4: netip.MustParseAddr("198.51.100.42"), b6: netip.MustParseAddr("2001:db8::42"),
+	}
+	l.vm = lan.AddHost(t, "vm", pfx("198.51.100.10/24"), pfx("2001:db8::10/64"))
+	l.a = lan.AddHost(t, "a", pfx("198.51.100.21/24"), pfx("2001:db8::21/64"))
+	l.b = lan.AddHost(t, "b", pfx("198.51.100.42/24"), pfx("2001:db8::42/64"))
+	serveEcho(t, l.vm, testPort, true)
+	serveEcho(t, l.vm, testOtherPort, false)
+	fw, err := New(Options{NetNS: int(l.vm.Open(t).Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.fw = fw
+	return l
+}
+
+// serveEcho runs TCP (and UDP) echo servers on port inside ns until t ends.
+func serveEcho(t *testing.T, ns *netns.NS, port int, udp bool) {
+	t.Helper()
+	var ln net.Listener
+	var pc net.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		if ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)); err != nil {
+			return err
+		}
+		if udp {
+			pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen in %s: %v", ns.Name(), err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			})
+		}
+	})
+	if pc != nil {
+		wg.Go(func() {
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		if pc != nil {
+			pc.Close()
+		}
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// nsOf returns the client namespace that owns src.
+func (l *lab) nsOf(t *testing.T, src netip.Addr) *netns.NS {
+	t.Helper()
+	switch src {
+	case l.a4, l.a6:
+		return l.a
+	case l.b4, l.b6:
+		return l.b
+	}
+	t.Fatalf("no namespace has %v", src)
+	return nil
+}
+
+func (l *lab) vmAddr(src netip.Addr) netip.Addr {
+	if src.Is4() {
+		return l.vm4
+	}
+	return l.vm6
+}
+
+// dial opens a TCP connection from src to the VM's port.
+func (l *lab) dial(t *testing.T, src netip.Addr, port int) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	err := l.nsOf(t, src).Do(func() error {
+		d := net.Dialer{Timeout: dialTimeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		var err error
+		c, err = d.Dial("tcp", netip.AddrPortFrom(l.vmAddr(src), uint16(port)).String())
+		return err
+	})
+	return c, err
+}
+
+// reachable is the suite's Reachable: a TCP connect or a UDP echo round
+// trip from src's namespace within dialTimeout.
+func (l *lab) reachable(t *testing.T, src netip.Addr, port int, proto string) bool {
+	t.Helper()
+	if proto == jit.ProtoTCP {
+		c, err := l.dial(t, src, port)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	var ok bool
+	err := l.nsOf(t, src).Do(func() error {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.vmAddr(src), uint16(port))))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(dialTimeout))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return nil
+		}
+		buf := make([]byte, 16)
+		n, err := c.Read(buf)
+		ok = err == nil && string(buf[:n]) == "ping"
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("udp from %v: %v", src, err)
+	}
+	return ok
+}
+
+func TestEnforcerSuite(t *testing.T) {
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		t.Run(fam, func(t *testing.T) {
+			enforcetest.Run(t, func(t *testing.T) enforcetest.Harness {
+				l := newLab(t)
+				h := enforcetest.Harness{
+					Enforcer: l.fw, VM: jit.VM{ID: "vm1", Name: "vm", Backend: jit.BackendAgent},
+					SourceA: l.a4, SourceB: l.b4, SourceNet: pfx("198.51.100.16/28"),
+					Port: testPort, OtherPort: testOtherPort, Reachable: l.reachable,
+				}
+				if fam == "IPv6" {
+					h.SourceA, h.SourceB, h.SourceNet = l.a6, l.b6, pfx("2001:db8::/122")
+				}
+				return h
+			})
+		})
+	}
+}
+
+func goldenState() jit.DesiredState {
+	g := func(id string, port int, proto, src string, secs int64) jit.GrantRule {
+		return jit.GrantRule{ID: id, Port: port, Protocol: proto, Source: src, RemainingSeconds: secs,
+			EndTime: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	}
+	return jit.DesiredState{
+		VMID: "vm1", Revision: 7,
+		Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}, {Port: 53, Protocol: jit.ProtoUDP}, {Port: 3389, Protocol: jit.ProtoAny}},
+		Grants: []jit.GrantRule{
+			g("v4-single", 22, jit.ProtoTCP, "198.51.100.7/32", 3600),
+			g("v4-bare", 53, jit.ProtoUDP, "198.51.100.8", 1800),
+			g("v4-cidr", 3389, jit.ProtoAny, "198.51.100.128/25", 7200),
+			g("v4-nested", 3389, jit.ProtoTCP, "198.51.100.130/32", 9000),
+			g("v6-single", 22, jit.ProtoTCP, "2001:db8::7/128", 3600),
+			g("v6-cidr", 53, jit.ProtoUDP, "2001:db8:1::/48", 600),
+			g("expired", 22, jit.ProtoTCP, "198.51.100.99/32", 0),
+		},
+	}
+}
+
+var expiresRE = regexp.MustCompile(` expires [0-9dhms]+`)
+
+func listTable(t *testing.T, ns *netns.NS) string {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft(8) not installed (apt-get install nftables)")
+	}
+	return expiresRE.ReplaceAllString(ns.Run(t, "nft", "list", "table", "inet", TableName), "")
+}
+
+func TestGolden(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); err != nil {
+		t.Fatal(err)
+	}
+	got := listTable(t, l.vm)
+	const golden = "testdata/ruleset.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("nft list table inet ajar (-want +got):\n%s", diff)
+	}
+	// Applying again replaces the table rather than adding to it.
+	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); err != nil {
+		t.Fatal(err)
+	}
+	if again := listTable(t, l.vm); again != got {
+		t.Errorf("second Apply changed the table:\n%s", cmp.Diff(got, again))
+	}
+}
+
+func TestGrantTimeout(t *testing.T) {
+	l := newLab(t)
+	st := jit.DesiredState{
+		Lock:   []jit.PortLock{{Port: testPort, Protocol: jit.ProtoTCP}},
+		Grants: []jit.GrantRule{{ID: "g", Port: testPort, Protocol: jit.ProtoTCP, Source: l.a4.String() + "/32", RemainingSeconds: 2}},
+	}
+	start := time.Now()
+	if err := l.fw.Apply(context.Background(), jit.VM{}, st); err != nil {
+		t.Fatal(err)
+	}
+	if !l.reachable(t, l.a4, testPort, jit.ProtoTCP) {
+		t.Fatal("granted port unreachable")
+	}
+	for time.Since(start) < 3500*time.Millisecond {
+		if !l.reachable(t, l.a4, testPort, jit.ProtoTCP) {
+			elapsed := time.Since(start)
+			if elapsed < 1500*time.Millisecond {
+				t.Fatalf("grant closed after %v, before its 2 s timeout", elapsed)
+			}
+			t.Logf("grant closed by the kernel after %v", elapsed)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("grant still open %v after a 2 s timeout", time.Since(start))
+}
+
+// echo writes a byte on c and reads it back within timeout.
+func echo(c net.Conn, timeout time.Duration) error {
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	return nil
+}
+
+func TestKillConnections(t *testing.T) {
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		t.Run(fam, func(t *testing.T) {
+			l := newLab(t)
+			src := l.a4
+			if fam == "IPv6" {
+				src = l.a6
+			}
+			ctx := context.Background()
+			lock := []jit.PortLock{{Port: testPort, Protocol: jit.ProtoAny}}
+			grant := jit.GrantRule{ID: "g", Port: testPort, Protocol: jit.ProtoAny,
+				Source: netip.PrefixFrom(src, src.BitLen()).String(), RemainingSeconds: 3600}
+			if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock, Grants: []jit.GrantRule{grant}}); err != nil {
+				t.Fatal(err)
+			}
+			c, err := l.dial(t, src, testPort)
+			if err != nil {
+				t.Fatalf("dial during grant: %v", err)
+			}
+			defer c.Close()
+			if err := echo(c, time.Second); err != nil {
+				t.Fatalf("echo during grant: %v", err)
+			}
+			// The grant ends; the established connection lives on.
+			if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock}); err != nil {
+				t.Fatal(err)
+			}
+			if l.reachable(t, src, testPort, jit.ProtoTCP) {
+				t.Fatal("new connection admitted after the grant ended")
+			}
+			if err := echo(c, time.Second); err != nil {
+				t.Fatalf("established connection cut by the grant's end: %v", err)
+			}
+			// Someone else's connection on another port is left alone.
+			other, err := l.dial(t, src, testOtherPort)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+
+			if err := l.fw.KillConnections(grant); err != nil {
+				t.Fatalf("KillConnections: %v", err)
+			}
+			if err := echo(c, 500*time.Millisecond); err == nil {
+				t.Fatal("connection still works after KillConnections")
+			}
+			if err := echo(other, time.Second); err != nil {
+				t.Fatalf("connection to another port cut: %v", err)
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	l := newLab(t)
+	ctx := context.Background()
+	st := goldenState()
+	expectDrift := func(step string, want bool) {
+		t.Helper()
+		drift, reason, err := l.fw.Check(st)
+		if err != nil {
+			t.Fatalf("%s: Check: %v", step, err)
+		}
+		if drift != want {
+			t.Fatalf("%s: drift = %v (%q), want %v", step, drift, reason, want)
+		}
+		if drift {
+			t.Logf("%s: %s", step, reason)
+		}
+	}
+	expectDrift("never applied", true)
+	if err := l.fw.Apply(ctx, jit.VM{}, st); err != nil {
+		t.Fatal(err)
+	}
+	expectDrift("applied", false)
+
+	l.vm.Run(t, "nft", "delete", "table", "inet", TableName)
+	expectDrift("table deleted", true)
+
+	reapply := func() {
+		t.Helper()
+		if err := l.fw.Apply(ctx, jit.VM{}, st); err != nil {
+			t.Fatal(err)
+		}
+		expectDrift("re-applied", false)
+	}
+	reapply()
+	l.vm.Run(t, "nft", "flush", "chain", "inet", TableName, ChainName)
+	expectDrift("chain flushed", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "delete", "element", "inet", TableName, setGrant4TCP, "{ 198.51.100.7 . 22 }")
+	expectDrift("grant element deleted", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "add", "element", "inet", TableName, setGrant4TCP, "{ 198.51.100.66 . 22 timeout 1h }")
+	expectDrift("grant element added", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "delete", "element", "inet", TableName, setLockTCP, "{ 22 }")
+	expectDrift("lock element deleted", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "insert", "rule", "inet", TableName, ChainName, "tcp", "dport", "22", "accept")
+	expectDrift("rule inserted", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "add", "chain", "inet", TableName, "extra")
+	expectDrift("chain added", true)
+
+	reapply()
+	l.vm.Run(t, "nft", "add", "table", "inet", TableName, "{ flags dormant; }")
+	expectDrift("table dormant", true)
+
+	reapply()
+	changed := st
+	changed.Lock = append([]jit.PortLock{{Port: 443, Protocol: jit.ProtoTCP}}, st.Lock...)
+	if drift, _, err := l.fw.Check(changed); err != nil || !drift {
+		t.Fatalf("Check(another state) = %v, %v; want drift", drift, err)
+	}
+
+	// No lock: the table must be gone.
+	none := jit.DesiredState{}
+	if drift, _, err := l.fw.Check(none); err != nil || !drift {
+		t.Fatalf("Check(no lock) with the table present = %v, %v; want drift", drift, err)
+	}
+	if err := l.fw.Apply(ctx, jit.VM{}, none); err != nil {
+		t.Fatal(err)
+	}
+	if drift, reason, err := l.fw.Check(none); err != nil || drift {
+		t.Fatalf("Check(no lock) after Apply = %v (%s), %v; want none", drift, reason, err)
+	}
+}
+
+func TestOtherTablesUntouched(t *testing.T) {
+	l := newLab(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft(8) not installed (apt-get install nftables)")
+	}
+	l.vm.Run(t, "nft", "add", "table", "inet", "other")
+	l.vm.Run(t, "nft", "add", "chain", "inet", "other", "c", "{ type filter hook input priority 0; policy accept; }")
+	l.vm.Run(t, "nft", "add", "rule", "inet", "other", "c", "tcp", "dport", "9999", "counter", "accept")
+	l.vm.Run(t, "nft", "add", "table", "ip", "ajar") // same name, other family
+	before := l.vm.Run(t, "nft", "list", "ruleset")
+
+	ctx := context.Background()
+	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); err != nil {
+		t.Fatal(err)
+	}
+	during := l.vm.Run(t, "nft", "list", "ruleset")
+	if !strings.Contains(during, "table inet "+TableName) {
+		t.Fatal("table not applied")
+	}
+	if err := l.fw.Remove(ctx, jit.VM{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.fw.Remove(ctx, jit.VM{}); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	after := l.vm.Run(t, "nft", "list", "ruleset")
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Fatalf("ruleset outside table inet ajar changed (-before +after):\n%s", diff)
+	}
+}
+
+func TestWorks(t *testing.T) {
+	l := newLab(t)
+	if err := l.fw.Works(); err != nil {
+		t.Fatalf("Works() = %v", err)
+	}
+}
+
+func TestApplyCancelled(t *testing.T) {
+	l := newLab(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Apply(cancelled) = %v", err)
+	}
+}
+
+func TestApplyInvalid(t *testing.T) {
+	fw, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]jit.DesiredState{
+		"lock port":      {Lock: []jit.PortLock{{Port: 0, Protocol: jit.ProtoTCP}}},
+		"lock protocol":  {Lock: []jit.PortLock{{Port: 22, Protocol: "ICMP"}}},
+		"grant source":   {Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}, Grants: []jit.GrantRule{{Port: 22, Protocol: jit.ProtoTCP, Source: "nope", RemainingSeconds: 5}}},
+		"grant port":     {Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}, Grants: []jit.GrantRule{{Port: 70000, Protocol: jit.ProtoTCP, Source: "198.51.100.1/32", RemainingSeconds: 5}}},
+		"grant protocol": {Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}, Grants: []jit.GrantRule{{Port: 22, Protocol: "SCTP", Source: "198.51.100.1/32", RemainingSeconds: 5}}},
+	} {
+		if err := fw.Apply(context.Background(), jit.VM{}, st); jit.ErrorCode(err) != jit.EInvalid {
+			t.Errorf("%s: Apply = %v, want an invalid error", name, err)
+		}
+	}
+}
+
+// BenchmarkApply10000 applies a state of 10,000 grants (IPv4 and IPv6,
+// single addresses and prefixes, TCP, UDP and both) to a fresh namespace.
+func BenchmarkApply10000(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root for a network namespace")
+	}
+	ns := netns.New(b, "bench")
+	fw, err := New(Options{NetNS: int(ns.Open(b).Fd())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := jit.DesiredState{Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoAny}, {Port: 3389, Protocol: jit.ProtoTCP}}}
+	protos := []string{jit.ProtoTCP, jit.ProtoUDP, jit.ProtoAny}
+	for i := range 10000 {
+		var src string
+		port := 22
+		switch i % 4 {
+		case 0: // IPv4 single addresses, told apart by port
+			src = fmt.Sprintf("198.51.100.%d/32", i/4%256)
+			port = 1000 + i/4/256
+		case 1: // IPv4 prefixes that nest in and overlap each other
+			src = fmt.Sprintf("198.51.100.%d/28", i/4%16*16)
+			port = 2000 + i/4%64
+		case 2:
+			src = fmt.Sprintf("2001:db8:%x::%x/128", i>>16, i&0xffff)
+		case 3:
+			src = fmt.Sprintf("2001:db8:%x::/48", i)
+		}
+		st.Grants = append(st.Grants, jit.GrantRule{ID: fmt.Sprint(i), Port: port,
+			Protocol: protos[i%3], Source: src, RemainingSeconds: int64(600 + i)})
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := fw.Apply(ctx, jit.VM{}, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

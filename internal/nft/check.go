@@ -46,7 +46,7 @@ func (f *Firewall) Check(st jit.DesiredState) (drift bool, reason string, err er
 		return true, fmt.Sprintf("table inet %s missing", TableName), nil
 	}
 	if got.Flags != 0 {
-		return true, fmt.Sprintf("table inet %s has flags %#x (dormant?)", TableName, got.Flags), nil
+		return true, fmt.Sprintf("table inet %s has flags set (dormant?)", TableName), nil
 	}
 	want, err := buildPlan(st, 0)
 	if err != nil {

@@ -18,6 +18,10 @@ type span struct {
 	secs   int64
 }
 
+// maxSecs caps an element's timeout (ten years): far below what the kernel
+// and time.Duration can hold, far above any real grant.
+const maxSecs = 10 * 365 * 24 * 3600
+
 // setKey names one grant set: family and transport protocol.
 type setKey struct {
 	v6    bool
@@ -110,7 +114,7 @@ func groupGrants(grants []jit.GrantRule, minSecs int64) (map[setKey]portSpans, e
 				raw[k] = map[uint16][]span{}
 			}
 			port := uint16(g.Port)
-			raw[k][port] = append(raw[k][port], span{lo: p.Addr(), hi: lastAddr(p), secs: g.RemainingSeconds})
+			raw[k][port] = append(raw[k][port], span{lo: p.Addr(), hi: lastAddr(p), secs: min(g.RemainingSeconds, maxSecs)})
 		}
 	}
 	out := make(map[setKey]portSpans, len(raw))

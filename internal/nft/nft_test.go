@@ -37,7 +37,7 @@ const (
 // lab is a VM namespace with TCP+UDP echo servers on testPort and a TCP one
 // on testOtherPort, and two clients A and B, all on one bridged LAN.
 type lab struct {
-	vm, a, b *netns.NS
+	vm, a, b    *netns.NS
 	vm4, a4, b4 netip.Addr
 	vm6, a6, b6 netip.Addr
 	fw          *Firewall
@@ -550,11 +550,15 @@ func BenchmarkApply10000(b *testing.B) {
 		st.Grants = append(st.Grants, jit.GrantRule{ID: fmt.Sprint(i), Port: port,
 			Protocol: protos[i%3], Source: src, RemainingSeconds: int64(600 + i)})
 	}
+	p, err := buildPlan(st, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ctx := context.Background()
-	b.ResetTimer()
 	for b.Loop() {
 		if err := fw.Apply(ctx, jit.VM{}, st); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(p.elemCount()), "elements")
 }

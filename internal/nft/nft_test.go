@@ -238,11 +238,18 @@ func goldenState() jit.DesiredState {
 
 var expiresRE = regexp.MustCompile(` expires [0-9dhms]+`)
 
-func listTable(t *testing.T, ns *netns.NS) string {
+// requireNFT skips t unless the nft(8) CLI, which tests use to read and
+// tamper with the ruleset, is installed.
+func requireNFT(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft(8) not installed (apt-get install nftables)")
 	}
+}
+
+func listTable(t *testing.T, ns *netns.NS) string {
+	t.Helper()
+	requireNFT(t)
 	return expiresRE.ReplaceAllString(ns.Run(t, "nft", "list", "table", "inet", TableName), "")
 }
 
@@ -371,6 +378,7 @@ func TestKillConnections(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
+	requireNFT(t)
 	l := newLab(t)
 	ctx := context.Background()
 	st := goldenState()
@@ -452,10 +460,8 @@ func TestCheck(t *testing.T) {
 }
 
 func TestOtherTablesUntouched(t *testing.T) {
+	requireNFT(t)
 	l := newLab(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("nft(8) not installed (apt-get install nftables)")
-	}
 	l.vm.Run(t, "nft", "add", "table", "inet", "other")
 	l.vm.Run(t, "nft", "add", "chain", "inet", "other", "c", "{ type filter hook input priority 0; policy accept; }")
 	l.vm.Run(t, "nft", "add", "rule", "inet", "other", "c", "tcp", "dport", "9999", "counter", "accept")

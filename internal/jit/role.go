@@ -76,3 +76,16 @@ func Groups(bindings []RoleBinding, perm Permission) (groups []string, all bool)
 	}
 	return groups, false
 }
+
+// Bindings returns the bindings that give perm somewhere.
+func Bindings(bindings []RoleBinding, perm Permission) []RoleBinding {
+	var out []RoleBinding
+	for _, b := range bindings {
+		for _, p := range rolePerms[b.Role] {
+			if p == perm {
+				out = append(out, b)
+			}
+		}
+	}
+	return out
+}

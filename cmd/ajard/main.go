@@ -1,0 +1,193 @@
+// Command ajard is the ajar server: the REST API, the agents' endpoint and
+// the grant expiry timer, over an embedded SQLite database by default.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/selfsigned"
+	"github.com/ajarhq/ajar/internal/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ajard:", err)
+		os.Exit(1)
+	}
+}
+
+// config is ajard's configuration from flags and environment.
+type config struct {
+	listen, db, logLevel, dataDir string
+	trustedProxies                []netip.Prefix
+	tlsMode, tlsCert, tlsKey      string
+	tlsHosts                      string
+	readyFile                     string
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("ajard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&c.listen, "listen", env("AJAR_LISTEN", "127.0.0.1:8080"), "address to listen on (env AJAR_LISTEN)")
+	fs.StringVar(&c.db, "db", env("AJAR_DB", "sqlite:ajar-data/ajar.db"), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
+	fs.StringVar(&c.dataDir, "data-dir", env("AJAR_DATA_DIR", ""), "folder for the automatic TLS certificate (default: the SQLite database's folder, else ajar-data)")
+	fs.StringVar(&c.logLevel, "log-level", env("AJAR_LOG_LEVEL", "info"), "debug, info, warn or error (env AJAR_LOG_LEVEL)")
+	proxies := fs.String("trusted-proxies", env("AJAR_TRUSTED_PROXIES", ""), "comma-separated CIDRs of proxies whose X-Forwarded-For is trusted")
+	fs.StringVar(&c.tlsMode, "tls", env("AJAR_TLS", "off"), "off, or auto for a self-signed certificate kept in the data folder")
+	fs.StringVar(&c.tlsCert, "tls-cert", env("AJAR_TLS_CERT", ""), "TLS certificate file (PEM)")
+	fs.StringVar(&c.tlsKey, "tls-key", env("AJAR_TLS_KEY", ""), "TLS key file (PEM)")
+	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
+	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, s := range strings.Split(*proxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return c, fmt.Errorf("--trusted-proxies: %q is not a CIDR or address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.trustedProxies = append(c.trustedProxies, p)
+	}
+	switch c.tlsMode {
+	case "off", "auto":
+	default:
+		return c, fmt.Errorf("--tls must be off or auto, got %q", c.tlsMode)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.tlsCert != "" && c.tlsMode == "auto" {
+		return c, errors.New("--tls=auto and --tls-cert exclude each other")
+	}
+	if c.dataDir == "" {
+		c.dataDir = "ajar-data"
+		if p, ok := strings.CutPrefix(c.db, "sqlite:"); ok {
+			c.dataDir = filepath.Dir(p)
+		}
+	}
+	return c, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// run is ajard: it serves until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg.db, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ctl := control.New(st, log, time.Now)
+	secret, err := ctl.Bootstrap(ctx, getenv("AJAR_BOOTSTRAP_TOKEN"))
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if secret != "" && getenv("AJAR_BOOTSTRAP_TOKEN") == "" {
+		fmt.Fprintf(stderr, "\nCreated user admin. Its API token (shown once, keep it safe):\n\n    %s\n\n", secret)
+	}
+
+	api := server.New(ctl, log, cfg.trustedProxies)
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	scheme := "http"
+	switch {
+	case cfg.tlsCert != "":
+		scheme = "https"
+	case cfg.tlsMode == "auto":
+		cert, err := selfsigned.Load(cfg.dataDir, strings.Split(cfg.tlsHosts, ","))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("automatic TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+		fmt.Fprintf(stderr, "TLS certificate fingerprint: %s\n", selfsigned.Fingerprint(cert.Certificate[0]))
+	}
+	log.Info("ajard serving", "url", scheme+"://"+ln.Addr().String(), "db", redactDSN(cfg.db))
+	if cfg.readyFile != "" {
+		if err := os.WriteFile(cfg.readyFile, []byte(scheme+"://"+ln.Addr().String()), 0o600); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+
+	var wg sync.WaitGroup
+	bg, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { ctl.RunExpirer(bg) })
+	wg.Go(func() { ctl.RunWatchHub(bg) })
+
+	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
+	log.Info("ajard stopped")
+	return err
+}
+
+// redactDSN hides a password in a database URL.
+func redactDSN(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		if j := strings.Index(dsn[i+3:], "@"); j >= 0 {
+			return dsn[:i+3] + "***" + dsn[i+3+j:]
+		}
+	}
+	return dsn
+}

@@ -1,0 +1,79 @@
+package control
+
+import (
+	"context"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// EventListFilter selects activity events.
+type EventListFilter struct {
+	VMID      string
+	Actor     string
+	Operation string
+	Since     time.Time
+	Until     time.Time
+	AfterSeq  int64 // paging: events after (or, with Desc, before) this one
+	Limit     int
+	Desc      bool
+}
+
+// MaxEventPage bounds one page of events.
+const MaxEventPage = 10000
+
+// ListEvents returns activity events the actor may read.
+func (c *Control) ListEvents(ctx context.Context, a *Actor, f EventListFilter) ([]jit.Event, error) {
+	if err := a.require(jit.PermRead, a.anyGroup(), "read the activity log"); err != nil {
+		return nil, err
+	}
+	if f.Limit <= 0 || f.Limit > MaxEventPage {
+		f.Limit = MaxEventPage
+	}
+	var out []jit.Event
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListEvents(store.EventFilter{VMID: f.VMID, Actor: f.Actor, Operation: f.Operation, Since: f.Since, Until: f.Until,
+			AfterSeq: f.AfterSeq, Limit: f.Limit, Desc: f.Desc, Groups: a.readGroups()})
+		return err
+	})
+	return out, err
+}
+
+// anyGroup returns a group the actor may read in, so that permission
+// checks pass for readers of some groups only.
+func (a *Actor) anyGroup() string {
+	if a == nil {
+		return ""
+	}
+	for _, b := range jit.Bindings(a.Bindings, jit.PermRead) {
+		if b.Group != jit.AllGroups {
+			return b.Group
+		}
+	}
+	return ""
+}
+
+// Verification is the result of walking the activity log's hash chain.
+type Verification struct {
+	OK            bool   `json:"ok"`
+	Events        int64  `json:"events"`
+	FirstBadEvent *int64 `json:"firstBadEvent,omitempty"`
+	Problem       string `json:"problem,omitempty"`
+}
+
+// Verify walks the whole hash chain of the activity log.
+func (c *Control) Verify(ctx context.Context, a *Actor) (Verification, error) {
+	if err := a.require(jit.PermRead, a.anyGroup(), "verify the activity log"); err != nil {
+		return Verification{}, err
+	}
+	var v jit.ChainVerifier
+	err := c.store.View(ctx, func(tx store.Tx) error { return tx.WalkEvents(v.Add) })
+	out := Verification{OK: v.BadSeq == 0, Events: v.Events}
+	if v.BadSeq != 0 {
+		bad := v.BadSeq
+		out.FirstBadEvent, out.Problem = &bad, v.Problem
+	}
+	return out, err
+}

@@ -1,0 +1,330 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// Bootstrap creates the user admin with role admin everywhere when the
+// database has no users. Its token is secret when given, else a new one,
+// returned so the caller can print it once. It returns "" when users
+// already existed.
+func (c *Control) Bootstrap(ctx context.Context, secret string) (string, error) {
+	if secret == "" {
+		secret = NewSecret()
+	} else if !strings.HasPrefix(secret, "ajar_") || len(secret) < 24 {
+		return "", fmt.Errorf("AJAR_BOOTSTRAP_TOKEN must start with ajar_ and be at least 24 characters")
+	}
+	created := false
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		users, err := tx.ListUsers()
+		if err != nil || len(users) > 0 {
+			return err
+		}
+		now := c.Now()
+		if err := tx.CreateUser(jit.User{Name: "admin", CreatedAt: now}, ""); err != nil {
+			return err
+		}
+		if err := tx.CreateRoleBinding(jit.RoleBinding{ID: NewID(), User: "admin", Role: jit.RoleAdmin, Group: jit.AllGroups, CreatedAt: now}); err != nil {
+			return err
+		}
+		if err := tx.CreateToken(jit.Token{ID: NewID(), Kind: jit.TokenUser, User: "admin", Name: "bootstrap", CreatedAt: now, Hash: HashSecret(secret)}); err != nil {
+			return err
+		}
+		created = true
+		return tx.AppendEvent(c.event(nil, jit.OpUserCreate, jit.OutcomeSuccess, nil, map[string]string{"user": "admin", "role": jit.RoleAdmin, "via": "bootstrap"}))
+	})
+	if err != nil || !created {
+		return "", err
+	}
+	return secret, nil
+}
+
+// NewUser is what an admin gives to create a user.
+type NewUser struct {
+	Name     string `json:"name"`
+	Password string `json:"password,omitempty"`
+}
+
+// CreateUser creates a user, with a password for the console if given.
+func (c *Control) CreateUser(ctx context.Context, a *Actor, n NewUser) (jit.User, error) {
+	u := jit.User{Name: n.Name, CreatedAt: c.Now(), HasPassword: n.Password != ""}
+	if err := ValidName("name", n.Name); err != nil {
+		return u, err
+	}
+	if err := a.require(jit.PermAdmin, "", "manage users"); err != nil {
+		return u, err
+	}
+	hash := ""
+	if n.Password != "" {
+		var err error
+		if hash, err = HashPassword(n.Password); err != nil {
+			return u, err
+		}
+	}
+	return u, c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateUser(u, hash); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpUserCreate, jit.OutcomeSuccess, nil, map[string]string{"user": u.Name}))
+	})
+}
+
+// SetPassword sets a user's console password (admins, or users their own).
+func (c *Control) SetPassword(ctx context.Context, a *Actor, user, password string) error {
+	if user != a.Name() || a.Token.Kind != jit.TokenUser {
+		if err := a.require(jit.PermAdmin, "", "set other users' passwords"); err != nil {
+			return err
+		}
+	}
+	hash, err := HashPassword(password)
+	if err != nil {
+		return err
+	}
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.SetPasswordHash(user, hash); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpUserSetPassword, jit.OutcomeSuccess, nil, map[string]string{"user": user}))
+	})
+}
+
+// ListUsers lists users (admins only).
+func (c *Control) ListUsers(ctx context.Context, a *Actor) ([]jit.User, error) {
+	if err := a.require(jit.PermAdmin, "", "list users"); err != nil {
+		return nil, err
+	}
+	var out []jit.User
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListUsers()
+		return err
+	})
+	return out, err
+}
+
+// DeleteUser deletes a user with their tokens and role bindings.
+func (c *Control) DeleteUser(ctx context.Context, a *Actor, name string) error {
+	if err := a.require(jit.PermAdmin, "", "delete users"); err != nil {
+		return err
+	}
+	if name == a.Name() {
+		return jit.Errorf(jit.EConflict, "you cannot delete yourself")
+	}
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.DeleteUser(name); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpUserDelete, jit.OutcomeSuccess, nil, map[string]string{"user": name}))
+	})
+}
+
+// NewToken is what an admin gives to create an API token.
+type NewToken struct {
+	User string `json:"user"`
+	Name string `json:"name"`
+	TTL  string `json:"ttl,omitempty"` // ISO 8601; empty = no expiry
+}
+
+// CreatedToken is a token with its secret, shown once.
+type CreatedToken struct {
+	jit.Token
+	Secret string `json:"secret"`
+}
+
+// CreateToken creates an API token for a user.
+func (c *Control) CreateToken(ctx context.Context, a *Actor, n NewToken) (CreatedToken, error) {
+	if err := a.require(jit.PermAdmin, "", "create tokens"); err != nil {
+		return CreatedToken{}, err
+	}
+	if n.User == "" {
+		return CreatedToken{}, jit.Invalid("user", "user is required")
+	}
+	if len(n.Name) > 128 {
+		return CreatedToken{}, jit.Invalid("name", "name is longer than 128 bytes")
+	}
+	tk := jit.Token{ID: NewID(), Kind: jit.TokenUser, User: n.User, Name: n.Name, CreatedAt: c.Now()}
+	if err := c.ttl(&tk, "ttl", n.TTL); err != nil {
+		return CreatedToken{}, err
+	}
+	return c.createToken(ctx, a, tk, nil)
+}
+
+func (c *Control) ttl(tk *jit.Token, field, ttl string) error {
+	if ttl == "" {
+		return nil
+	}
+	d, err := jit.ParseISODuration(ttl)
+	if err != nil {
+		return jit.Invalid(field, "%v", err)
+	}
+	if d <= 0 || d > 366*24*time.Hour {
+		return jit.Invalid(field, "ttl must be positive and at most a year, got %s", ttl)
+	}
+	exp := tk.CreatedAt.Add(d)
+	tk.ExpiresAt = &exp
+	return nil
+}
+
+func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check func(store.Tx) error) (CreatedToken, error) {
+	secret := NewSecret()
+	tk.Hash = HashSecret(secret)
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
+		if tk.User != "" {
+			if _, _, err := tx.GetUser(tk.User); err != nil {
+				return targeted(err, "user")
+			}
+		}
+		if err := tx.CreateToken(tk); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpTokenCreate, jit.OutcomeSuccess, nil, map[string]any{"token": tk.ID, "kind": tk.Kind, "user": tk.User, "group": tk.Group, "name": tk.Name}))
+	})
+	return CreatedToken{Token: tk, Secret: secret}, err
+}
+
+// ListTokens lists API tokens (admins only); secrets are never shown.
+func (c *Control) ListTokens(ctx context.Context, a *Actor, user string) ([]jit.Token, error) {
+	if err := a.require(jit.PermAdmin, "", "list tokens"); err != nil {
+		return nil, err
+	}
+	var out []jit.Token
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListTokens(user)
+		return err
+	})
+	return out, err
+}
+
+// RevokeToken deletes a token (admins only).
+func (c *Control) RevokeToken(ctx context.Context, a *Actor, id string) error {
+	if err := a.require(jit.PermAdmin, "", "revoke tokens"); err != nil {
+		return err
+	}
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.DeleteToken(id); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpTokenRevoke, jit.OutcomeSuccess, nil, map[string]string{"token": id}))
+	})
+}
+
+// CreateRoleBinding gives a user a role in a group ("*" = all groups).
+func (c *Control) CreateRoleBinding(ctx context.Context, a *Actor, b jit.RoleBinding) (jit.RoleBinding, error) {
+	if err := a.require(jit.PermAdmin, "", "manage role bindings"); err != nil {
+		return b, err
+	}
+	if err := jit.ValidRole(b.Role); err != nil {
+		return b, jit.Invalid("role", "%v", err)
+	}
+	if b.Group == "" {
+		return b, jit.Invalid("group", `group is required ("*" for all groups)`)
+	}
+	b.ID, b.CreatedAt = NewID(), c.Now()
+	return b, c.store.Update(ctx, func(tx store.Tx) error {
+		if _, _, err := tx.GetUser(b.User); err != nil {
+			return targeted(err, "user")
+		}
+		if b.Group != jit.AllGroups {
+			if _, err := tx.GetGroup(b.Group); err != nil {
+				return targeted(err, "group")
+			}
+		}
+		if err := tx.CreateRoleBinding(b); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpRoleBindingCreate, jit.OutcomeSuccess, nil, b))
+	})
+}
+
+// ListRoleBindings lists bindings: admins see all, others their own.
+func (c *Control) ListRoleBindings(ctx context.Context, a *Actor, user string) ([]jit.RoleBinding, error) {
+	if !a.Can(jit.PermAdmin, "") {
+		if user != "" && user != a.Name() {
+			return nil, jit.Errorf(jit.EForbidden, "%s may list only their own role bindings", a.Name())
+		}
+		user = a.Name()
+	}
+	var out []jit.RoleBinding
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListRoleBindings(user)
+		return err
+	})
+	return out, err
+}
+
+// DeleteRoleBinding removes a binding (admins only).
+func (c *Control) DeleteRoleBinding(ctx context.Context, a *Actor, id string) error {
+	if err := a.require(jit.PermAdmin, "", "manage role bindings"); err != nil {
+		return err
+	}
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.DeleteRoleBinding(id); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpRoleBindingDelete, jit.OutcomeSuccess, nil, map[string]string{"binding": id}))
+	})
+}
+
+// Password hashing: argon2id with OWASP's minimum parameters.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024 // KiB
+	argonThreads = 1
+	argonKeyLen  = 32
+	// MinPassword is the shortest password accepted.
+	MinPassword = 12
+)
+
+// HashPassword returns an argon2id hash of password in PHC string form.
+func HashPassword(password string) (string, error) {
+	if len(password) < MinPassword {
+		return "", jit.Invalid("password", "password must be at least %d characters", MinPassword)
+	}
+	if len(password) > 1024 {
+		return "", jit.Invalid("password", "password is longer than 1024 bytes")
+	}
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	enc := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, enc.EncodeToString(salt), enc.EncodeToString(key)), nil
+}
+
+// CheckPassword reports whether password matches hash, in constant time.
+func CheckPassword(hash, password string) bool {
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	var m, t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || m > 1<<20 || t > 16 || p == 0 {
+		return false
+	}
+	enc := base64.RawStdEncoding
+	salt, err1 := enc.DecodeString(parts[4])
+	want, err2 := enc.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}

@@ -1,0 +1,164 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// NewEnrollToken is what an admin gives to create an enrollment token.
+type NewEnrollToken struct {
+	Group string `json:"group"`
+	TTL   string `json:"ttl,omitempty"`  // ISO 8601, default PT1H
+	Uses  int    `json:"uses,omitempty"` // default 1
+}
+
+// CreateEnrollToken creates a limited-use, expiring token that enrolls
+// agents into a group.
+func (c *Control) CreateEnrollToken(ctx context.Context, a *Actor, n NewEnrollToken) (CreatedToken, error) {
+	if n.Group == "" {
+		return CreatedToken{}, jit.Invalid("group", "group is required")
+	}
+	if err := a.require(jit.PermManageVMs, n.Group, "create enrollment tokens"); err != nil {
+		return CreatedToken{}, err
+	}
+	if n.TTL == "" {
+		n.TTL = "PT1H"
+	}
+	if n.Uses == 0 {
+		n.Uses = 1
+	}
+	if n.Uses < 1 || n.Uses > 10000 {
+		return CreatedToken{}, jit.Invalid("uses", "uses must be between 1 and 10000, got %d", n.Uses)
+	}
+	tk := jit.Token{ID: NewID(), Kind: jit.TokenEnroll, Group: n.Group, Name: "enroll " + n.Group, CreatedAt: c.Now(), UsesLeft: &n.Uses}
+	if err := c.ttl(&tk, "ttl", n.TTL); err != nil {
+		return CreatedToken{}, err
+	}
+	return c.createToken(ctx, a, tk, func(tx store.Tx) error {
+		_, err := tx.GetGroup(n.Group)
+		return targeted(err, "group")
+	})
+}
+
+// Enrollment is what an agent sends to enroll its host.
+type Enrollment struct {
+	Name      string   `json:"name"`
+	Hostname  string   `json:"hostname"`
+	OS        string   `json:"os"`
+	Addresses []string `json:"addresses"`
+}
+
+// Enrolled is the enrolled VM and the agent's credential, shown once.
+type Enrolled struct {
+	VM     jit.VM `json:"vm"`
+	Secret string `json:"secret"`
+}
+
+// Enroll registers the caller's host as a VM of the enrollment token's
+// group and issues the agent credential that can read only that VM.
+func (c *Control) Enroll(ctx context.Context, a *Actor, e Enrollment) (Enrolled, error) {
+	if a.Token.Kind != jit.TokenEnroll {
+		return Enrolled{}, jit.Errorf(jit.EForbidden, "enrollment needs an enrollment token")
+	}
+	n := NewVM{Name: e.Name, Group: a.Token.Group, Backend: jit.BackendAgent, OS: e.OS, Addresses: e.Addresses,
+		Labels: map[string]string{"hostname": e.Hostname}}
+	if err := n.validate(); err != nil {
+		return Enrolled{}, err
+	}
+	vm := jit.VM{ID: NewID(), Name: n.Name, Group: n.Group, Backend: n.Backend, OS: n.OS, Addresses: n.Addresses, Labels: n.Labels, CreatedAt: c.Now()}
+	secret := NewSecret()
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.UseToken(a.Token.ID); err != nil {
+			return jit.Errorf(jit.EUnauthorized, "enrollment token has no uses left")
+		}
+		if err := tx.CreateVM(&vm); err != nil {
+			return err
+		}
+		tk := jit.Token{ID: NewID(), Kind: jit.TokenAgent, VMID: vm.ID, Group: vm.Group, Name: "agent " + vm.Name, CreatedAt: c.Now(), Hash: HashSecret(secret)}
+		if err := tx.CreateToken(tk); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpAgentEnroll, jit.OutcomeSuccess, &vm, map[string]any{"name": vm.Name, "hostname": e.Hostname, "addresses": vm.Addresses, "enrollToken": a.Token.ID}))
+	})
+	return Enrolled{VM: vm, Secret: secret}, err
+}
+
+// agentVM checks that a is an agent credential and returns its VM id.
+func agentVM(a *Actor) (string, error) {
+	if a == nil || a.Token.Kind != jit.TokenAgent || a.Token.VMID == "" {
+		return "", jit.Errorf(jit.EForbidden, "only agent credentials may do this")
+	}
+	return a.Token.VMID, nil
+}
+
+// Report stores what an agent observed on its host (its heartbeat) and
+// logs when an agent (re)connects.
+func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
+	vmID, err := agentVM(a)
+	if err != nil {
+		return err
+	}
+	if len(r.Listening) > 4096 || len(r.Reason) > 1024 {
+		return jit.Invalid("listening", "report too large")
+	}
+	r.Time = c.Now()
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		vm, err := tx.GetVM(vmID)
+		if err != nil {
+			return err
+		}
+		if err := tx.SetReport(vmID, &r); err != nil {
+			return err
+		}
+		if vm.Report == nil || r.Time.Sub(vm.Report.Time) > jit.AgentOfflineAfter {
+			return tx.AppendEvent(c.event(a, jit.OpAgentConnect, jit.OutcomeSuccess, &vm, map[string]any{"hostname": r.Hostname, "appliedRevision": r.AppliedRevision}))
+		}
+		return nil
+	})
+}
+
+// AgentEvent is something an agent reports for the activity log.
+type AgentEvent struct {
+	Operation string          `json:"operation"`
+	Outcome   string          `json:"outcome"`
+	Details   json.RawMessage `json:"details,omitempty"`
+	Time      time.Time       `json:"time"`
+}
+
+// RecordAgentEvent writes an agent's event (drift detected or repaired,
+// enforcement applied or failed) to the activity log.
+func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e AgentEvent) error {
+	vmID, err := agentVM(a)
+	if err != nil {
+		return err
+	}
+	switch e.Operation {
+	case jit.OpDriftDetect, jit.OpDriftRepair, jit.OpEnforceApply, jit.OpEnforceFail:
+	default:
+		return jit.Invalid("operation", "agents may report drift.detect, drift.repair, enforcement.apply or enforcement.fail, got %q", e.Operation)
+	}
+	if e.Outcome != jit.OutcomeFailure {
+		e.Outcome = jit.OutcomeSuccess
+	}
+	if len(e.Details) > 16<<10 {
+		return jit.Invalid("details", "details are larger than 16 KiB")
+	}
+	return c.store.Update(ctx, func(tx store.Tx) error {
+		vm, err := tx.GetVM(vmID)
+		if err != nil {
+			return err
+		}
+		ev := c.event(a, e.Operation, e.Outcome, &vm, nil)
+		if len(e.Details) > 0 {
+			if !json.Valid(e.Details) {
+				return jit.Invalid("details", "details are not valid JSON")
+			}
+			ev.Details = e.Details
+		}
+		return tx.AppendEvent(ev)
+	})
+}

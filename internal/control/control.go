@@ -1,0 +1,193 @@
+// Package control is ajar's control plane: every operation a person, an
+// agent or a backend can perform. Each checks the caller's permissions,
+// changes the store and writes its activity event in one transaction. The
+// REST API, the Azure-compatible API and the web console are thin layers
+// over it.
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// Control runs the control plane's operations against one store.
+type Control struct {
+	store store.Store
+	log   *slog.Logger
+	now   func() time.Time
+
+	kick chan struct{} // wakes the expirer when an earlier end time may exist
+	hub  hub
+	mu   sync.Mutex // guards lastUsed
+}
+
+// New returns a Control over st. now is the clock (time.Now in production).
+func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
+	return &Control{store: st, log: log, now: now, kick: make(chan struct{}, 1), hub: hub{waiters: map[string][]chan struct{}{}}}
+}
+
+// Store returns the store, for the adapters' own reads.
+func (c *Control) Store() store.Store { return c.store }
+
+// Now returns the control plane's current time.
+func (c *Control) Now() time.Time { return c.now().UTC() }
+
+// Actor is who calls: an authenticated user or agent and the address the
+// call came from.
+type Actor struct {
+	User     string
+	Address  netip.Addr
+	Token    jit.Token
+	Bindings []jit.RoleBinding
+}
+
+// Name is how the activity log names the actor.
+func (a *Actor) Name() string {
+	switch {
+	case a == nil:
+		return "system"
+	case a.Token.Kind == jit.TokenAgent:
+		return "agent:" + a.Token.VMID
+	case a.User != "":
+		return a.User
+	}
+	return "anonymous"
+}
+
+func (a *Actor) addr() string {
+	if a == nil || !a.Address.IsValid() {
+		return ""
+	}
+	return a.Address.String()
+}
+
+// Can reports whether the actor has perm in group ("" = every group).
+func (a *Actor) Can(perm jit.Permission, group string) bool {
+	return a != nil && a.Token.Kind == jit.TokenUser && jit.Can(a.Bindings, perm, group)
+}
+
+func (a *Actor) require(perm jit.Permission, group, what string) error {
+	if a.Can(perm, group) {
+		return nil
+	}
+	if group == "" {
+		return jit.Errorf(jit.EForbidden, "%s may not %s", a.Name(), what)
+	}
+	return jit.Errorf(jit.EForbidden, "%s may not %s in group %s", a.Name(), what, group)
+}
+
+// readGroups returns the groups the actor may read, nil meaning all.
+func (a *Actor) readGroups() []string {
+	if a == nil || a.Token.Kind != jit.TokenUser {
+		return []string{}
+	}
+	groups, all := jit.Groups(a.Bindings, jit.PermRead)
+	if all {
+		return nil
+	}
+	if groups == nil {
+		groups = []string{}
+	}
+	return groups
+}
+
+// NewID returns a random identifier.
+func NewID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewSecret returns a new random API token.
+func NewSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "ajar_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// HashSecret returns what the store keeps of a token.
+func HashSecret(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return []byte(hex.EncodeToString(h[:]))
+}
+
+// Authenticate returns the actor a bearer token stands for.
+func (c *Control) Authenticate(ctx context.Context, secret string, addr netip.Addr) (*Actor, error) {
+	unauth := jit.Errorf(jit.EUnauthorized, "invalid or expired token")
+	if !strings.HasPrefix(secret, "ajar_") || len(secret) > 128 {
+		return nil, unauth
+	}
+	want := HashSecret(secret)
+	a := &Actor{Address: addr}
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		tk, err := tx.TokenByHash(want)
+		if err != nil {
+			return err
+		}
+		a.Token, a.User = tk, tk.User
+		if tk.Kind == jit.TokenUser {
+			a.Bindings, err = tx.ListRoleBindings(tk.User)
+		}
+		return err
+	})
+	if jit.ErrorCode(err) == jit.ENotFound {
+		return nil, unauth
+	}
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare(a.Token.Hash, want) != 1 {
+		return nil, unauth
+	}
+	if a.Token.ExpiresAt != nil && !c.Now().Before(*a.Token.ExpiresAt) {
+		return nil, unauth
+	}
+	return a, nil
+}
+
+// event builds an activity event for the actor.
+func (c *Control) event(a *Actor, op, outcome string, vm *jit.VM, details any) *jit.Event {
+	e := &jit.Event{Time: c.Now(), Actor: a.Name(), ActorAddress: a.addr(), Operation: op, Outcome: outcome}
+	if vm != nil {
+		e.VMID, e.Group = vm.ID, vm.Group
+	}
+	if details != nil {
+		b, err := json.Marshal(details)
+		if err != nil {
+			b, _ = json.Marshal(map[string]string{"marshalError": err.Error()})
+		}
+		e.Details = b
+	}
+	return e
+}
+
+// logRefusal records a refused operation in its own transaction, since
+// the refused one changed nothing.
+func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.VM, cause error, details map[string]any) {
+	if details == nil {
+		details = map[string]any{}
+	}
+	details["error"] = jit.ErrorMessage(cause)
+	if t := jit.ErrorTarget(cause); t != "" {
+		details["target"] = t
+	}
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		return tx.AppendEvent(c.event(a, op, jit.OutcomeFailure, vm, details))
+	})
+	if err != nil {
+		c.log.Error("record refusal", "op", op, "err", err)
+	}
+}

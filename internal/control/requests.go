@@ -1,0 +1,266 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// RequestAccess checks an access request against the requester's
+// permissions and each VM's policy and, when every check passes, opens its
+// grants, superseding older grants for the same VM, port and source. A
+// refusal names the failing check, changes nothing and is logged.
+func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessRequest) (jit.Request, error) {
+	req := jit.Request{ID: NewID(), User: a.Name(), Address: a.addr(), Justification: strings.TrimSpace(r.Justification), CreatedAt: c.Now()}
+	var refusedVM *jit.VM
+	err := jit.CheckRequestShape(&r)
+	if err == nil {
+		// Each VM's group is checked below; this refuses early those who
+		// may request nowhere.
+		if a.Token.Kind != jit.TokenUser || len(jit.Bindings(a.Bindings, jit.PermRequest)) == 0 {
+			err = jit.Errorf(jit.EForbidden, "%s may not request access", a.Name())
+		}
+	}
+	if err == nil {
+		err = c.store.Update(ctx, func(tx store.Tx) error {
+			grants, vm, err := c.openGrants(tx, a, r, &req)
+			refusedVM = vm
+			if err != nil {
+				return err
+			}
+			req.Grants = grants
+			return nil
+		})
+	}
+	if err != nil {
+		if code := jit.ErrorCode(err); code != jit.EInternal && code != jit.EUnavailable {
+			c.logRefusal(ctx, a, jit.OpRequestRefuse, refusedVM, err, map[string]any{"request": r})
+		}
+		return jit.Request{}, err
+	}
+	c.wakeExpirer()
+	return req, nil
+}
+
+// openGrants does the work of RequestAccess inside its transaction. On a
+// refusal it returns the VM at fault, if any.
+func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *jit.Request) ([]jit.Grant, *jit.VM, error) {
+	now := req.CreatedAt
+	var out []jit.Grant
+	type opened struct {
+		vm     jit.VM
+		grants []jit.Grant
+	}
+	var perVM []opened
+	for i, vr := range r.VirtualMachines {
+		field := fmt.Sprintf("virtualMachines[%d]", i)
+		vm, err := getVM(tx, a, vr.ID)
+		if err != nil {
+			return nil, nil, targeted(err, field+".id")
+		}
+		if !a.Can(jit.PermRequest, vm.Group) {
+			return nil, &vm, jit.Errorf(jit.EForbidden, "%s may not request access to VMs in group %s", a.Name(), vm.Group)
+		}
+		pol, err := tx.GetPolicy(vm.ID)
+		if jit.ErrorCode(err) == jit.ENotFound {
+			return nil, &vm, &jit.Error{Code: jit.EInvalid, Message: fmt.Sprintf("VM %s has no JIT policy", vm.Name), Target: field + ".id"}
+		}
+		if err != nil {
+			return nil, &vm, err
+		}
+		if pol.RequireJustification && req.Justification == "" {
+			return nil, &vm, jit.Invalid("justification", "the JIT policy of VM %s requires a justification", vm.Name)
+		}
+		ports := vr.Ports
+		if len(ports) == 0 {
+			return nil, &vm, jit.Invalid(field+".ports", "name at least one port")
+		}
+		who := jit.Requester{User: a.Name(), Address: a.Address, AnySource: a.Can(jit.PermRequestAnySource, vm.Group)}
+		var gs []jit.Grant
+		for j, pr := range ports {
+			g, err := jit.PlanGrant(vm, pol, pr, fmt.Sprintf("%s.ports[%d]", field, j), who, now)
+			if err != nil {
+				return nil, &vm, err
+			}
+			for _, o := range gs {
+				if g.Overlaps(o) {
+					return nil, &vm, jit.Invalid(fmt.Sprintf("%s.ports[%d]", field, j), "port %d/%s from %s is asked for twice", g.Port, g.Protocol, g.Source)
+				}
+			}
+			g.ID, g.RequestID = NewID(), req.ID
+			gs = append(gs, g)
+		}
+		perVM = append(perVM, opened{vm, gs})
+	}
+	if err := tx.CreateRequest(*req); err != nil {
+		return nil, nil, err
+	}
+	for _, o := range perVM {
+		active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, g := range o.grants {
+			for _, old := range active {
+				if g.Overlaps(old) && old.Status == jit.GrantActive {
+					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID); err != nil {
+						return nil, nil, err
+					}
+				}
+			}
+			if err := tx.CreateGrant(g); err != nil {
+				return nil, nil, err
+			}
+			if err := tx.AppendEvent(c.event(a, jit.OpGrantOpen, jit.OutcomeSuccess, &o.vm, grantDetails(g))); err != nil {
+				return nil, nil, err
+			}
+			out = append(out, g)
+		}
+		if _, err := tx.BumpRevision(o.vm.ID); err != nil {
+			return nil, nil, err
+		}
+	}
+	details := map[string]any{"request": req.ID, "justification": req.Justification, "grants": len(out)}
+	var vm *jit.VM
+	if len(perVM) == 1 {
+		vm = &perVM[0].vm
+	}
+	if err := tx.AppendEvent(c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details)); err != nil {
+		return nil, nil, err
+	}
+	return out, nil, nil
+}
+
+func grantDetails(g jit.Grant) map[string]any {
+	return map[string]any{"grant": g.ID, "request": g.RequestID, "vm": g.VMName, "port": g.Port, "protocol": g.Protocol,
+		"source": g.Source, "user": g.User, "startTime": g.StartTime, "endTime": g.EndTime}
+}
+
+// endGrant ends one active grant and logs it. It does not bump the VM's
+// revision; callers do once per VM.
+func (c *Control) endGrant(tx store.Tx, a *Actor, vm jit.VM, g jit.Grant, status, why string) error {
+	at := c.Now()
+	if status == jit.GrantExpired {
+		at = g.EndTime
+	}
+	ok, err := tx.EndGrant(g.ID, status, at, a.Name())
+	if err != nil || !ok {
+		return err
+	}
+	op := map[string]string{jit.GrantExpired: jit.OpGrantExpire, jit.GrantRevoked: jit.OpGrantRevoke, jit.GrantSuperseded: jit.OpGrantSupersede}[status]
+	d := grantDetails(g)
+	d["endedAt"], d["reason"] = at, why
+	return tx.AppendEvent(c.event(a, op, jit.OutcomeSuccess, &vm, d))
+}
+
+// endAll revokes every active grant of vm.
+func (c *Control) endAll(tx store.Tx, a *Actor, vm jit.VM, why string) error {
+	active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
+	if err != nil {
+		return err
+	}
+	for _, g := range active {
+		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, why); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Revoke ends a grant early. Requesters may revoke their own grants;
+// jit-admins and admins anyone's in their groups.
+func (c *Control) Revoke(ctx context.Context, a *Actor, id string) (jit.Grant, error) {
+	var out jit.Grant
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		g, err := tx.GetGrant(id)
+		if err != nil {
+			return err
+		}
+		vm, err := getVM(tx, a, g.VMID)
+		if jit.ErrorCode(err) == jit.ENotFound {
+			vm = jit.VM{ID: g.VMID, Name: g.VMName, Group: g.Group}
+			if !a.Can(jit.PermRead, g.Group) {
+				return jit.Errorf(jit.ENotFound, "grant %s not found", id)
+			}
+		} else if err != nil {
+			return err
+		}
+		own := g.User == a.Name() && a.Can(jit.PermRequest, g.Group)
+		if !own && !a.Can(jit.PermRevokeAny, g.Group) {
+			return jit.Errorf(jit.EForbidden, "%s may not revoke grants of other users in group %s", a.Name(), g.Group)
+		}
+		if g.Status != jit.GrantActive || !g.EndTime.After(c.Now()) {
+			return jit.Errorf(jit.EConflict, "grant %s has already ended (%s)", id, g.Status)
+		}
+		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "revoked by "+a.Name()); err != nil {
+			return err
+		}
+		if _, err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+			return err
+		}
+		out, err = tx.GetGrant(id)
+		return err
+	})
+	return out, err
+}
+
+// GrantListFilter selects grants for ListGrants.
+type GrantListFilter struct {
+	VMID   string
+	Status string
+	User   string
+	Limit  int
+}
+
+// ListGrants lists grants in the groups the actor may read, newest first.
+func (c *Control) ListGrants(ctx context.Context, a *Actor, f GrantListFilter) ([]jit.Grant, error) {
+	switch f.Status {
+	case "", jit.GrantActive, jit.GrantExpired, jit.GrantRevoked, jit.GrantSuperseded:
+	default:
+		return nil, jit.Invalid("status", "status must be active, expired, revoked or superseded, got %q", f.Status)
+	}
+	if f.Limit <= 0 || f.Limit > 10000 {
+		f.Limit = 1000
+	}
+	var out []jit.Grant
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListGrants(store.GrantFilter{VMID: f.VMID, Status: f.Status, User: f.User, Groups: a.readGroups(), Limit: f.Limit})
+		return err
+	})
+	return out, err
+}
+
+// ListRequests lists requests: all of them for readers of every group,
+// otherwise the actor's own.
+func (c *Control) ListRequests(ctx context.Context, a *Actor, user string, limit int) ([]jit.Request, error) {
+	if !a.Can(jit.PermRead, "") {
+		if user != "" && user != a.Name() {
+			return nil, jit.Errorf(jit.EForbidden, "%s may list only their own requests", a.Name())
+		}
+		user = a.Name()
+	}
+	if limit <= 0 || limit > 10000 {
+		limit = 1000
+	}
+	var out []jit.Request
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		out, err = tx.ListRequests(store.RequestFilter{User: user, Limit: limit})
+		return err
+	})
+	return out, err
+}
+
+// remaining is the whole seconds from now to end, rounded up.
+func remaining(end, now time.Time) int64 {
+	d := end.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}

@@ -1,0 +1,461 @@
+package server
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	return jit.Errorf(jit.ENotFound, "no such API route: %s %s", r.Method, r.URL.Path)
+}
+
+// Whoami is the answer to GET /api/v1/whoami.
+type Whoami struct {
+	User     string            `json:"user"`
+	Kind     string            `json:"kind"`
+	Address  string            `json:"address"`
+	Bindings []jit.RoleBinding `json:"bindings"`
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	b := a.Bindings
+	if b == nil {
+		b = []jit.RoleBinding{}
+	}
+	return writeJSON(w, http.StatusOK, Whoami{User: a.Name(), Kind: a.Token.Kind, Address: a.Address.String(), Bindings: b})
+}
+
+// List is the envelope of every list response.
+type List[T any] struct {
+	Value []T `json:"value"`
+}
+
+func list[T any](v []T) List[T] {
+	if v == nil {
+		v = []T{}
+	}
+	return List[T]{Value: v}
+}
+
+func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	g, err := s.ctl.CreateGroup(r.Context(), a, in.Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, g)
+}
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	gs, err := s.ctl.ListGroups(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(gs))
+}
+
+func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.NewVM
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	vm, err := s.ctl.CreateVM(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, vm)
+}
+
+func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	q := r.URL.Query()
+	vms, err := s.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: q.Get("group"), JIT: q.Get("jit"), Name: q.Get("name")})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(vms))
+}
+
+func (s *Server) getVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	vm, err := s.ctl.GetVM(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if err := s.ctl.DeleteVM(r.Context(), a, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// PolicyInput is the body of PUT /api/v1/vms/{id}/policy.
+type PolicyInput struct {
+	Ports                    []jit.PortRule `json:"ports"`
+	RequireJustification     bool           `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
+}
+
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in PolicyInput
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	p, err := s.ctl.PutPolicy(r.Context(), a, r.PathValue("id"), jit.Policy{Ports: in.Ports, RequireJustification: in.RequireJustification, CloseConnectionsOnExpiry: in.CloseConnectionsOnExpiry})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	p, err := s.ctl.GetPolicy(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if err := s.ctl.DeletePolicy(r.Context(), a, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) recommendation(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	rec, err := s.ctl.Recommend(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rec)
+}
+
+func (s *Server) vmDesiredState(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	st, err := s.ctl.DesiredState(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in jit.AccessRequest
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	req, err := s.ctl.RequestAccess(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, req)
+}
+
+func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	limit, err := queryInt(r, "limit", 1, 10000)
+	if err != nil {
+		return err
+	}
+	reqs, err := s.ctl.ListRequests(r.Context(), a, r.URL.Query().Get("user"), int(limit))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(reqs))
+}
+
+func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	q := r.URL.Query()
+	limit, err := queryInt(r, "limit", 1, 10000)
+	if err != nil {
+		return err
+	}
+	gs, err := s.ctl.ListGrants(r.Context(), a, control.GrantListFilter{VMID: q.Get("vm"), Status: q.Get("status"), User: q.Get("user"), Limit: int(limit)})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(gs))
+}
+
+func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	g, err := s.ctl.Revoke(r.Context(), a, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, g)
+}
+
+// EventFilterFromQuery reads the activity filters of a request's query:
+// vm, actor, operation, since, until, after, limit.
+func EventFilterFromQuery(r *http.Request) (control.EventListFilter, error) {
+	q := r.URL.Query()
+	f := control.EventListFilter{VMID: q.Get("vm"), Actor: q.Get("actor"), Operation: q.Get("operation")}
+	var err error
+	if f.Since, err = queryTime(r, "since"); err != nil {
+		return f, err
+	}
+	if f.Until, err = queryTime(r, "until"); err != nil {
+		return f, err
+	}
+	if f.AfterSeq, err = queryInt(r, "after", 0, 1<<62); err != nil {
+		return f, err
+	}
+	limit, err := queryInt(r, "limit", 1, control.MaxEventPage)
+	f.Limit = int(limit)
+	return f, err
+}
+
+func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	f, err := EventFilterFromQuery(r)
+	if err != nil {
+		return err
+	}
+	format := r.URL.Query().Get("format")
+	switch format {
+	case "", "json", "jsonl", "csv":
+	default:
+		return jit.Invalid("format", "format must be json, jsonl or csv, got %q", format)
+	}
+	events, err := s.ctl.ListEvents(r.Context(), a, f)
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "jsonl":
+		w.Header().Set("Content-Type", "application/jsonl")
+		enc := json.NewEncoder(w)
+		for _, e := range events {
+			if err := enc.Encode(e); err != nil {
+				return nil // the client went away
+			}
+		}
+		return nil
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="ajar-activity.csv"`)
+		return WriteEventsCSV(w, events)
+	}
+	return writeJSON(w, http.StatusOK, list(events))
+}
+
+// CSVHeader is the header row of the activity log's CSV export.
+var CSVHeader = []string{"seq", "time", "actor", "actorAddress", "vmId", "group", "operation", "outcome", "details", "prevHash", "hash"}
+
+// WriteEventsCSV writes events as CSV with a header row.
+func WriteEventsCSV(w http.ResponseWriter, events []jit.Event) error {
+	cw := csv.NewWriter(w)
+	cw.Write(CSVHeader)
+	for _, e := range events {
+		cw.Write([]string{strconv.FormatInt(e.Seq, 10), e.Time.Format(time.RFC3339Nano), csvSafe(e.Actor), e.ActorAddress, e.VMID, csvSafe(e.Group),
+			e.Operation, e.Outcome, csvSafe(string(e.Details)), e.PrevHash, e.Hash})
+	}
+	cw.Flush()
+	return nil
+}
+
+// csvSafe defuses values a spreadsheet would run as formulas.
+func csvSafe(s string) string {
+	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
+		return "'" + s
+	}
+	return s
+}
+
+func (s *Server) verifyActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	v, err := s.ctl.Verify(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.NewUser
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	u, err := s.ctl.CreateUser(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, u)
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	us, err := s.ctl.ListUsers(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(us))
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if err := s.ctl.DeleteUser(r.Context(), a, r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in struct {
+		Password string `json:"password"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.Password); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.NewToken
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	tk, err := s.ctl.CreateToken(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, tk)
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	ts, err := s.ctl.ListTokens(r.Context(), a, r.URL.Query().Get("user"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(ts))
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if err := s.ctl.RevokeToken(r.Context(), a, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createRoleBinding(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in struct {
+		User  string `json:"user"`
+		Role  string `json:"role"`
+		Group string `json:"group"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	b, err := s.ctl.CreateRoleBinding(r.Context(), a, jit.RoleBinding{User: in.User, Role: in.Role, Group: in.Group})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, b)
+}
+
+func (s *Server) listRoleBindings(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	bs, err := s.ctl.ListRoleBindings(r.Context(), a, r.URL.Query().Get("user"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list(bs))
+}
+
+func (s *Server) deleteRoleBinding(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if err := s.ctl.DeleteRoleBinding(r.Context(), a, r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.NewEnrollToken
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	tk, err := s.ctl.CreateEnrollToken(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, tk)
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.Enrollment
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	e, err := s.ctl.Enroll(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, e)
+}
+
+func (s *Server) agentDesiredState(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if a.Token.Kind != jit.TokenAgent {
+		return jit.Errorf(jit.EForbidden, "only agent credentials may watch their desired state")
+	}
+	after, err := queryInt(r, "after", -1, 1<<62)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	if r.URL.Query().Has("after") {
+		var cancel func()
+		ctx, cancel = context.WithTimeout(ctx, s.LongPoll)
+		defer cancel()
+	} else {
+		after = -1
+	}
+	st, err := s.ctl.WatchDesiredState(ctx, a, a.Token.VMID, after)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) agentReport(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in jit.Report
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := s.ctl.Report(r.Context(), a, in); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) agentEvent(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	var in control.AgentEvent
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := s.ctl.RecordAgentEvent(r.Context(), a, in); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

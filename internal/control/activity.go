@@ -55,22 +55,14 @@ func (a *Actor) anyGroup() string {
 	return ""
 }
 
-// Verification is the result of walking the activity log's hash chain.
-type Verification struct {
-	OK            bool   `json:"ok"`
-	Events        int64  `json:"events"`
-	FirstBadEvent *int64 `json:"firstBadEvent,omitempty"`
-	Problem       string `json:"problem,omitempty"`
-}
-
 // Verify walks the whole hash chain of the activity log.
-func (c *Control) Verify(ctx context.Context, a *Actor) (Verification, error) {
+func (c *Control) Verify(ctx context.Context, a *Actor) (jit.Verification, error) {
 	if err := a.require(jit.PermRead, a.anyGroup(), "verify the activity log"); err != nil {
-		return Verification{}, err
+		return jit.Verification{}, err
 	}
 	var v jit.ChainVerifier
 	err := c.store.View(ctx, func(tx store.Tx) error { return tx.WalkEvents(v.Add) })
-	out := Verification{OK: v.BadSeq == 0, Events: v.Events}
+	out := jit.Verification{OK: v.BadSeq == 0, Events: v.Events}
 	if v.BadSeq != 0 {
 		bad := v.BadSeq
 		out.FirstBadEvent, out.Problem = &bad, v.Problem

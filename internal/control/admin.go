@@ -50,14 +50,8 @@ func (c *Control) Bootstrap(ctx context.Context, secret string) (string, error) 
 	return secret, nil
 }
 
-// NewUser is what an admin gives to create a user.
-type NewUser struct {
-	Name     string `json:"name"`
-	Password string `json:"password,omitempty"`
-}
-
 // CreateUser creates a user, with a password for the console if given.
-func (c *Control) CreateUser(ctx context.Context, a *Actor, n NewUser) (jit.User, error) {
+func (c *Control) CreateUser(ctx context.Context, a *Actor, n jit.NewUser) (jit.User, error) {
 	u := jit.User{Name: n.Name, CreatedAt: c.Now(), HasPassword: n.Password != ""}
 	if err := ValidName("name", n.Name); err != nil {
 		return u, err
@@ -129,33 +123,20 @@ func (c *Control) DeleteUser(ctx context.Context, a *Actor, name string) error {
 	})
 }
 
-// NewToken is what an admin gives to create an API token.
-type NewToken struct {
-	User string `json:"user"`
-	Name string `json:"name"`
-	TTL  string `json:"ttl,omitempty"` // ISO 8601; empty = no expiry
-}
-
-// CreatedToken is a token with its secret, shown once.
-type CreatedToken struct {
-	jit.Token
-	Secret string `json:"secret"`
-}
-
 // CreateToken creates an API token for a user.
-func (c *Control) CreateToken(ctx context.Context, a *Actor, n NewToken) (CreatedToken, error) {
+func (c *Control) CreateToken(ctx context.Context, a *Actor, n jit.NewToken) (jit.CreatedToken, error) {
 	if err := a.require(jit.PermAdmin, "", "create tokens"); err != nil {
-		return CreatedToken{}, err
+		return jit.CreatedToken{}, err
 	}
 	if n.User == "" {
-		return CreatedToken{}, jit.Invalid("user", "user is required")
+		return jit.CreatedToken{}, jit.Invalid("user", "user is required")
 	}
 	if len(n.Name) > 128 {
-		return CreatedToken{}, jit.Invalid("name", "name is longer than 128 bytes")
+		return jit.CreatedToken{}, jit.Invalid("name", "name is longer than 128 bytes")
 	}
 	tk := jit.Token{ID: NewID(), Kind: jit.TokenUser, User: n.User, Name: n.Name, CreatedAt: c.Now()}
 	if err := c.ttl(&tk, "ttl", n.TTL); err != nil {
-		return CreatedToken{}, err
+		return jit.CreatedToken{}, err
 	}
 	return c.createToken(ctx, a, tk, nil)
 }
@@ -176,7 +157,7 @@ func (c *Control) ttl(tk *jit.Token, field, ttl string) error {
 	return nil
 }
 
-func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check func(store.Tx) error) (CreatedToken, error) {
+func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check func(store.Tx) error) (jit.CreatedToken, error) {
 	secret := NewSecret()
 	tk.Hash = HashSecret(secret)
 	err := c.store.Update(ctx, func(tx store.Tx) error {
@@ -195,7 +176,7 @@ func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check
 		}
 		return tx.AppendEvent(c.event(a, jit.OpTokenCreate, jit.OutcomeSuccess, nil, map[string]any{"token": tk.ID, "kind": tk.Kind, "user": tk.User, "group": tk.Group, "name": tk.Name}))
 	})
-	return CreatedToken{Token: tk, Secret: secret}, err
+	return jit.CreatedToken{Token: tk, Secret: secret}, err
 }
 
 // ListTokens lists API tokens (admins only); secrets are never shown.

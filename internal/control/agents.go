@@ -3,27 +3,19 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 )
 
-// NewEnrollToken is what an admin gives to create an enrollment token.
-type NewEnrollToken struct {
-	Group string `json:"group"`
-	TTL   string `json:"ttl,omitempty"`  // ISO 8601, default PT1H
-	Uses  int    `json:"uses,omitempty"` // default 1
-}
-
 // CreateEnrollToken creates a limited-use, expiring token that enrolls
 // agents into a group.
-func (c *Control) CreateEnrollToken(ctx context.Context, a *Actor, n NewEnrollToken) (CreatedToken, error) {
+func (c *Control) CreateEnrollToken(ctx context.Context, a *Actor, n jit.NewEnrollToken) (jit.CreatedToken, error) {
 	if n.Group == "" {
-		return CreatedToken{}, jit.Invalid("group", "group is required")
+		return jit.CreatedToken{}, jit.Invalid("group", "group is required")
 	}
 	if err := a.require(jit.PermManageVMs, n.Group, "create enrollment tokens"); err != nil {
-		return CreatedToken{}, err
+		return jit.CreatedToken{}, err
 	}
 	if n.TTL == "" {
 		n.TTL = "PT1H"
@@ -32,11 +24,11 @@ func (c *Control) CreateEnrollToken(ctx context.Context, a *Actor, n NewEnrollTo
 		n.Uses = 1
 	}
 	if n.Uses < 1 || n.Uses > 10000 {
-		return CreatedToken{}, jit.Invalid("uses", "uses must be between 1 and 10000, got %d", n.Uses)
+		return jit.CreatedToken{}, jit.Invalid("uses", "uses must be between 1 and 10000, got %d", n.Uses)
 	}
 	tk := jit.Token{ID: NewID(), Kind: jit.TokenEnroll, Group: n.Group, Name: "enroll " + n.Group, CreatedAt: c.Now(), UsesLeft: &n.Uses}
 	if err := c.ttl(&tk, "ttl", n.TTL); err != nil {
-		return CreatedToken{}, err
+		return jit.CreatedToken{}, err
 	}
 	return c.createToken(ctx, a, tk, func(tx store.Tx) error {
 		_, err := tx.GetGroup(n.Group)
@@ -44,30 +36,16 @@ func (c *Control) CreateEnrollToken(ctx context.Context, a *Actor, n NewEnrollTo
 	})
 }
 
-// Enrollment is what an agent sends to enroll its host.
-type Enrollment struct {
-	Name      string   `json:"name"`
-	Hostname  string   `json:"hostname"`
-	OS        string   `json:"os"`
-	Addresses []string `json:"addresses"`
-}
-
-// Enrolled is the enrolled VM and the agent's credential, shown once.
-type Enrolled struct {
-	VM     jit.VM `json:"vm"`
-	Secret string `json:"secret"`
-}
-
 // Enroll registers the caller's host as a VM of the enrollment token's
 // group and issues the agent credential that can read only that VM.
-func (c *Control) Enroll(ctx context.Context, a *Actor, e Enrollment) (Enrolled, error) {
+func (c *Control) Enroll(ctx context.Context, a *Actor, e jit.Enrollment) (jit.Enrolled, error) {
 	if a.Token.Kind != jit.TokenEnroll {
-		return Enrolled{}, jit.Errorf(jit.EForbidden, "enrollment needs an enrollment token")
+		return jit.Enrolled{}, jit.Errorf(jit.EForbidden, "enrollment needs an enrollment token")
 	}
-	n := NewVM{Name: e.Name, Group: a.Token.Group, Backend: jit.BackendAgent, OS: e.OS, Addresses: e.Addresses,
+	n := jit.NewVM{Name: e.Name, Group: a.Token.Group, Backend: jit.BackendAgent, OS: e.OS, Addresses: e.Addresses,
 		Labels: map[string]string{"hostname": e.Hostname}}
-	if err := n.validate(); err != nil {
-		return Enrolled{}, err
+	if err := validateVM(&n); err != nil {
+		return jit.Enrolled{}, err
 	}
 	vm := jit.VM{ID: NewID(), Name: n.Name, Group: n.Group, Backend: n.Backend, OS: n.OS, Addresses: n.Addresses, Labels: n.Labels, CreatedAt: c.Now()}
 	secret := NewSecret()
@@ -84,7 +62,7 @@ func (c *Control) Enroll(ctx context.Context, a *Actor, e Enrollment) (Enrolled,
 		}
 		return tx.AppendEvent(c.event(a, jit.OpAgentEnroll, jit.OutcomeSuccess, &vm, map[string]any{"name": vm.Name, "hostname": e.Hostname, "addresses": vm.Addresses, "enrollToken": a.Token.ID}))
 	})
-	return Enrolled{VM: vm, Secret: secret}, err
+	return jit.Enrolled{VM: vm, Secret: secret}, err
 }
 
 // agentVM checks that a is an agent credential and returns its VM id.
@@ -121,17 +99,9 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 	})
 }
 
-// AgentEvent is something an agent reports for the activity log.
-type AgentEvent struct {
-	Operation string          `json:"operation"`
-	Outcome   string          `json:"outcome"`
-	Details   json.RawMessage `json:"details,omitempty"`
-	Time      time.Time       `json:"time"`
-}
-
 // RecordAgentEvent writes an agent's event (drift detected or repaired,
 // enforcement applied or failed) to the activity log.
-func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e AgentEvent) error {
+func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e jit.AgentEvent) error {
 	vmID, err := agentVM(a)
 	if err != nil {
 		return err

@@ -62,33 +62,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// VMView is a VM with its JIT classification, its policy (if any) and
-// usage figures, as lists and the console show it.
-type VMView struct {
-	jit.VM
-	Classification   jit.Classification `json:"classification"`
-	Policy           *jit.Policy        `json:"policy,omitempty"`
-	ActiveGrants     int                `json:"activeGrants"`
-	ApprovedLast7d   int                `json:"approvedRequestsLast7d"`
-	LastAccess       *time.Time         `json:"lastAccess,omitempty"`
-	LastUser         string             `json:"lastUser,omitempty"`
-	Recommended      []jit.PortRule     `json:"recommended,omitempty"`
-	ShadowedRules    []string           `json:"shadowedRules,omitempty"`
-	EnforcementError string             `json:"enforcementError,omitempty"`
-}
-
-// NewVM is what a caller gives to register a VM.
-type NewVM struct {
-	Name       string            `json:"name"`
-	Group      string            `json:"group"`
-	Backend    string            `json:"backend"`
-	OS         string            `json:"os"`
-	Addresses  []string          `json:"addresses"`
-	Labels     map[string]string `json:"labels"`
-	ExternalID string            `json:"externalId,omitempty"`
-}
-
-func (n *NewVM) validate() error {
+func validateVM(n *jit.NewVM) error {
 	if err := ValidName("name", n.Name); err != nil {
 		return err
 	}
@@ -131,8 +105,8 @@ func (n *NewVM) validate() error {
 }
 
 // CreateVM registers a VM in a group.
-func (c *Control) CreateVM(ctx context.Context, a *Actor, n NewVM) (jit.VM, error) {
-	if err := n.validate(); err != nil {
+func (c *Control) CreateVM(ctx context.Context, a *Actor, n jit.NewVM) (jit.VM, error) {
+	if err := validateVM(&n); err != nil {
 		return jit.VM{}, err
 	}
 	if err := a.require(jit.PermManageVMs, n.Group, "register VMs"); err != nil {
@@ -174,8 +148,8 @@ func getVM(tx store.Tx, a *Actor, id string) (jit.VM, error) {
 }
 
 // GetVM returns one VM with its classification, policy and usage.
-func (c *Control) GetVM(ctx context.Context, a *Actor, id string) (VMView, error) {
-	var v VMView
+func (c *Control) GetVM(ctx context.Context, a *Actor, id string) (jit.VMView, error) {
+	var v jit.VMView
 	err := c.store.View(ctx, func(tx store.Tx) error {
 		vm, err := getVM(tx, a, id)
 		if err != nil {
@@ -198,13 +172,13 @@ type VMListFilter struct {
 }
 
 // ListVMs lists the VMs the actor may read.
-func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]VMView, error) {
+func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.VMView, error) {
 	switch f.JIT {
 	case "", jit.JITConfigured, jit.JITNotConfigured, jit.JITUnsupported:
 	default:
 		return nil, jit.Invalid("jit", "jit must be configured, not-configured or unsupported, got %q", f.JIT)
 	}
-	var out []VMView
+	var out []jit.VMView
 	err := c.store.View(ctx, func(tx store.Tx) error {
 		vms, err := tx.ListVMs(store.VMFilter{Group: f.Group, Name: f.Name, Groups: a.readGroups()})
 		if err != nil {
@@ -222,7 +196,7 @@ func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]VMVi
 }
 
 // views adds classification, policy and usage to vms.
-func (c *Control) views(tx store.Tx, vms []jit.VM) ([]VMView, error) {
+func (c *Control) views(tx store.Tx, vms []jit.VM) ([]jit.VMView, error) {
 	if len(vms) == 0 {
 		return nil, nil
 	}
@@ -255,11 +229,11 @@ func (c *Control) views(tx store.Tx, vms []jit.VM) ([]VMView, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]VMView, len(vms))
+	out := make([]jit.VMView, len(vms))
 	idx := map[string]int{}
 	for i, vm := range vms {
 		pol := byVM[vm.ID]
-		out[i] = VMView{VM: vm, Classification: jit.Classify(vm, pol != nil, now), Policy: pol}
+		out[i] = jit.VMView{VM: vm, Classification: jit.Classify(vm, pol != nil, now), Policy: pol}
 		if pol == nil {
 			out[i].Recommended = jit.Recommend(vm)
 		}
@@ -313,16 +287,9 @@ func (c *Control) DeleteVM(ctx context.Context, a *Actor, id string) error {
 	})
 }
 
-// Recommendation is the recommended policy and the health of a VM.
-type Recommendation struct {
-	Ports          []jit.PortRule     `json:"ports"`
-	Classification jit.Classification `json:"classification"`
-	Exposed        []jit.Socket       `json:"exposed"`
-}
-
 // Recommend returns the recommended port rules and health of a VM.
-func (c *Control) Recommend(ctx context.Context, a *Actor, id string) (Recommendation, error) {
-	var r Recommendation
+func (c *Control) Recommend(ctx context.Context, a *Actor, id string) (jit.Recommendation, error) {
+	var r jit.Recommendation
 	err := c.store.View(ctx, func(tx store.Tx) error {
 		vm, err := getVM(tx, a, id)
 		if err != nil {
@@ -332,7 +299,7 @@ func (c *Control) Recommend(ctx context.Context, a *Actor, id string) (Recommend
 		if perr != nil && jit.ErrorCode(perr) != jit.ENotFound {
 			return perr
 		}
-		r = Recommendation{Ports: jit.Recommend(vm), Classification: jit.Classify(vm, perr == nil, c.Now()), Exposed: jit.ExposedManagementPorts(vm)}
+		r = jit.Recommendation{Ports: jit.Recommend(vm), Classification: jit.Classify(vm, perr == nil, c.Now()), Exposed: jit.ExposedManagementPorts(vm)}
 		if r.Exposed == nil {
 			r.Exposed = []jit.Socket{}
 		}

@@ -71,7 +71,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, a *control.A
 }
 
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.NewVM
+	var in jit.NewVM
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func (s *Server) verifyActivity(w http.ResponseWriter, r *http.Request, a *contr
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.NewUser
+	var in jit.NewUser
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
@@ -330,7 +330,7 @@ func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.NewToken
+	var in jit.NewToken
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
@@ -390,7 +390,7 @@ func (s *Server) deleteRoleBinding(w http.ResponseWriter, r *http.Request, a *co
 }
 
 func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.NewEnrollToken
+	var in jit.NewEnrollToken
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
@@ -402,7 +402,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request, a *co
 }
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.Enrollment
+	var in jit.Enrollment
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
@@ -449,7 +449,7 @@ func (s *Server) agentReport(w http.ResponseWriter, r *http.Request, a *control.
 }
 
 func (s *Server) agentEvent(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	var in control.AgentEvent
+	var in jit.AgentEvent
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}

@@ -1,0 +1,97 @@
+package jit
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Shapes the API exchanges beyond the domain objects themselves.
+
+// VMView is a VM with its JIT classification, its policy (if any) and
+// usage figures, as lists and the console show it.
+type VMView struct {
+	VM
+	Classification   Classification `json:"classification"`
+	Policy           *Policy        `json:"policy,omitempty"`
+	ActiveGrants     int            `json:"activeGrants"`
+	ApprovedLast7d   int            `json:"approvedRequestsLast7d"`
+	LastAccess       *time.Time     `json:"lastAccess,omitempty"`
+	LastUser         string         `json:"lastUser,omitempty"`
+	Recommended      []PortRule     `json:"recommended,omitempty"`
+	ShadowedRules    []string       `json:"shadowedRules,omitempty"`
+	EnforcementError string         `json:"enforcementError,omitempty"`
+}
+
+// NewVM is what a caller gives to register a VM.
+type NewVM struct {
+	Name       string            `json:"name"`
+	Group      string            `json:"group"`
+	Backend    string            `json:"backend"`
+	OS         string            `json:"os"`
+	Addresses  []string          `json:"addresses"`
+	Labels     map[string]string `json:"labels"`
+	ExternalID string            `json:"externalId,omitempty"`
+}
+
+// Recommendation is the recommended policy and the health of a VM.
+type Recommendation struct {
+	Ports          []PortRule     `json:"ports"`
+	Classification Classification `json:"classification"`
+	Exposed        []Socket       `json:"exposed"`
+}
+
+// Verification is the result of walking the activity log's hash chain.
+type Verification struct {
+	OK            bool   `json:"ok"`
+	Events        int64  `json:"events"`
+	FirstBadEvent *int64 `json:"firstBadEvent,omitempty"`
+	Problem       string `json:"problem,omitempty"`
+}
+
+// NewEnrollToken is what an admin gives to create an enrollment token.
+type NewEnrollToken struct {
+	Group string `json:"group"`
+	TTL   string `json:"ttl,omitempty"`  // ISO 8601, default PT1H
+	Uses  int    `json:"uses,omitempty"` // default 1
+}
+
+// Enrollment is what an agent sends to enroll its host.
+type Enrollment struct {
+	Name      string   `json:"name"`
+	Hostname  string   `json:"hostname"`
+	OS        string   `json:"os"`
+	Addresses []string `json:"addresses"`
+}
+
+// Enrolled is the enrolled VM and the agent's credential, shown once.
+type Enrolled struct {
+	VM     VM     `json:"vm"`
+	Secret string `json:"secret"`
+}
+
+// AgentEvent is something an agent reports for the activity log.
+type AgentEvent struct {
+	Operation string          `json:"operation"`
+	Outcome   string          `json:"outcome"`
+	Details   json.RawMessage `json:"details,omitempty"`
+	Time      time.Time       `json:"time"`
+}
+
+// NewUser is what an admin gives to create a user.
+type NewUser struct {
+	Name     string `json:"name"`
+	Password string `json:"password,omitempty"`
+}
+
+// NewToken is what an admin gives to create an API token.
+type NewToken struct {
+	User string `json:"user"`
+	Name string `json:"name"`
+	TTL  string `json:"ttl,omitempty"` // ISO 8601; empty = no expiry
+}
+
+// CreatedToken is a token with its secret, shown once.
+type CreatedToken struct {
+	Token
+	Secret string `json:"secret"`
+}

@@ -1,0 +1,309 @@
+// Package postgres is the store for several ajard replicas sharing one
+// PostgreSQL database (github.com/jackc/pgx through database/sql, so that
+// store.SQLTx serves it unchanged).
+//
+// Updates are READ COMMITTED transactions, retried on serialization
+// failures and deadlocks. Appends to the activity log take a transaction
+// advisory lock first, so that the hash chain stays one linear chain
+// however many replicas write. A changed VM is announced with NOTIFY in
+// the transaction that changed it; every replica LISTENs on a connection of
+// its own and hands what it hears to its Changes subscribers.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+const (
+	// channel is the NOTIFY channel that carries changed VM ids.
+	channel = "ajar_vm_changes"
+	// Advisory lock keys ("ajar" and a number).
+	chainLockKey   = 0x616a6172_00000001 // appends to the activity log
+	migrateLockKey = 0x616a6172_00000002 // schema migrations
+	// maxConns bounds the connections of one DB (the listener not counted).
+	maxConns = 32
+	// maxAttempts bounds how often Update runs fn when PostgreSQL reports
+	// a serialization failure or a deadlock.
+	maxAttempts = 5
+	// listenIdle is how long the listener waits for a notification before
+	// it pings the server to find out whether the connection still works.
+	listenIdle = 30 * time.Second
+)
+
+// DB is a store.Store on a PostgreSQL database.
+type DB struct {
+	log     *slog.Logger
+	cfg     *pgx.ConnConfig
+	db      *sql.DB
+	dialect store.Dialect
+	feed    store.Feed
+	closed  atomic.Bool
+	stop    context.CancelFunc // stops the listener
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string), applies pending migrations and starts listening for changes.
+func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	sdb := stdlib.OpenDB(*cfg)
+	sdb.SetMaxOpenConns(maxConns)
+	sdb.SetMaxIdleConns(maxConns)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
+	db := &DB{log: log, cfg: cfg, db: sdb, dialect: store.Dialect{
+		Numbered: true,
+		LockChain: func(ctx context.Context, q store.Querier) error {
+			_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(chainLockKey))
+			return err
+		},
+		Notify: func(ctx context.Context, q store.Querier, vmID string) error {
+			_, err := q.ExecContext(ctx, `SELECT pg_notify('`+channel+`', $1)`, vmID)
+			return err
+		},
+	}}
+	if err := sdb.PingContext(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := db.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, err
+	}
+	// Listen before returning, so that no change committed after Open
+	// returns can be missed.
+	conn, err := db.listen(ctx)
+	if err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("postgres: listen: %w", err)
+	}
+	lctx, stop := context.WithCancel(context.Background())
+	db.stop = stop
+	db.wg.Add(1)
+	go db.listener(lctx, conn)
+	return db, nil
+}
+
+// migrate applies the pending store.Migrations, each in a transaction of
+// its own that holds an advisory lock, so that replicas starting together
+// apply every step once.
+func (db *DB) migrate(ctx context.Context) error {
+	for {
+		done, err := db.migrateStep(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+func (db *DB) migrateStep(ctx context.Context) (done bool, err error) {
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLockKey)); err != nil {
+		return false, fmt.Errorf("migrate: lock: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(store.Migrations) {
+		return false, fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(store.Migrations))
+	}
+	if have < len(store.Migrations) {
+		v := have + 1
+		if _, err := tx.ExecContext(ctx, store.Migrations[v-1]); err != nil {
+			return false, fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
+			return false, fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		defer func() {
+			if err == nil {
+				db.log.Info("applied schema migration", "version", v)
+			}
+		}()
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("migrate: commit: %w", err)
+	}
+	return have == len(store.Migrations), nil
+}
+
+// Update implements store.Store. fn runs again, in a new transaction, when
+// PostgreSQL aborts the first one over a serialization failure or a
+// deadlock; fn must not keep state across runs.
+func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := db.update(ctx, fn)
+		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+			return err
+		}
+		db.log.Debug("retrying update", "attempt", attempt, "err", err)
+		wait := time.Duration(attempt) * time.Duration(1+rand.IntN(10)) * time.Millisecond
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (db *DB) update(ctx context.Context, fn func(store.Tx) error) (err error) {
+	if db.closed.Load() {
+		return jit.Errorf(jit.EUnavailable, "store is closed")
+	}
+	tx, err := db.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			db.log.Error("panic in update", "panic", p)
+			err = fmt.Errorf("panic in update: %v", p)
+		}
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if err := fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// retryable tells serialization failures and deadlocks, after which the
+// transaction may well succeed when run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// View implements store.Store.
+func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
+	if db.closed.Load() {
+		return jit.Errorf(jit.EUnavailable, "store is closed")
+	}
+	tx, err := db.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect})
+}
+
+// Changes implements store.Store.
+func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
+
+// Close stops listening and closes the connections.
+func (db *DB) Close() error {
+	var err error
+	db.once.Do(func() {
+		db.closed.Store(true)
+		db.stop()
+		db.wg.Wait()
+		err = db.db.Close()
+	})
+	return err
+}
+
+// listen opens the listener's connection.
+func (db *DB) listen(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, db.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `LISTEN `+channel); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return conn, nil
+}
+
+// listener owns conn: it publishes every notification to the feed until
+// ctx ends, and reconnects with backoff when the connection fails. After a
+// reconnect it publishes store.AllVMs, since changes may have been missed.
+func (db *DB) listener(ctx context.Context, conn *pgx.Conn) {
+	defer db.wg.Done()
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	backoff := 50 * time.Millisecond
+	for {
+		if conn == nil {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			var err error
+			if conn, err = db.listen(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				db.log.Warn("reconnecting the change listener", "err", err, "retry_in", backoff)
+				continue
+			}
+			db.log.Info("change listener reconnected")
+			backoff = 50 * time.Millisecond
+			db.feed.Publish(store.AllVMs)
+		}
+		wctx, cancel := context.WithTimeout(ctx, listenIdle)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			db.feed.Publish(n.Payload)
+			continue
+		case ctx.Err() != nil:
+			return
+		case wctx.Err() != nil && !conn.IsClosed():
+			// Quiet for a while: make sure the connection still works.
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		db.log.Warn("change listener lost its connection", "err", err)
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn.Close(cctx)
+		cancel()
+		conn = nil
+	}
+}

@@ -1,0 +1,387 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/postgres"
+	"github.com/ajarhq/ajar/internal/store/storetest"
+)
+
+var (
+	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+	t0    = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+)
+
+// newDatabase creates an empty database on the AJAR_TEST_POSTGRES server,
+// dropped when the test ends, and returns its DSN.
+func newDatabase(t testing.TB) string {
+	t.Helper()
+	admin := os.Getenv("AJAR_TEST_POSTGRES")
+	if admin == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("AJAR_TEST_POSTGRES is unset; CI must run the PostgreSQL tests (scripts/test.sh starts a cluster)")
+		}
+		t.Skip("AJAR_TEST_POSTGRES is unset: source scripts/postgres-test-cluster.sh (or run scripts/test.sh) to run the PostgreSQL tests")
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "ajar_test_" + hex.EncodeToString(b)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("connect to AJAR_TEST_POSTGRES: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	if strings.HasPrefix(admin, "postgres://") || strings.HasPrefix(admin, "postgresql://") {
+		u, err := url.Parse(admin)
+		if err != nil {
+			t.Fatalf("AJAR_TEST_POSTGRES: %v", err)
+		}
+		u.Path = "/" + name
+		return u.String()
+	}
+	return admin + " dbname=" + name // key=value: the last one wins
+}
+
+func open(t testing.TB, dsn string) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), dsn, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestCompliance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, newDatabase(t)) })
+}
+
+// TestMigrateConcurrently starts several replicas at once on an empty
+// database: each migration step is applied once and all of them open.
+func TestMigrateConcurrently(t *testing.T) {
+	dsn := newDatabase(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { open(t, dsn) })
+	}
+	wg.Wait()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n, top int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &top); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(store.Migrations) || top != len(store.Migrations) {
+		t.Fatalf("schema_migrations: %d rows up to %d, want %d", n, top, len(store.Migrations))
+	}
+}
+
+// TestReplicasShareOneChain appends events through two replicas at once:
+// the log is one chain that verifies.
+func TestReplicasShareOneChain(t *testing.T) {
+	dsn := newDatabase(t)
+	dbs := []*postgres.DB{open(t, dsn), open(t, dsn)}
+	const each = 200
+	var wg sync.WaitGroup
+	for r, db := range dbs {
+		for i := range each {
+			wg.Go(func() {
+				err := db.Update(context.Background(), func(tx store.Tx) error {
+					return tx.AppendEvent(&jit.Event{Time: t0, Actor: fmt.Sprintf("replica%d", r), VMID: fmt.Sprint(i),
+						Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess})
+				})
+				if err != nil {
+					t.Errorf("replica %d append %d: %v", r, i, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	err := dbs[1].View(context.Background(), func(tx store.Tx) error {
+		var v jit.ChainVerifier
+		if err := tx.WalkEvents(v.Add); err != nil {
+			return err
+		}
+		if v.BadSeq != 0 || v.Events != 2*each {
+			t.Errorf("chain: %d events (want %d), bad at %d: %s", v.Events, 2*each, v.BadSeq, v.Problem)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplicasEndGrantOnce has two replicas expire the same grants at
+// once: each grant ends once and gets one expiry event.
+func TestReplicasEndGrantOnce(t *testing.T) {
+	dsn := newDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	const n = 100
+	update(t, a, func(tx store.Tx) error {
+		for i := range n {
+			g := jit.Grant{ID: fmt.Sprintf("g%03d", i), RequestID: "r", VMID: "vm", VMName: "vm", Group: "prod", Port: 22,
+				Protocol: "tcp", Source: "192.0.2.1/32", User: "alice", StartTime: t0, EndTime: t0.Add(time.Hour), Status: jit.GrantActive}
+			if err := tx.CreateGrant(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	for _, db := range []*postgres.DB{a, b} {
+		for i := range n {
+			wg.Go(func() {
+				err := db.Update(context.Background(), func(tx store.Tx) error {
+					ok, err := tx.EndGrant(fmt.Sprintf("g%03d", i), jit.GrantExpired, t0.Add(time.Hour), "system")
+					if err != nil || !ok {
+						return err
+					}
+					return tx.AppendEvent(&jit.Event{Time: t0, Actor: "system", Operation: jit.OpGrantExpire, Outcome: jit.OutcomeSuccess,
+						Details: []byte(fmt.Sprintf(`{"grant":"g%03d"}`, i))})
+				})
+				if err != nil {
+					t.Errorf("expire g%03d: %v", i, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	err := b.View(context.Background(), func(tx store.Tx) error {
+		ev, err := tx.ListEvents(store.EventFilter{Operation: jit.OpGrantExpire})
+		if err != nil {
+			return err
+		}
+		if len(ev) != n {
+			t.Errorf("%d expiry events, want %d", len(ev), n)
+		}
+		active, err := tx.ListGrants(store.GrantFilter{Status: jit.GrantActive})
+		if err != nil {
+			return err
+		}
+		if len(active) != 0 {
+			t.Errorf("%d grants still active", len(active))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplicaChanges bumps a VM's revision through one replica and
+// measures how long the other takes to hear of it.
+func TestReplicaChanges(t *testing.T) {
+	dsn := newDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	update(t, a, func(tx store.Tx) error {
+		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
+			return err
+		}
+		return tx.CreateVM(&jit.VM{ID: "vm1", Name: "vm1", Group: "prod", Backend: jit.BackendAgent, OS: "linux", CreatedAt: t0})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := b.Changes(ctx)
+	const rounds = 20
+	var delays []time.Duration
+	for range rounds {
+		start := time.Now() // before the commit: the delays are upper bounds
+		update(t, a, func(tx store.Tx) error { _, err := tx.BumpRevision("vm1"); return err })
+		select {
+		case id := <-ch:
+			if id != "vm1" {
+				t.Fatalf("change for %q, want vm1", id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the other replica heard of no change within 5s")
+		}
+		delays = append(delays, time.Since(start))
+	}
+	slices.Sort(delays)
+	t.Logf("delay from Update to the other replica's Changes over %d rounds: min %v, median %v, max %v",
+		rounds, delays[0], delays[rounds/2], delays[rounds-1])
+	if delays[rounds-1] > 100*time.Millisecond {
+		t.Errorf("slowest change took %v, want at most 100ms", delays[rounds-1])
+	}
+}
+
+// TestListenerReconnects kills the listener's connection: the replica
+// reconnects, says that every VM may have changed, and hears changes again.
+func TestListenerReconnects(t *testing.T) {
+	dsn := newDatabase(t)
+	db := open(t, dsn)
+	update(t, db, func(tx store.Tx) error {
+		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
+			return err
+		}
+		return tx.CreateVM(&jit.VM{ID: "vm1", Name: "vm1", Group: "prod", Backend: jit.BackendAgent, OS: "linux", CreatedAt: t0})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := db.Changes(ctx)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var killed int
+	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN ajar_vm_changes'`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminated %d listeners: %v", killed, err)
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case id := <-ch:
+			if id != want {
+				t.Fatalf("change %q, want %q", id, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change %q within 10s", want)
+		}
+	}
+	expect(store.AllVMs)
+	update(t, db, func(tx store.Tx) error { _, err := tx.BumpRevision("vm1"); return err })
+	expect("vm1")
+}
+
+// TestDeadlockRetried makes two updates deadlock (a VM row against the
+// chain lock): PostgreSQL aborts one, Update runs it again, both land.
+func TestDeadlockRetried(t *testing.T) {
+	db := open(t, newDatabase(t))
+	update(t, db, func(tx store.Tx) error {
+		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
+			return err
+		}
+		return tx.CreateVM(&jit.VM{ID: "vm1", Name: "vm1", Group: "prod", Backend: jit.BackendAgent, OS: "linux", CreatedAt: t0})
+	})
+	aHolds, bHolds := make(chan struct{}), make(chan struct{})
+	var runs [2]int
+	ev := &jit.Event{Time: t0, Actor: "x", Operation: jit.OpPolicyUpdate, Outcome: jit.OutcomeSuccess}
+	var wg sync.WaitGroup
+	var errs [2]error
+	wg.Go(func() {
+		errs[0] = db.Update(context.Background(), func(tx store.Tx) error {
+			if _, err := tx.BumpRevision("vm1"); err != nil {
+				return err
+			}
+			if runs[0]++; runs[0] == 1 {
+				close(aHolds)
+				<-bHolds
+			}
+			e := *ev
+			return tx.AppendEvent(&e)
+		})
+	})
+	wg.Go(func() {
+		errs[1] = db.Update(context.Background(), func(tx store.Tx) error {
+			e := *ev
+			if err := tx.AppendEvent(&e); err != nil {
+				return err
+			}
+			if runs[1]++; runs[1] == 1 {
+				close(bHolds)
+				<-aHolds
+			}
+			_, err := tx.BumpRevision("vm1")
+			return err
+		})
+	})
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("updates: %v, %v", errs[0], errs[1])
+	}
+	if runs[0]+runs[1] != 3 {
+		t.Errorf("fn ran %v times, want one of them twice", runs)
+	}
+	err := db.View(context.Background(), func(tx store.Tx) error {
+		vm, err := tx.GetVM("vm1")
+		if err != nil {
+			return err
+		}
+		var v jit.ChainVerifier
+		if err := tx.WalkEvents(v.Add); err != nil {
+			return err
+		}
+		if vm.Revision != 3 || v.Events != 2 || v.BadSeq != 0 {
+			t.Errorf("revision %d (want 3), %d events (want 2), chain bad at %d", vm.Revision, v.Events, v.BadSeq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	db := open(t, newDatabase(t))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(context.Background(), func(store.Tx) error { return nil }); jit.ErrorCode(err) != jit.EUnavailable {
+		t.Fatalf("update after close: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+func update(t testing.TB, s store.Store, fn func(store.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+// BenchmarkAppendEvent appends one event per Update from parallel
+// goroutines: the rate at which the chain lock and fsync let appends land.
+func BenchmarkAppendEvent(b *testing.B) {
+	db := open(b, newDatabase(b))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			err := db.Update(context.Background(), func(tx store.Tx) error {
+				return tx.AppendEvent(&jit.Event{Time: time.Now(), Actor: "bench", Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess})
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,32 +26,38 @@ import (
 const AdminToken = "ajar_test-admin-token-0123456789"
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]error{}
 )
 
 // Binary returns the path of a command of this module (such as "ajard" or
 // "ajar-agent"), built once per test process.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "ajar-bin-")
-		if buildErr != nil {
-			return
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "ajar-bin-")
+		if err != nil {
+			t.Fatal(err)
 		}
+		buildDir = dir
+	}
+	err, ok := built[name]
+	if !ok {
 		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", buildDir+string(os.PathSeparator), "./cmd/...")
-		cmd.Dir = root
+		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out.String())
+		if err = cmd.Run(); err != nil {
+			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out.String())
 		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+		built[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return filepath.Join(buildDir, name)
 }
@@ -66,6 +74,7 @@ type Server struct {
 	t       testing.TB
 	stopped bool
 	exited  chan struct{}
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Options configure Start.
@@ -77,6 +86,9 @@ type Options struct {
 	// Wrap runs ajard under a wrapper command, such as
 	// []string{"ip", "netns", "exec", "NAME"}.
 	Wrap []string
+	// Dial, when set, makes the connections of the admin client, for a
+	// server listening inside a network namespace.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Start starts ajard and waits until it answers /healthz.
@@ -92,6 +104,7 @@ func Start(t testing.TB, o Options) *Server {
 		o.DB = "sqlite:" + filepath.Join(o.Dir, "ajar.db")
 	}
 	s := &Server{DB: o.DB, Dir: o.Dir, t: t}
+	s.dial = o.Dial
 	s.Args = append([]string{"--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
 	s.start(o.Wrap)
 	t.Cleanup(func() { s.Stop() })
@@ -138,6 +151,9 @@ func (s *Server) start(wrap []string) {
 	c, err := client.New(s.URL, AdminToken, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.dial != nil {
+		c.HTTP.Transport.(*http.Transport).DialContext = s.dial
 	}
 	s.Admin = c
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -191,10 +207,22 @@ func (s *Server) Restart(wrap ...string) {
 	s.start(wrap)
 }
 
-// Client returns a client with another token.
+// Client returns a client with another token, sharing the admin client's
+// transport.
 func (s *Server) Client(token string) *client.Client {
 	c := *s.Admin
 	c.Token = token
+	return &c
+}
+
+// ClientVia returns a client with another token whose connections are made
+// by dial (for example from inside a client's network namespace).
+func (s *Server) ClientVia(token string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *client.Client {
+	c := *s.Admin
+	c.Token = token
+	tr := c.HTTP.Transport.(*http.Transport).Clone()
+	tr.DialContext = dial
+	c.HTTP = &http.Client{Transport: tr, Timeout: c.HTTP.Timeout}
 	return &c
 }
 

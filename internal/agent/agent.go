@@ -1,0 +1,334 @@
+// Package agent is the ajar host agent's reconcile loop: it applies the
+// cached desired state at start, before the server is reachable, then
+// watches the server for its VM's desired state (a long poll that answers
+// the moment it changes), applies each one to the host firewall, repairs
+// drift within seconds, cuts connections at expiry when the policy asks,
+// and reports heartbeats and events.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/client"
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// Firewall is what the agent needs of the host's enforcer (nft.Firewall).
+type Firewall interface {
+	Apply(ctx context.Context, vm jit.VM, st jit.DesiredState) error
+	Remove(ctx context.Context, vm jit.VM) error
+	Check(st jit.DesiredState) (drift bool, reason string, err error)
+	Works() error
+	KillConnections(g jit.GrantRule) error
+}
+
+// Agent runs on one enrolled host.
+type Agent struct {
+	Dir      string
+	Config   Config
+	API      *client.Client
+	Firewall Firewall
+	Log      *slog.Logger
+	// ProcRoot is where /proc is ("/proc" unless testing).
+	ProcRoot string
+	// DriftInterval is how often the table is checked against the state.
+	DriftInterval time.Duration
+	// HeartbeatInterval is how often the agent reports.
+	HeartbeatInterval time.Duration
+
+	mu      sync.Mutex
+	cur     held
+	have    bool
+	applied int64
+	killed  map[string]bool // grants whose connections were cut
+	events  chan jit.AgentEvent
+	wakeHB  chan struct{}
+}
+
+// Run applies the cached state and then keeps the host in line with the
+// server until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.DriftInterval == 0 {
+		a.DriftInterval = time.Second
+	}
+	if a.HeartbeatInterval == 0 {
+		a.HeartbeatInterval = 30 * time.Second
+	}
+	if a.ProcRoot == "" {
+		a.ProcRoot = "/proc"
+	}
+	a.events = make(chan jit.AgentEvent, 256)
+	a.wakeHB = make(chan struct{}, 1)
+	a.killed = map[string]bool{}
+
+	h, ok, err := loadCache(a.Dir)
+	if err != nil {
+		a.Log.Error("cached desired state unreadable; waiting for the server", "err", err)
+	}
+	if ok {
+		// Apply before the first contact with the server: the lock holds
+		// and cached grants keep only the time they have left.
+		if err := a.apply(ctx, h, "cache"); err != nil {
+			a.Log.Error("apply cached desired state", "err", err)
+		} else {
+			a.Log.Info("applied cached desired state", "revision", h.State.Revision, "grants", len(h.at(time.Now()).Grants))
+		}
+	}
+
+	var wg sync.WaitGroup
+	wg.Go(func() { a.watch(ctx) })
+	wg.Go(func() { a.guard(ctx) })
+	wg.Go(func() { a.heartbeat(ctx) })
+	wg.Go(func() { a.sendEvents(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// apply makes h the firewall's state, caches it, and cuts the connections
+// of grants that went away when the policy asks for it.
+func (a *Agent) apply(ctx context.Context, h held, why string) error {
+	now := time.Now()
+	st := h.at(now)
+	if err := a.Firewall.Apply(ctx, jit.VM{ID: a.Config.VMID}, st); err != nil {
+		a.event(jit.OpEnforceFail, jit.OutcomeFailure, map[string]any{"revision": st.Revision, "error": err.Error(), "source": why})
+		return err
+	}
+	a.mu.Lock()
+	prev, hadPrev := a.cur, a.have
+	a.cur, a.have, a.applied = h, true, st.Revision
+	a.mu.Unlock()
+	if err := writeFile(a.Dir, cacheFile, h); err != nil {
+		a.Log.Error("cache desired state", "err", err)
+	}
+	if hadPrev && prev.State.CloseConnectionsOnExpiry {
+		for _, g := range prev.State.Grants {
+			if _, still := h.Deadlines[g.ID]; !still {
+				a.kill(g)
+			}
+		}
+	}
+	if why == "server" {
+		a.event(jit.OpEnforceApply, jit.OutcomeSuccess, map[string]any{"revision": st.Revision, "locked": len(st.Lock), "grants": len(st.Grants)})
+	}
+	return nil
+}
+
+func (a *Agent) kill(g jit.GrantRule) {
+	a.mu.Lock()
+	done := a.killed[g.ID]
+	a.killed[g.ID] = true
+	a.mu.Unlock()
+	if done {
+		return
+	}
+	if err := a.Firewall.KillConnections(g); err != nil {
+		a.Log.Error("cut connections of ended grant", "grant", g.ID, "err", err)
+	}
+}
+
+// watch long-polls the server for new desired states.
+func (a *Agent) watch(ctx context.Context) {
+	after := int64(-1)
+	backoff := time.Second
+	for ctx.Err() == nil {
+		st, err := a.API.WatchDesiredState(ctx, after)
+		received := time.Now()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.Log.Warn("cannot reach the server; keeping the current state", "err", err, "retry", backoff)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		a.mu.Lock()
+		same := a.have && after >= 0 && st.Revision == a.cur.State.Revision
+		a.mu.Unlock()
+		if !same {
+			if err := a.apply(ctx, hold(st, received), "server"); err != nil {
+				a.Log.Error("apply desired state", "revision", st.Revision, "err", err)
+				sleep(ctx, time.Second)
+				continue
+			}
+			a.Log.Debug("applied desired state", "revision", st.Revision, "grants", len(st.Grants))
+			a.pokeHeartbeat()
+		}
+		after = st.Revision
+	}
+}
+
+// guard checks the table against the state every DriftInterval, repairs
+// drift, and cuts connections of grants that just expired.
+func (a *Agent) guard(ctx context.Context) {
+	t := time.NewTicker(a.DriftInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		h, have := a.cur, a.have
+		a.mu.Unlock()
+		if !have {
+			continue
+		}
+		now := time.Now()
+		if h.State.CloseConnectionsOnExpiry {
+			for _, g := range h.State.Grants {
+				if !now.Before(h.Deadlines[g.ID]) {
+					a.kill(g)
+				}
+			}
+		}
+		drift, reason, err := a.Firewall.Check(h.at(now))
+		if err != nil {
+			a.Log.Error("check firewall", "err", err)
+			continue
+		}
+		if !drift {
+			continue
+		}
+		a.Log.Warn("firewall drift detected; repairing", "reason", reason)
+		a.event(jit.OpDriftDetect, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
+		if err := a.apply(ctx, h, "repair"); err != nil {
+			a.Log.Error("repair drift", "err", err)
+			continue
+		}
+		a.event(jit.OpDriftRepair, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
+	}
+}
+
+func (a *Agent) pokeHeartbeat() {
+	select {
+	case a.wakeHB <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeat reports what the agent sees, at start, after every applied
+// state and every HeartbeatInterval.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		if err := a.API.Report(ctx, a.report()); err != nil && ctx.Err() == nil {
+			a.Log.Warn("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.wakeHB:
+		}
+	}
+}
+
+// report describes the host now.
+func (a *Agent) report() jit.Report {
+	a.mu.Lock()
+	rev := a.applied
+	a.mu.Unlock()
+	host, _ := os.Hostname()
+	r := jit.Report{AppliedRevision: rev, Hostname: host, OS: runtime.GOOS, Listening: ListeningSockets(a.ProcRoot), Enforceable: true}
+	if err := a.Firewall.Works(); err != nil {
+		r.Enforceable, r.Reason = false, "nftables not usable: "+err.Error()
+	}
+	return r
+}
+
+// event queues an event for the activity log; the queue drops the oldest
+// when the server has been unreachable for long.
+func (a *Agent) event(op, outcome string, details map[string]any) {
+	b, _ := json.Marshal(details)
+	e := jit.AgentEvent{Operation: op, Outcome: outcome, Details: b, Time: time.Now().UTC()}
+	for {
+		select {
+		case a.events <- e:
+			return
+		default:
+			select {
+			case old := <-a.events:
+				a.Log.Warn("event queue full; dropping the oldest", "operation", old.Operation)
+			default:
+			}
+		}
+	}
+}
+
+func (a *Agent) sendEvents(ctx context.Context) {
+	for {
+		var e jit.AgentEvent
+		select {
+		case <-ctx.Done():
+			return
+		case e = <-a.events:
+		}
+		backoff := time.Second
+		for {
+			err := a.API.AgentEvent(ctx, e)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			var je *jit.Error
+			if errors.As(err, &je) && je.Code == jit.EInvalid {
+				a.Log.Error("server refused event", "operation", e.Operation, "err", err)
+				break
+			}
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 30*time.Second)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Status describes the agent's state folder and firewall for `status`.
+type Status struct {
+	Config   Config            `json:"config"`
+	Cached   *jit.DesiredState `json:"cached,omitempty"`
+	Drift    bool              `json:"drift"`
+	Reason   string            `json:"reason,omitempty"`
+	Nftables string            `json:"nftables"`
+}
+
+// ReadStatus reads the state folder and checks the firewall against the
+// cached state.
+func ReadStatus(dir string, fw Firewall) (Status, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return Status{}, err
+	}
+	cfg.Token = ""
+	s := Status{Config: cfg, Nftables: "ok"}
+	if err := fw.Works(); err != nil {
+		s.Nftables = err.Error()
+	}
+	h, ok, err := loadCache(dir)
+	if err != nil {
+		return s, err
+	}
+	if ok {
+		st := h.at(time.Now())
+		s.Cached = &st
+		s.Drift, s.Reason, err = fw.Check(st)
+	}
+	return s, err
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+func (a *app) grantsCommand() *cobra.Command {
+	cmd := parent("grants", "List grants (opened ports)")
+	var vmRef, status, user string
+	ls := &cobra.Command{
+		Use:   "ls [--vm VM] [--status active|expired|revoked|superseded] [--user U]",
+		Short: "List grants",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vmID := ""
+			if vmRef != "" {
+				vm, err := resolveVM(ctx, c, vmRef)
+				if err != nil {
+					return err
+				}
+				vmID = vm.ID
+			}
+			gs, err := c.ListGrants(ctx, vmID, status, user)
+			if err != nil {
+				return err
+			}
+			if a.asJSON() {
+				return a.printJSON(list(gs))
+			}
+			printGrants(a, gs, true)
+			return nil
+		},
+	}
+	ls.Flags().StringVar(&vmRef, "vm", "", "only grants on this VM")
+	ls.Flags().StringVar(&status, "status", "", "only grants in this state: active, expired, revoked or superseded")
+	ls.Flags().StringVar(&user, "user", "", "only grants of this user")
+	cmd.AddCommand(ls)
+	return cmd
+}
+
+// printGrants prints grants as a table; all adds who, state and start.
+func printGrants(a *app, gs []jit.Grant, all bool) {
+	var t *table
+	if all {
+		t = newTable(a.stdout, "ID", "VM", "PORT", "PROTOCOL", "SOURCE", "USER", "STATUS", "START", "END")
+	} else {
+		t = newTable(a.stdout, "GRANT", "VM", "PORT", "PROTOCOL", "SOURCE", "UNTIL")
+	}
+	for _, g := range gs {
+		vm := g.Group + "/" + g.VMName
+		if all {
+			end := g.EndTime
+			if g.EndedAt != nil {
+				end = *g.EndedAt
+			}
+			t.row(g.ID, vm, g.Port, g.Protocol, g.Source, g.User, g.Status, fmtTime(g.StartTime), fmtTime(end))
+		} else {
+			t.row(g.ID, vm, g.Port, g.Protocol, g.Source, fmtTime(g.EndTime))
+		}
+	}
+	t.flush()
+}
+
+func (a *app) revokeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke GRANT-ID",
+		Short: "End a grant now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			g, err := c.Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.asJSON() {
+				return a.printJSON(g)
+			}
+			fmt.Fprintf(a.stdout, "Revoked grant %s (%s/%s port %d/%s from %s).\n", g.ID, g.Group, g.VMName, g.Port, g.Protocol, g.Source)
+			return nil
+		},
+	}
+}

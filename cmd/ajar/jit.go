@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+func (a *app) jitCommand() *cobra.Command {
+	cmd := parent("jit", "Enable, disable and show JIT policies")
+	cmd.AddCommand(a.jitEnableCommand(), a.jitDisableCommand(), a.jitShowCommand())
+	return cmd
+}
+
+func (a *app) jitEnableCommand() *cobra.Command {
+	var (
+		ports, sources []string
+		max            string
+		p              jit.Policy
+	)
+	cmd := &cobra.Command{
+		Use:   "enable VM [--port 22/tcp|22/udp|22/*|22]... [--max 3h] [--source CIDR]... [--require-justification] [--close-connections]",
+		Short: "Enable JIT on a VM: lock its management ports, open them on request",
+		Long: `enable sets the VM's JIT policy, replacing any policy it had. With no --port it
+uses the server's recommendation for the VM (the management ports it listens on, or
+those of its OS). A port without a protocol means both TCP and UDP (*). --max and
+--source apply to every port; by default requests may last up to 3 hours, from any
+source.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			maxISO, err := isoDuration("max", max)
+			if err != nil {
+				return err
+			}
+			for _, s := range ports {
+				n, proto, err := parsePort(s)
+				if err != nil {
+					return err
+				}
+				if proto == "" {
+					proto = jit.ProtoAny
+				}
+				p.Ports = append(p.Ports, jit.PortRule{Number: n, Protocol: proto})
+			}
+			ctx := cmd.Context()
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vm, err := resolveVM(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			if len(p.Ports) == 0 {
+				rec, err := c.Recommend(ctx, vm.ID)
+				if err != nil {
+					return err
+				}
+				if len(rec.Ports) == 0 {
+					return fmt.Errorf("the server recommends no ports for VM %s/%s: name them with --port", vm.Group, vm.Name)
+				}
+				p.Ports = rec.Ports
+			}
+			for i := range p.Ports {
+				if maxISO != "" {
+					p.Ports[i].MaxRequestAccessDuration = maxISO
+				}
+				if len(sources) > 0 {
+					p.Ports[i].AllowedSourceAddressPrefixes = sources
+				}
+			}
+			got, err := c.PutPolicy(ctx, vm.ID, p)
+			if err != nil {
+				return err
+			}
+			if a.asJSON() {
+				return a.printJSON(got)
+			}
+			fmt.Fprintf(a.stdout, "JIT enabled on %s/%s.\n", vm.Group, vm.Name)
+			printPolicy(a, got)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&ports, "port", nil, "a port to lock, such as 22, 22/tcp, 53/udp, 22/* (repeatable; default: the recommendation)")
+	f.StringVar(&max, "max", "", "the longest a request may last, such as 3h, 30m or PT3H (5m to 24h)")
+	f.StringArrayVar(&sources, "source", nil, "a source address or CIDR requests may name (repeatable; default any)")
+	f.BoolVar(&p.RequireJustification, "require-justification", false, "requests must give a reason")
+	f.BoolVar(&p.CloseConnectionsOnExpiry, "close-connections", false, "close established connections when a grant ends")
+	return cmd
+}
+
+func (a *app) jitDisableCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "disable VM",
+		Short: "Disable JIT on a VM: remove the lock and end its grants",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vm, err := resolveVM(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.DeletePolicy(cmd.Context(), vm.ID); err != nil {
+				return err
+			}
+			if a.asJSON() {
+				return a.printJSON(map[string]string{"disabled": vm.ID})
+			}
+			fmt.Fprintf(a.stdout, "JIT disabled on %s/%s.\n", vm.Group, vm.Name)
+			return nil
+		},
+	}
+}
+
+func (a *app) jitShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show VM",
+		Short: "Show a VM's JIT policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vm, err := resolveVM(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			p, err := c.GetPolicy(cmd.Context(), vm.ID)
+			if err != nil {
+				return err
+			}
+			if a.asJSON() {
+				return a.printJSON(p)
+			}
+			printPolicy(a, p)
+			return nil
+		},
+	}
+}
+
+func printPolicy(a *app, p jit.Policy) {
+	printRules(a, p.Ports)
+	fmt.Fprintf(a.stdout, "Justification required: %s; close connections at expiry: %s.\n", yesNo(p.RequireJustification), yesNo(p.CloseConnectionsOnExpiry))
+	if !p.UpdatedAt.IsZero() {
+		fmt.Fprintf(a.stdout, "Updated %s by %s.\n", fmtTime(p.UpdatedAt), cell(p.UpdatedBy))
+	}
+}
+
+func printRules(a *app, rules []jit.PortRule) {
+	t := newTable(a.stdout, "PORT", "PROTOCOL", "SOURCES", "MAX")
+	for _, r := range rules {
+		t.row(r.Number, r.Protocol, strings.Join(r.AllowedSourceAddressPrefixes, ","), r.MaxRequestAccessDuration)
+	}
+	t.flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

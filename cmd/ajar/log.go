@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ajarhq/ajar/internal/client"
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+func (a *app) logCommand() *cobra.Command {
+	var (
+		vmRef, since, until string
+		q                   client.EventQuery
+		asCSV, asJSONL      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "log [--vm VM] [--user U] [--op OPERATION] [--since T] [--until T] [--csv|--jsonl] [--limit N]",
+		Short: "Read and export the activity log",
+		Long: `log prints activity events, oldest first. --since and --until take an RFC 3339 time
+(2026-01-02T15:04:05Z) or a duration meaning that long ago (24h, 7d). --csv and
+--jsonl export the events in those formats. Without --limit every matching event is
+read, page by page.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if asCSV && asJSONL {
+				return errors.New("give --csv or --jsonl, not both")
+			}
+			now := time.Now()
+			var err error
+			if q.Since, err = parseTime("since", since, now); err != nil {
+				return err
+			}
+			if q.Until, err = parseTime("until", until, now); err != nil {
+				return err
+			}
+			if q.Limit < 0 {
+				return fmt.Errorf("--limit must not be negative, got %d", q.Limit)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if vmRef != "" {
+				vm, err := resolveVM(ctx, c, vmRef)
+				if err != nil {
+					return err
+				}
+				q.VM = vm.ID
+			}
+			if asCSV {
+				return a.exportCSV(ctx, c, q)
+			}
+			events, err := readEvents(ctx, c, q)
+			if err != nil {
+				return err
+			}
+			switch {
+			case asJSONL:
+				enc := json.NewEncoder(a.stdout)
+				for _, e := range events {
+					if err := enc.Encode(e); err != nil {
+						return err
+					}
+				}
+				return nil
+			case a.asJSON():
+				return a.printJSON(list(events))
+			}
+			printEvents(a, events, vmNames(ctx, c))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&vmRef, "vm", "", "only events of this VM")
+	f.StringVar(&q.Actor, "user", "", "only events by this user")
+	f.StringVar(&q.Operation, "op", "", "only this operation, such as grant.open or request.refuse")
+	f.StringVar(&since, "since", "", "only events at or after this time (RFC 3339, or a duration ago such as 24h)")
+	f.StringVar(&until, "until", "", "only events before this time (RFC 3339, or a duration ago)")
+	f.BoolVar(&asCSV, "csv", false, "export as CSV")
+	f.BoolVar(&asJSONL, "jsonl", false, "export as JSON lines")
+	f.IntVar(&q.Limit, "limit", 0, "at most this many events (default all)")
+	cmd.AddCommand(a.logVerifyCommand())
+	return cmd
+}
+
+// readEvents reads the events q selects: one call when q has a limit,
+// else page after page until an empty one.
+func readEvents(ctx context.Context, c *client.Client, q client.EventQuery) ([]jit.Event, error) {
+	if q.Limit > 0 {
+		return c.ListEvents(ctx, q)
+	}
+	var all []jit.Event
+	for {
+		page, err := c.ListEvents(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			return all, nil
+		}
+		all = append(all, page...)
+		q.After = page[len(page)-1].Seq
+	}
+}
+
+// exportCSV writes the server's CSV export to stdout, page after page
+// (one header row) unless q has a limit.
+func (a *app) exportCSV(ctx context.Context, c *client.Client, q client.EventQuery) error {
+	if q.Limit > 0 {
+		return c.ExportEvents(ctx, q, "csv", a.stdout)
+	}
+	w := csv.NewWriter(a.stdout)
+	for page := 0; ; page++ {
+		var buf bytes.Buffer
+		if err := c.ExportEvents(ctx, q, "csv", &buf); err != nil {
+			return err
+		}
+		recs, err := csv.NewReader(&buf).ReadAll()
+		if err != nil {
+			return fmt.Errorf("read the server's CSV: %w", err)
+		}
+		if len(recs) == 0 {
+			return errors.New("the server's CSV has no header row")
+		}
+		if page > 0 {
+			recs = recs[1:]
+		}
+		if err := w.WriteAll(recs); err != nil {
+			return err
+		}
+		if page > 0 && len(recs) == 0 || page == 0 && len(recs) == 1 {
+			return nil
+		}
+		last, err := strconv.ParseInt(recs[len(recs)-1][0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("read the server's CSV: seq %q is not a number", recs[len(recs)-1][0])
+		}
+		q.After = last
+	}
+}
+
+func printEvents(a *app, events []jit.Event, names map[string]string) {
+	t := newTable(a.stdout, "SEQ", "TIME", "ACTOR", "ADDRESS", "VM", "OPERATION", "OUTCOME", "DETAILS")
+	for _, e := range events {
+		vm := names[e.VMID]
+		if vm == "" {
+			vm = e.VMID
+		}
+		t.row(e.Seq, fmtTime(e.Time), e.Actor, e.ActorAddress, vm, e.Operation, e.Outcome, string(e.Details))
+	}
+	t.flush()
+}
+
+func (a *app) logVerifyCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Verify the activity log's hash chain (exit status 1 if it was tampered with)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			v, err := c.Verify(ctx)
+			if err != nil {
+				return err
+			}
+			if a.asJSON() {
+				if err := a.printJSON(v); err != nil {
+					return err
+				}
+			}
+			if v.OK {
+				if !a.asJSON() {
+					fmt.Fprintf(a.stdout, "Activity log OK: %d events, hash chain intact.\n", v.Events)
+				}
+				return nil
+			}
+			if v.FirstBadEvent == nil {
+				return fmt.Errorf("activity log verification failed: %s", v.Problem)
+			}
+			seq := *v.FirstBadEvent
+			if !a.asJSON() {
+				fmt.Fprintf(a.stdout, "Activity log verification FAILED at event %d: %s\n", seq, v.Problem)
+				if evs, err := c.ListEvents(ctx, client.EventQuery{After: seq - 1, Limit: 1}); err == nil && len(evs) == 1 && evs[0].Seq == seq {
+					fmt.Fprintln(a.stdout, "First bad event:")
+					printEvents(a, evs, vmNames(ctx, c))
+				}
+			}
+			return fmt.Errorf("activity log verification failed at event %d: %s", seq, v.Problem)
+		},
+	}
+}

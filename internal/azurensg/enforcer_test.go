@@ -52,7 +52,7 @@ func TestEnforcerSuite(t *testing.T) {
 			return f.addVM(vmSpec{rg: "rg-app", name: "web1", ip: "10.0.1.4", nicNSG: nicNSG, subnet: sub})
 		}},
 		{"subnet NSG", func(f *fakeAzure) string {
-			subnetNSG := f.addNSG("rg-net", "apps-nsg", rule("allow-app", 100, allow, "0.0.0.0/0", "*", anyP))
+			subnetNSG := f.addNSG("rg-net", "apps-nsg", rule("allow-app", 200, allow, "0.0.0.0/0", "*", anyP))
 			sub := f.addSubnet("rg-net", "vnet", "apps", subnetNSG)
 			return f.addVM(vmSpec{rg: "rg-app", name: "web1", ip: "10.0.1.4", subnet: sub})
 		}},

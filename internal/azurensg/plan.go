@@ -88,12 +88,12 @@ func planNSG(nsgName string, rules []*armnetwork.SecurityRule, vmName, tag strin
 		put, lockAt, ok = place(occupied, owned, denies, allows, limit, false)
 	}
 	if !ok {
-		where := fmt.Sprintf("between %d and %d", minPriority, limit-1)
+		where := fmt.Sprintf("from %d to %d", minPriority, maxPriority)
 		if limitRule != "" {
-			where += fmt.Sprintf(" (ahead of rule %s at %d, which allows the locked ports from anywhere)", limitRule, limit)
+			where = fmt.Sprintf("ahead of rule %s (priority %d), which allows the locked ports from anywhere", limitRule, limit)
 		}
 		return nsgPlan{}, jit.Errorf(jit.EConflict,
-			"no free priority in network security group %s for ajar's %d rules for VM %s: none left %s",
+			"no free priority in network security group %s for ajar's %d rules for VM %s %s",
 			nsgName, len(denies)+len(allows), vmName, where)
 	}
 	for _, r := range overlapping {

@@ -327,8 +327,8 @@ func TestDeadlockRetried(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("updates: %v, %v", errs[0], errs[1])
 	}
-	if runs[0]+runs[1] != 3 {
-		t.Errorf("fn ran %v times, want one of them twice", runs)
+	if runs[0]+runs[1] < 3 { // the retry may deadlock again, before it wins
+		t.Errorf("fn ran %v times, want one of them again", runs)
 	}
 	err := db.View(context.Background(), func(tx store.Tx) error {
 		vm, err := tx.GetVM("vm1")

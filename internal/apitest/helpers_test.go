@@ -196,7 +196,9 @@ func request(t *testing.T, c *client.Client, vmID string, ports ...jit.PortReque
 	return r
 }
 
-func port(n int, duration string) jit.PortRequest { return jit.PortRequest{Number: n, Duration: duration} }
+func port(n int, duration string) jit.PortRequest {
+	return jit.PortRequest{Number: n, Duration: duration}
+}
 
 // grantByID returns the grant with id as the admin sees it.
 func grantByID(t *testing.T, s *ajardtest.Server, id string) jit.Grant {

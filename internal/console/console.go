@@ -1,0 +1,372 @@
+// Package console is ajar's web console: server-rendered HTML pages over
+// the control plane, for operators, engineers and auditors. Templates and
+// static files are embedded in the binary; the pages work without
+// JavaScript, and a little plain JavaScript adds the live countdown, the
+// request dialog and in-page editing of policy rows.
+//
+// A session is a short-lived user token kept in an HttpOnly cookie
+// (control.SignIn); every state-changing form is guarded by Go's
+// cross-origin protection; failed sign-ins are limited per user and per
+// address. Permissions are the control plane's: the console hides what a
+// role cannot do, and the control plane refuses it anyway.
+package console
+
+import (
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/server"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// CookieName is the session cookie.
+const CookieName = "ajar_session"
+
+// Sign-in limits: at most this many failures in SignInWindow per user name
+// and per address (IPv6 addresses count per /64), after which sign-in is
+// refused with 429 until the oldest failure leaves the window.
+const (
+	MaxFailuresPerUser = 5
+	MaxFailuresPerAddr = 20
+	SignInWindow       = 15 * time.Minute
+)
+
+// Console serves the web console.
+type Console struct {
+	ctl        *control.Control
+	log        *slog.Logger
+	clientAddr func(*http.Request) netip.Addr
+	pages      map[string]*template.Template
+	static     http.Handler
+	version    string // of the static files, for cache busting
+	users      *limiter
+	addrs      *limiter
+	handler    http.Handler
+}
+
+// New returns the console over ctl. clientAddr tells the address a request
+// came from (the API server's ClientAddr, which knows trusted proxies).
+func New(ctl *control.Control, log *slog.Logger, clientAddr func(*http.Request) netip.Addr) *Console {
+	c := &Console{
+		ctl: ctl, log: log, clientAddr: clientAddr,
+		users: newLimiter(MaxFailuresPerUser, SignInWindow, ctl.Now),
+		addrs: newLimiter(MaxFailuresPerAddr, SignInWindow, ctl.Now),
+	}
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(err)
+	}
+	c.version = staticVersion(sub)
+	c.static = http.StripPrefix("/static/", http.FileServerFS(sub))
+	c.pages = parsePages(c.funcs())
+
+	mux := http.NewServeMux()
+	c.routes(mux)
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.log.Warn("cross-origin request refused", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "addr", c.clientAddr(r))
+		c.renderError(w, r, nil, http.StatusForbidden, "This form was sent from another site, so it was refused. Reload the page and try again.")
+	}))
+	c.handler = cop.Handler(mux)
+	return c
+}
+
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	c.handler.ServeHTTP(w, r)
+}
+
+// routes lists every route of the console.
+func (c *Console) routes(m *http.ServeMux) {
+	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/machines", http.StatusSeeOther)
+	})
+	m.Handle("GET /static/", c.serveStatic())
+	m.HandleFunc("GET /signin", c.signInPage)
+	m.HandleFunc("POST /signin", c.signIn)
+	m.HandleFunc("POST /signout", c.page(c.signOut))
+
+	m.HandleFunc("GET /machines", c.page(c.machines))
+	m.HandleFunc("GET /machines/{id}", c.page(c.machine))
+	m.HandleFunc("POST /machines/{id}/policy", c.page(c.savePolicy))
+	m.HandleFunc("GET /machines/{id}/disable", c.page(c.disablePage))
+	m.HandleFunc("POST /machines/{id}/disable", c.page(c.disable))
+	m.HandleFunc("GET /machines/{id}/request", c.page(c.requestPage))
+	m.HandleFunc("POST /machines/{id}/request", c.page(c.request))
+	m.HandleFunc("POST /grants/{id}/revoke", c.page(c.revoke))
+
+	m.HandleFunc("GET /activity", c.page(c.activity))
+	m.HandleFunc("GET /activity.csv", c.page(c.activityCSV))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c.renderError(w, r, c.actor(r), http.StatusNotFound, "There is no page at "+r.URL.Path+".")
+	})
+}
+
+func (c *Console) serveStatic() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("v") == c.version {
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		} else {
+			w.Header().Set("Cache-Control", "no-cache")
+		}
+		c.static.ServeHTTP(w, r)
+	})
+}
+
+func staticVersion(fsys fs.FS) string {
+	h := sha256.New()
+	fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := fs.ReadFile(fsys, p)
+			fmt.Fprintf(h, "%s %d\n", p, len(b))
+			h.Write(b)
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// handler is a console handler for a signed-in user; it writes its
+// response or returns an error to show.
+type handler func(w http.ResponseWriter, r *http.Request, a *control.Actor) error
+
+// page wraps h with the session check, panic recovery and error pages.
+func (c *Console) page(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				c.log.Error("panic in console handler", "path", r.URL.Path, "panic", p)
+				c.renderError(w, r, nil, http.StatusInternalServerError, "Something went wrong on the server.")
+			}
+		}()
+		w.Header().Set("Cache-Control", "no-store")
+		a := c.actor(r)
+		if a == nil {
+			c.clearCookie(w, r)
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			c.renderError(w, r, nil, http.StatusUnauthorized, "Your session has ended. Sign in again.")
+			return
+		}
+		if err := h(w, r, a); err != nil {
+			st := server.StatusOf(err)
+			if st == http.StatusInternalServerError {
+				c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			c.renderError(w, r, a, st, jit.ErrorMessage(err))
+		}
+	}
+}
+
+// actor returns the signed-in user of r, or nil.
+func (c *Console) actor(r *http.Request) *control.Actor {
+	ck, err := r.Cookie(CookieName)
+	if err != nil || ck.Value == "" {
+		return nil
+	}
+	a, err := c.ctl.Authenticate(r.Context(), ck.Value, c.clientAddr(r))
+	if err != nil {
+		if jit.ErrorCode(err) != jit.EUnauthorized {
+			c.log.Error("console authenticate", "err", err)
+		}
+		return nil
+	}
+	if a.Token.Kind != jit.TokenUser {
+		return nil
+	}
+	return a
+}
+
+func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, secret string, expires time.Time) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: secret, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+}
+
+func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request) {
+	if _, err := r.Cookie(CookieName); err != nil {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+}
+
+// localPath returns p when it is a path on this site, else def: redirect
+// targets taken from forms must not lead elsewhere.
+func localPath(p, def string) string {
+	if p == "" || p[0] != '/' || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+		return def
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" {
+		return def
+	}
+	return p
+}
+
+// base is what every page's layout shows.
+type base struct {
+	Title   string
+	Nav     string // machines, activity
+	User    string
+	Roles   string
+	Notice  string
+	Problem string
+}
+
+func (c *Console) base(a *control.Actor, title, nav string) base {
+	b := base{Title: title, Nav: nav}
+	if a != nil {
+		b.User, b.Roles = a.Name(), roleSummary(a.Bindings)
+	}
+	return b
+}
+
+func roleSummary(bs []jit.RoleBinding) string {
+	var parts []string
+	for _, b := range bs {
+		if b.Group == jit.AllGroups {
+			parts = append(parts, b.Role+" (all groups)")
+		} else {
+			parts = append(parts, b.Role+" in "+b.Group)
+		}
+	}
+	if len(parts) == 0 {
+		return "no roles"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, data any) error {
+	t, ok := c.pages[name]
+	if !ok {
+		return fmt.Errorf("no template %q", name)
+	}
+	var buf strings.Builder
+	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {
+		return fmt.Errorf("render %s: %w", name, err)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err := w.Write([]byte(buf.String()))
+	if err != nil {
+		return nil // the client went away
+	}
+	return nil
+}
+
+type errorPage struct {
+	base
+	Status  int
+	Message string
+}
+
+func (c *Console) renderError(w http.ResponseWriter, r *http.Request, a *control.Actor, status int, msg string) {
+	p := errorPage{base: c.base(a, http.StatusText(status), ""), Status: status, Message: msg}
+	if err := c.render(w, r, status, "error.html", p); err != nil {
+		c.log.Error("render error page", "err", err)
+		http.Error(w, msg, status)
+	}
+}
+
+// errFormValue reports a malformed form.
+var errFormValue = errors.New("malformed form")
+
+func parseForm(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, server.MaxBody)
+	if err := r.ParseForm(); err != nil {
+		return jit.Errorf(jit.EInvalid, "the form could not be read: %v", errors.Join(errFormValue, err))
+	}
+	return nil
+}
+
+func (c *Console) funcs() template.FuncMap {
+	return template.FuncMap{
+		"static": func(name string) string { return "/static/" + path.Clean(name) + "?v=" + c.version },
+		"time":   fmtTime,
+		"ptime": func(t *time.Time) string {
+			if t == nil || t.IsZero() {
+				return "—"
+			}
+			return fmtTime(*t)
+		},
+		"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"duration": fmtISO,
+		"join":     strings.Join,
+		"left":     func(end time.Time) string { return fmtLeft(end.Sub(c.ctl.Now())) },
+		"now":      func() string { return c.ctl.Now().Format(time.RFC3339Nano) },
+	}
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+// fmtISO shows an ISO 8601 duration the way people say it: "3 hours".
+func fmtISO(s string) string {
+	d, err := jit.ParseISODuration(s)
+	if err != nil {
+		return s
+	}
+	return fmtDuration(d)
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int(d/time.Hour), "hour")
+	case d >= time.Minute && d%time.Minute == 0:
+		if d > time.Hour {
+			return fmt.Sprintf("%dh %dm", d/time.Hour, d%time.Hour/time.Minute)
+		}
+		return plural(int(d/time.Minute), "minute")
+	}
+	return d.String()
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+// fmtLeft shows the time left of a grant as the countdown starts it.
+func fmtLeft(d time.Duration) string {
+	if d <= 0 {
+		return "ended"
+	}
+	s := int((d + time.Second - 1) / time.Second)
+	h, m, sec := s/3600, s/60%60, s%60
+	if h > 0 {
+		return fmt.Sprintf("%dh %02dm %02ds", h, m, sec)
+	}
+	return fmt.Sprintf("%dm %02ds", m, sec)
+}

@@ -1,0 +1,90 @@
+package console
+
+import (
+	"sync"
+	"time"
+)
+
+// limiter counts failed sign-ins per key (a user name, an address) in a
+// sliding window and says when a key has had too many. It lives in memory:
+// each replica limits on its own, and a restart forgets.
+type limiter struct {
+	max    int
+	window time.Duration
+	now    func() time.Time
+
+	mu       sync.Mutex
+	failures map[string][]time.Time // oldest first, at most max entries
+}
+
+// maxKeys bounds the memory a flood of distinct keys can take; past it,
+// keys whose failures are all out of the window are dropped first.
+const maxKeys = 100000
+
+func newLimiter(max int, window time.Duration, now func() time.Time) *limiter {
+	return &limiter{max: max, window: window, now: now, failures: map[string][]time.Time{}}
+}
+
+// blocked reports whether key has reached its limit, and when it may try
+// again.
+func (l *limiter) blocked(key string) (bool, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := l.recent(key)
+	if len(ts) < l.max {
+		return false, time.Time{}
+	}
+	return true, ts[len(ts)-l.max].Add(l.window)
+}
+
+// fail records a failed attempt for key.
+func (l *limiter) fail(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := append(l.recent(key), l.now())
+	if len(ts) > l.max {
+		ts = ts[len(ts)-l.max:]
+	}
+	if _, ok := l.failures[key]; !ok && len(l.failures) >= maxKeys {
+		l.prune()
+	}
+	if len(l.failures) < maxKeys {
+		l.failures[key] = ts
+	}
+}
+
+// reset forgets key's failures (after a successful sign-in).
+func (l *limiter) reset(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.failures, key)
+}
+
+// recent returns key's failures inside the window, dropping older ones.
+func (l *limiter) recent(key string) []time.Time {
+	ts, ok := l.failures[key]
+	if !ok {
+		return nil
+	}
+	cut := l.now().Add(-l.window)
+	i := 0
+	for i < len(ts) && !ts[i].After(cut) {
+		i++
+	}
+	if i == len(ts) {
+		delete(l.failures, key)
+		return nil
+	}
+	ts = ts[i:]
+	l.failures[key] = ts
+	return ts
+}
+
+func (l *limiter) prune() {
+	cut := l.now().Add(-l.window)
+	for k, ts := range l.failures {
+		if len(ts) == 0 || !ts[len(ts)-1].After(cut) {
+			delete(l.failures, k)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,9 +53,11 @@ func TestSSHWaitsAndExecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
@@ -62,7 +65,7 @@ func TestSSHWaitsAndExecs(t *testing.T) {
 			}
 			conn.Close()
 		}
-	}()
+	})
 	c.must("group", "add", "prod")
 	c.must("vm", "add", "web", "--group", "prod", "--address", "127.0.0.1")
 	c.must("jit", "enable", "web", "--port", port+"/tcp", "--max", "10m")

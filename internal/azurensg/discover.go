@@ -92,8 +92,11 @@ func listVMs(ctx context.Context, cl *clients, subscriptionID string, resourceGr
 }
 
 func listError(err error, scope string) error {
-	if s := httpStatus(err); s == 401 || s == 403 {
+	switch httpStatus(err) {
+	case 401, 403:
 		return &jit.Error{Code: jit.EForbidden, Message: "ajar lacks permission to list the virtual machines of " + scope, Target: scope}
+	case 404:
+		return &jit.Error{Code: jit.ENotFound, Message: "not found in Azure: " + scope, Target: scope}
 	}
 	return fmt.Errorf("list virtual machines of %s: %w", scope, err)
 }

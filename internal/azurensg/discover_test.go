@@ -135,6 +135,12 @@ func TestDiscover(t *testing.T) {
 			t.Fatalf("discover = %v, want a %s error", err, jit.EForbidden)
 		}
 	})
+	t.Run("empty resource group", func(t *testing.T) {
+		got, err := c.Discover(ctx, fakeSub, []string{"empty"})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("discover = %v, %v; want nothing", got, err)
+		}
+	})
 	t.Run("NSG refused", func(t *testing.T) {
 		f.refuse["SecurityGroupsClient.Get web-nsg"] = true
 		f.refuse["VirtualMachinesClient.InstanceView win1"] = true

@@ -61,9 +61,12 @@ func (e *Enforcer) Apply(ctx context.Context, vm jit.VM, state jit.DesiredState)
 	if len(path.nsgs) == 0 && len(state.Lock) > 0 {
 		return jit.Errorf(jit.EConflict, "no network security group on the VM's NIC or subnet")
 	}
-	denies, allows, err := desired(vmr, path.ip, state)
+	denies, allows, skipped, err := desired(vmr, path.ip, state)
 	if err != nil {
 		return err
+	}
+	if len(skipped) > 0 {
+		e.log.Warn("azure nsg cannot hold grants of another address family than the VM's", "vm", vmr.name, "ip", path.ip, "grants", skipped)
 	}
 	for _, id := range path.nsgs {
 		if err := e.applyNSG(ctx, id, vmr, path.ip, denies, allows); err != nil {
@@ -89,6 +92,9 @@ func (e *Enforcer) Remove(ctx context.Context, vm jit.VM) error {
 		return err
 	default:
 		path, err := e.c.path(ctx, az)
+		if jit.ErrorCode(err) == jit.ENotFound {
+			break // its NIC or subnet is gone: the labels are all there is
+		}
 		if err != nil {
 			return err
 		}

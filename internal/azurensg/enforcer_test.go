@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v6"
@@ -555,5 +556,46 @@ func TestRuleName(t *testing.T) {
 	}
 	if ownedBy("allow-ssh-0123abcd", "0123abcd") {
 		t.Errorf("a rule without ajar's prefix counts as ajar's")
+	}
+}
+
+// Azure may hand back a single address without its /32; that is still the
+// rule ajar wrote, and a grant from another address family than the VM's
+// (which no NSG rule can hold) is left out rather than failing the lock.
+func TestApplyToleratesAzureSpelling(t *testing.T) {
+	f := newFakeAzure(t)
+	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	vm := azureVM("vm1", "rg", vmID, "10.0.1.4")
+	e := newEnforcer(f)
+	ctx := context.Background()
+	st := state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.1/32"), grantRule("g6", 22, jit.ProtoTCP, "2001:db8::1/128"))
+	if err := e.Apply(ctx, vm, st); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if n := len(f.rules(nsg, true)); n != 2 {
+		t.Fatalf("%d ajar rules, want 2 (the IPv6 grant left out)", n)
+	}
+	name := "ajar-allow-g1-" + vmTag(vmID)
+	r, _ := f.rule(nsg, name)
+	r.Properties.SourceAddressPrefix = to.Ptr("203.0.113.1")
+	f.addRule(nsg, r)
+	writes := f.writeCount()
+	if err := e.Apply(ctx, vm, st); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if f.writeCount() != writes {
+		t.Errorf("apply rewrote a rule Azure merely spelled differently")
+	}
+}
+
+func TestClip(t *testing.T) {
+	long := strings.Repeat("é", 100) // two bytes each
+	got := clip(long)
+	if len(got) > maxDescLen || !strings.HasSuffix(got, "...") || !utf8.ValidString(got) {
+		t.Errorf("clip = %q (%d bytes)", got, len(got))
+	}
+	if clip("short") != "short" {
+		t.Errorf("clip changed a short description")
 	}
 }

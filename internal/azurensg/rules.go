@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v6"
@@ -121,10 +122,10 @@ func (s ruleSpec) sameAs(r *armnetwork.SecurityRule) bool {
 		deref(p.Access) == s.access &&
 		deref(p.Direction) == armnetwork.SecurityRuleDirectionInbound &&
 		strings.EqualFold(string(deref(p.Protocol)), string(s.protocol)) &&
-		deref(p.SourceAddressPrefix) == s.source && len(p.SourceAddressPrefixes) == 0 &&
+		samePrefix(deref(p.SourceAddressPrefix), s.source) && len(p.SourceAddressPrefixes) == 0 &&
 		len(p.SourceApplicationSecurityGroups) == 0 &&
 		deref(p.SourcePortRange) == "*" && len(p.SourcePortRanges) == 0 &&
-		deref(p.DestinationAddressPrefix) == s.destination && len(p.DestinationAddressPrefixes) == 0 &&
+		samePrefix(deref(p.DestinationAddressPrefix), s.destination) && len(p.DestinationAddressPrefixes) == 0 &&
 		len(p.DestinationApplicationSecurityGroups) == 0
 }
 
@@ -143,10 +144,12 @@ func azureProto(p string) (armnetwork.SecurityRuleProtocol, error) {
 
 // desired returns the rules ajar wants for the VM with ARM resource vmr at
 // ip to make st true: its Deny rules (one per protocol, usually one) and one
-// Allow rule per grant. An empty lock wants nothing.
-func desired(vmr resource, ip netip.Addr, st jit.DesiredState) (denies, allows []ruleSpec, err error) {
+// Allow rule per grant. An empty lock wants nothing. Grants from the other
+// address family than ip's cannot be expressed in an NSG rule (Azure refuses
+// them); they are left out and returned in skipped.
+func desired(vmr resource, ip netip.Addr, st jit.DesiredState) (denies, allows []ruleSpec, skipped []string, err error) {
 	if len(st.Lock) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	tag := vmTag(vmr.id)
 	dest := ip.String()
@@ -156,11 +159,11 @@ func desired(vmr resource, ip netip.Addr, st jit.DesiredState) (denies, allows [
 	locked := map[int]int{}
 	for _, l := range st.Lock {
 		if l.Port < 1 || l.Port > 65535 {
-			return nil, nil, jit.Invalid("lock", "port %d out of range", l.Port)
+			return nil, nil, nil, jit.Invalid("lock", "port %d out of range", l.Port)
 		}
 		proto, err := azureProto(l.Protocol)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		switch proto {
 		case armnetwork.SecurityRuleProtocolTCP:
@@ -208,23 +211,27 @@ func desired(vmr resource, ip netip.Addr, st jit.DesiredState) (denies, allows [
 	seen := map[string]bool{}
 	for _, g := range st.Grants {
 		if g.Port < 1 || g.Port > 65535 {
-			return nil, nil, jit.Invalid("grants", "grant %s: port %d out of range", g.ID, g.Port)
+			return nil, nil, nil, jit.Invalid("grants", "grant %s: port %d out of range", g.ID, g.Port)
 		}
 		proto, err := azureProto(g.Protocol)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		src, err := netip.ParsePrefix(g.Source)
 		if err != nil {
 			a, aerr := netip.ParseAddr(g.Source)
 			if aerr != nil {
-				return nil, nil, jit.Invalid("grants", "grant %s: source %q is not a CIDR prefix", g.ID, g.Source)
+				return nil, nil, nil, jit.Invalid("grants", "grant %s: source %q is not a CIDR prefix", g.ID, g.Source)
 			}
 			src = netip.PrefixFrom(a, a.BitLen())
 		}
+		if src.Addr().Is4() != ip.Is4() {
+			skipped = append(skipped, g.ID)
+			continue
+		}
 		name := ruleName(prefixAllow, g.ID, tag)
 		if seen[name] {
-			return nil, nil, jit.Invalid("grants", "grant %s listed twice", g.ID)
+			return nil, nil, nil, jit.Invalid("grants", "grant %s listed twice", g.ID)
 		}
 		seen[name] = true
 		desc := fmt.Sprintf("ajar JIT grant %s for VM %s in resource group %s", g.ID, vmr.name, vmr.group)
@@ -242,7 +249,7 @@ func desired(vmr resource, ip netip.Addr, st jit.DesiredState) (denies, allows [
 		})
 	}
 	slices.SortFunc(allows, func(a, b ruleSpec) int { return strings.Compare(a.name, b.name) })
-	return denies, allows, nil
+	return denies, allows, skipped, nil
 }
 
 func protoWord(p armnetwork.SecurityRuleProtocol) string {
@@ -255,16 +262,38 @@ func protoWord(p armnetwork.SecurityRuleProtocol) string {
 	return "any"
 }
 
-// clip shortens a description to Azure's limit.
+// clip shortens a description to Azure's limit, on a rune boundary.
 func clip(s string) string {
 	if len(s) <= maxDescLen {
 		return s
 	}
-	r := []rune(s)
-	for len(string(r)) > maxDescLen-3 {
-		r = r[:len(r)-1]
+	cut := maxDescLen - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
 	}
-	return string(r) + "..."
+	return s[:cut] + "..."
+}
+
+// samePrefix reports whether two address prefixes of rules are the same,
+// whether or not a single address carries its /32 or /128.
+func samePrefix(a, b string) bool {
+	if a == b {
+		return true
+	}
+	pa, errA := parsePrefix(a)
+	pb, errB := parsePrefix(b)
+	return errA == nil && errB == nil && pa == pb
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // portRange is an inclusive range of ports.

@@ -59,7 +59,7 @@ func (e *Enforcer) Apply(ctx context.Context, vm jit.VM, state jit.DesiredState)
 		return err
 	}
 	if len(path.nsgs) == 0 && len(state.Lock) > 0 {
-		return jit.Errorf(jit.EConflict, "no network security group on the VM's NIC or subnet")
+		return jit.Errorf(jit.EConflict, "%s", ReasonNoNSG)
 	}
 	denies, allows, skipped, err := desired(vmr, path.ip, state)
 	if err != nil {

@@ -78,12 +78,12 @@ func (c *Client) path(ctx context.Context, vm *armcompute.VirtualMachine) (netPa
 		p.nsgs = append(p.nsgs, *props.NetworkSecurityGroup.ID)
 	}
 	var ipc *armnetwork.InterfaceIPConfigurationPropertiesFormat
-	for _, c := range props.IPConfigurations {
-		if c == nil || c.Properties == nil {
+	for _, conf := range props.IPConfigurations {
+		if conf == nil || conf.Properties == nil {
 			continue
 		}
-		if ipc == nil || deref(c.Properties.Primary) {
-			ipc = c.Properties
+		if ipc == nil || deref(conf.Properties.Primary) {
+			ipc = conf.Properties
 		}
 	}
 	if ipc == nil || ipc.PrivateIPAddress == nil {

@@ -16,7 +16,7 @@ import (
 
 func (a *app) sshCommand() *cobra.Command {
 	var (
-		dur, user string
+		dur, user, why string
 		port      int
 		wait      time.Duration
 	)
@@ -54,7 +54,7 @@ then runs ssh there. Arguments after -- go to ssh, after the address.`,
 			}
 			req, err := c.RequestAccess(ctx, jit.AccessRequest{
 				VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: ports}},
-				Justification:   "ajar ssh",
+				Justification:   why,
 			})
 			if err != nil {
 				return err
@@ -81,6 +81,7 @@ then runs ssh there. Arguments after -- go to ssh, after the address.`,
 	f := cmd.Flags()
 	f.StringVar(&dur, "for", "", "how long to keep the port open, such as 1h (default: the port's maximum)")
 	f.StringVarP(&user, "user", "l", "", "the user to log in as on the VM")
+	f.StringVar(&why, "reason", "", "the justification, logged with the request")
 	f.IntVar(&port, "port", 22, "the VM's SSH port")
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the port to accept connections")
 	return cmd

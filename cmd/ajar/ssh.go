@@ -17,8 +17,8 @@ import (
 func (a *app) sshCommand() *cobra.Command {
 	var (
 		dur, user, why string
-		port      int
-		wait      time.Duration
+		port           int
+		wait           time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "ssh VM [-- ssh args]",

@@ -100,11 +100,11 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 		return nil, nil, err
 	}
 	for _, o := range perVM {
-		active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive})
-		if err != nil {
-			return nil, nil, err
-		}
 		for _, g := range o.grants {
+			active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive, Port: g.Port, Source: g.Source})
+			if err != nil {
+				return nil, nil, err
+			}
 			for _, old := range active {
 				if g.Overlaps(old) && old.Status == jit.GrantActive {
 					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID); err != nil {

@@ -55,6 +55,7 @@ var Migrations = []string{
 	);
 	CREATE INDEX grants_active_end ON grants (end_time) WHERE status = 'active';
 	CREATE INDEX grants_vm ON grants (vm_id, status);
+	CREATE INDEX grants_active_vm_port ON grants (vm_id, port, source) WHERE status = 'active';
 	CREATE INDEX grants_request ON grants (request_id);
 	CREATE INDEX grants_start ON grants (start_time);
 	CREATE TABLE users (

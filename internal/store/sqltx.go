@@ -518,6 +518,14 @@ func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
 			args = append(args, c.val)
 		}
 	}
+	if f.Port != 0 {
+		where = append(where, "port = ?")
+		args = append(args, f.Port)
+	}
+	if f.Source != "" {
+		where = append(where, "source = ?")
+		args = append(args, f.Source)
+	}
 	if !f.EndingBy.IsZero() {
 		where = append(where, "status = 'active' AND end_time <= ?")
 		args = append(args, nanos(f.EndingBy))

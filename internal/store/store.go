@@ -105,6 +105,8 @@ type GrantFilter struct {
 	VMID   string
 	Status string
 	User   string
+	Port   int    // 0 = any
+	Source string // "" = any
 	Groups []string
 	// EndingBy selects active grants whose end time is at or before it.
 	EndingBy time.Time

@@ -30,7 +30,9 @@ type DB struct {
 	log     *slog.Logger
 	read    *sql.DB
 	write   *sql.DB
-	conn    *sql.Conn
+	conn    *sql.Conn   // migrations only
+	wconn   *store.Conn // the writer's
+	readers chan *store.Conn
 	dialect store.Dialect
 	feed    store.Feed
 	jobs    chan *job
@@ -60,6 +62,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(FULL)")
 		q.Add("_pragma", "foreign_keys(1)")
+		q.Add("_pragma", "temp_store(MEMORY)") // savepoint journals in memory
 		if extra != "" {
 			q.Add("_pragma", extra)
 		}
@@ -92,6 +95,21 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	if err := db.migrate(ctx); err != nil {
 		db.close()
 		return nil, err
+	}
+	db.conn.Close() // hand the one write connection back to the pool
+	if db.wconn, err = store.NewConn(ctx, w); err != nil {
+		db.close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	db.readers = make(chan *store.Conn, n)
+	for range n {
+		c, err := store.NewConn(ctx, r)
+		if err != nil {
+			db.close()
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		db.readers <- c
 	}
 	db.wg.Add(1)
 	go db.writer()
@@ -144,12 +162,20 @@ func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 
 // View implements store.Store.
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
-	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
+	var c *store.Conn
+	select {
+	case c = <-db.readers:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { db.readers <- c }()
+	// The snapshot must end even if ctx did: roll back without it.
+	bg := context.WithoutCancel(ctx)
+	if _, err := c.ExecContext(bg, `BEGIN`); err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
-	defer tx.Rollback()
-	return fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect})
+	defer c.ExecContext(bg, `ROLLBACK`)
+	return fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
 }
 
 // Changes implements store.Store.
@@ -164,7 +190,14 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) close() error {
-	return errors.Join(db.conn.Close(), db.write.Close(), db.read.Close())
+	var errs []error
+	if db.wconn != nil {
+		errs = append(errs, db.wconn.Close())
+	}
+	for db.readers != nil && len(db.readers) > 0 {
+		errs = append(errs, (<-db.readers).Close())
+	}
+	return errors.Join(append(errs, db.conn.Close(), db.write.Close(), db.read.Close())...)
 }
 
 // writer owns the write connection. It takes a job, begins a transaction,
@@ -185,13 +218,14 @@ func (db *DB) writer() {
 				return
 			}
 		}
-		if _, err := db.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		q := db.wconn
+		if _, err := q.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 			first.done <- fmt.Errorf("begin: %w", err)
 			continue
 		}
 		var ok []*job
 		run := func(j *job) {
-			if err := db.runJob(j); err != nil {
+			if err := db.runJob(q, j); err != nil {
 				j.done <- err
 				return
 			}
@@ -208,12 +242,12 @@ func (db *DB) writer() {
 			}
 		}
 		if len(ok) == 0 {
-			db.conn.ExecContext(ctx, `ROLLBACK`)
+			q.ExecContext(ctx, `ROLLBACK`)
 			continue
 		}
-		if _, err := db.conn.ExecContext(ctx, `COMMIT`); err != nil {
+		if _, err := q.ExecContext(ctx, `COMMIT`); err != nil {
 			db.log.Error("commit failed", "err", err)
-			db.conn.ExecContext(ctx, `ROLLBACK`)
+			q.ExecContext(ctx, `ROLLBACK`)
 			for _, j := range ok {
 				j.done <- fmt.Errorf("commit: %w", err)
 			}
@@ -228,22 +262,22 @@ func (db *DB) writer() {
 
 // runJob runs one job in a savepoint; on error or panic everything it
 // wrote is rolled back and the rest of the batch is unaffected.
-func (db *DB) runJob(j *job) (err error) {
-	if _, err := db.conn.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
+func (db *DB) runJob(q *store.Conn, j *job) (err error) {
+	if _, err := q.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
-	j.tx = &store.SQLTx{Ctx: j.ctx, Q: db.conn, Dialect: &db.dialect}
+	j.tx = &store.SQLTx{Ctx: j.ctx, Q: q, Dialect: &db.dialect}
 	defer func() {
 		if p := recover(); p != nil {
 			db.log.Error("panic in update", "panic", p)
 			err = fmt.Errorf("panic in update: %v", p)
 		}
 		if err != nil {
-			if _, rerr := db.conn.ExecContext(j.ctx, `ROLLBACK TO job`); rerr != nil {
+			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO job`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 		}
-		if _, rerr := db.conn.ExecContext(j.ctx, `RELEASE job`); rerr != nil && err == nil {
+		if _, rerr := q.ExecContext(j.ctx, `RELEASE job`); rerr != nil && err == nil {
 			err = rerr
 		}
 	}()

@@ -1,0 +1,44 @@
+package loadbench_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ajarhq/ajar/internal/ajardtest"
+	"github.com/ajarhq/ajar/internal/client"
+	"github.com/ajarhq/ajar/internal/loadbench"
+)
+
+// BenchmarkRequestsSQLite measures accepted access requests per second and
+// their latency against one ajard on SQLite, 32 concurrent clients over
+// HTTP. Every accepted request is committed (fsync) before its 201.
+// Run: go test -run XXX -bench RequestsSQLite -benchtime 10000x ./internal/loadbench/
+func BenchmarkRequestsSQLite(b *testing.B) {
+	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn"}})
+	ctx := context.Background()
+	token, vms, err := loadbench.Setup(ctx, s.Admin, 50)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := s.Client(token)
+	loadbench.Run(ctx, []*client.Client{c}, vms, 8, 200) // warm up connections
+	b.ResetTimer()
+	res := loadbench.Run(ctx, []*client.Client{c}, vms, 32, max(b.N, 1000))
+	b.StopTimer()
+	report(b, res)
+	v, err := s.Admin.Verify(ctx)
+	if err != nil || !v.OK {
+		b.Fatalf("activity log after the load: %+v %v", v, err)
+	}
+}
+
+func report(b *testing.B, res loadbench.Result) {
+	b.Helper()
+	if res.Failed > 0 {
+		b.Fatalf("%d requests failed; first: %v", res.Failed, res.FirstError)
+	}
+	b.ReportMetric(res.PerSecond(), "req/s")
+	b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
+	b.Log(res)
+}

@@ -88,7 +88,7 @@ func writeFile(dir, name string, v any) error {
 // local deadline computed from the remaining seconds the server sent, so
 // that a skewed host clock cannot stretch a grant.
 type held struct {
-	State     jit.DesiredState `json:"state"`
+	State     jit.DesiredState     `json:"state"`
 	Deadlines map[string]time.Time `json:"deadlines"` // grant id -> local end
 }
 

@@ -187,10 +187,14 @@ func query(kv ...string) string {
 }
 
 // Health checks /healthz.
-func (c *Client) Health(ctx context.Context) error { return c.Do(ctx, http.MethodGet, "/healthz", nil, nil) }
+func (c *Client) Health(ctx context.Context) error {
+	return c.Do(ctx, http.MethodGet, "/healthz", nil, nil)
+}
 
 // Whoami returns who the token stands for.
-func (c *Client) Whoami(ctx context.Context) (Whoami, error) { return get[Whoami](ctx, c, "/api/v1/whoami") }
+func (c *Client) Whoami(ctx context.Context) (Whoami, error) {
+	return get[Whoami](ctx, c, "/api/v1/whoami")
+}
 
 // Whoami is the answer of /api/v1/whoami.
 type Whoami struct {

@@ -43,6 +43,12 @@ type config struct {
 	tlsMode, tlsCert, tlsKey      string
 	tlsHosts                      string
 	readyFile                     string
+	// Azure: subscriptions ajar manages (discovery, NSG enforcement, the
+	// Azure-compatible API), optional resource groups to limit discovery
+	// to, the default ascLocation, and how often to re-discover.
+	azureSubs, azureGroups []string
+	azureLocation          string
+	azureSyncEvery         time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -65,9 +71,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsKey, "tls-key", env("AJAR_TLS_KEY", ""), "TLS key file (PEM)")
 	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
+	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
+	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
+	fs.StringVar(&c.azureLocation, "azure-location", env("AJAR_AZURE_LOCATION", "westeurope"), "default ascLocation of the Azure-compatible API")
+	fs.DurationVar(&c.azureSyncEvery, "azure-sync-interval", 5*time.Minute, "how often to re-discover Azure VMs")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -182,6 +193,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
 	log.Info("ajard stopped")
 	return err
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // redactDSN hides a password in a database URL.

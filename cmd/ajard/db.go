@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/postgres"
 	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
@@ -19,6 +20,8 @@ func openStore(ctx context.Context, dsn string, log *slog.Logger) (store.Store, 
 			return nil, fmt.Errorf("--db: sqlite: needs a file path, such as sqlite:ajar-data/ajar.db")
 		}
 		return sqlite.Open(ctx, path, log)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return postgres.Open(ctx, dsn, log)
 	}
 	return nil, fmt.Errorf("--db: %q is not sqlite:PATH or postgres://...", redactDSN(dsn))
 }

@@ -2,10 +2,11 @@
 // PostgreSQL database (github.com/jackc/pgx through database/sql, so that
 // store.SQLTx serves it unchanged).
 //
-// Updates are READ COMMITTED transactions, retried on serialization
-// failures and deadlocks. Appends to the activity log take a transaction
-// advisory lock first, so that the hash chain stays one linear chain
-// however many replicas write. A changed VM is announced with NOTIFY in
+// Updates go through a store.Batcher: each replica commits concurrent
+// updates together, in one READ COMMITTED transaction that takes a
+// transaction advisory lock first. Writes of all replicas are thereby
+// serialized in one lock order (no deadlocks), and the activity log's hash
+// chain stays one linear chain however many replicas write. A changed VM is announced with NOTIFY in
 // the transaction that changed it; every replica LISTENs on a connection of
 // its own and hands what it hears to its Changes subscribers.
 package postgres
@@ -16,13 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -37,9 +36,6 @@ const (
 	migrateLockKey = 0x616a6172_00000002 // schema migrations
 	// maxConns bounds the connections of one DB (the listener not counted).
 	maxConns = 32
-	// maxAttempts bounds how often Update runs fn when PostgreSQL reports
-	// a serialization failure or a deadlock.
-	maxAttempts = 5
 	// listenIdle is how long the listener waits for a notification before
 	// it pings the server to find out whether the connection still works.
 	listenIdle = 30 * time.Second
@@ -50,6 +46,7 @@ type DB struct {
 	log     *slog.Logger
 	cfg     *pgx.ConnConfig
 	db      *sql.DB
+	batch   *store.Batcher
 	dialect store.Dialect
 	feed    store.Feed
 	closed  atomic.Bool
@@ -95,6 +92,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, sdb) },
+		`BEGIN ISOLATION LEVEL READ COMMITTED`, &db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop = stop
 	db.wg.Add(1)
@@ -153,56 +152,14 @@ func (db *DB) migrateStep(ctx context.Context) (done bool, err error) {
 	return have == len(store.Migrations), nil
 }
 
-// Update implements store.Store. fn runs again, in a new transaction, when
-// PostgreSQL aborts the first one over a serialization failure or a
-// deadlock; fn must not keep state across runs.
+// Update implements store.Store through the batcher: concurrent updates
+// of this replica share one transaction (each in its own savepoint), one
+// hold of the write lock and one commit.
 func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := db.update(ctx, fn)
-		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
-			return err
-		}
-		db.log.Debug("retrying update", "attempt", attempt, "err", err)
-		wait := time.Duration(attempt) * time.Duration(1+rand.IntN(10)) * time.Millisecond
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (db *DB) update(ctx context.Context, fn func(store.Tx) error) (err error) {
 	if db.closed.Load() {
 		return jit.Errorf(jit.EUnavailable, "store is closed")
 	}
-	tx, err := db.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			db.log.Error("panic in update", "panic", p)
-			err = fmt.Errorf("panic in update: %v", p)
-		}
-		if err != nil {
-			tx.Rollback()
-		}
-	}()
-	if err := fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect}); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
-}
-
-// retryable tells serialization failures and deadlocks, after which the
-// transaction may well succeed when run again.
-func retryable(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	return db.batch.Update(ctx, fn)
 }
 
 // View implements store.Store.
@@ -226,9 +183,10 @@ func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
 		db.closed.Store(true)
+		berr := db.batch.Close()
 		db.stop()
 		db.wg.Wait()
-		err = db.db.Close()
+		err = errors.Join(berr, db.db.Close())
 	})
 	return err
 }

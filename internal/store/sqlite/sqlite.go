@@ -1,7 +1,7 @@
 // Package sqlite is the embedded default store: SQLite on disk in WAL mode
-// (modernc.org/sqlite, pure Go). One writer goroutine commits concurrent
-// updates together (group commit), each in a savepoint of its own, so that
-// many small durable transactions cost one fsync between them.
+// (modernc.org/sqlite, pure Go). Updates go through a store.Batcher (group
+// commit: many small durable transactions share one fsync); reads use a
+// pool of connections that keep their prepared statements.
 package sqlite
 
 import (
@@ -14,38 +14,22 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
 
-	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
-
-// maxBatch bounds how many updates one commit carries.
-const maxBatch = 256
 
 // DB is a store.Store on one SQLite file.
 type DB struct {
 	log     *slog.Logger
 	read    *sql.DB
 	write   *sql.DB
-	conn    *sql.Conn   // migrations only
-	wconn   *store.Conn // the writer's
+	conn    *sql.Conn // migrations only
+	batch   *store.Batcher
 	readers chan *store.Conn
 	dialect store.Dialect
 	feed    store.Feed
-	jobs    chan *job
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
-}
-
-type job struct {
-	ctx  context.Context
-	fn   func(store.Tx) error
-	done chan error
-	tx   *store.SQLTx
 }
 
 // Open opens (creating if missing, with its folder) the database at path
@@ -91,16 +75,12 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	db := &DB{log: log, read: r, write: w, conn: conn, jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
+	db := &DB{log: log, read: r, write: w, conn: conn}
 	if err := db.migrate(ctx); err != nil {
 		db.close()
 		return nil, err
 	}
 	db.conn.Close() // hand the one write connection back to the pool
-	if db.wconn, err = store.NewConn(ctx, w); err != nil {
-		db.close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	db.readers = make(chan *store.Conn, n)
 	for range n {
@@ -111,8 +91,8 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		}
 		db.readers <- c
 	}
-	db.wg.Add(1)
-	go db.writer()
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, w) },
+		`BEGIN IMMEDIATE`, &db.dialect, &db.feed, log)
 	return db, nil
 }
 
@@ -149,15 +129,7 @@ func (db *DB) migrate(ctx context.Context) error {
 
 // Update implements store.Store.
 func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
-	j := &job{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
-	select {
-	case db.jobs <- j:
-	case <-db.stop:
-		return jit.Errorf(jit.EUnavailable, "store is closed")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return <-j.done
+	return db.batch.Update(ctx, fn)
 }
 
 // View implements store.Store.
@@ -184,102 +156,17 @@ func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscr
 // Close stops the writer after the updates already queued and closes the
 // database.
 func (db *DB) Close() error {
-	db.once.Do(func() { close(db.stop) })
-	db.wg.Wait()
-	return db.close()
+	var err error
+	if db.batch != nil {
+		err = db.batch.Close()
+	}
+	return errors.Join(err, db.close())
 }
 
 func (db *DB) close() error {
 	var errs []error
-	if db.wconn != nil {
-		errs = append(errs, db.wconn.Close())
-	}
 	for db.readers != nil && len(db.readers) > 0 {
 		errs = append(errs, (<-db.readers).Close())
 	}
 	return errors.Join(append(errs, db.conn.Close(), db.write.Close(), db.read.Close())...)
-}
-
-// writer owns the write connection. It takes a job, begins a transaction,
-// runs every job that is waiting (each in a savepoint), commits once and
-// then answers them all.
-func (db *DB) writer() {
-	defer db.wg.Done()
-	ctx := context.Background()
-	for {
-		var first *job
-		select {
-		case first = <-db.jobs:
-		case <-db.stop:
-			// Drain what was queued before the stop.
-			select {
-			case first = <-db.jobs:
-			default:
-				return
-			}
-		}
-		q := db.wconn
-		if _, err := q.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-			first.done <- fmt.Errorf("begin: %w", err)
-			continue
-		}
-		var ok []*job
-		run := func(j *job) {
-			if err := db.runJob(q, j); err != nil {
-				j.done <- err
-				return
-			}
-			ok = append(ok, j)
-		}
-		run(first)
-	more:
-		for len(ok) < maxBatch {
-			select {
-			case j := <-db.jobs:
-				run(j)
-			default:
-				break more
-			}
-		}
-		if len(ok) == 0 {
-			q.ExecContext(ctx, `ROLLBACK`)
-			continue
-		}
-		if _, err := q.ExecContext(ctx, `COMMIT`); err != nil {
-			db.log.Error("commit failed", "err", err)
-			q.ExecContext(ctx, `ROLLBACK`)
-			for _, j := range ok {
-				j.done <- fmt.Errorf("commit: %w", err)
-			}
-			continue
-		}
-		for _, j := range ok {
-			db.feed.Publish(j.tx.Changed...)
-			j.done <- nil
-		}
-	}
-}
-
-// runJob runs one job in a savepoint; on error or panic everything it
-// wrote is rolled back and the rest of the batch is unaffected.
-func (db *DB) runJob(q *store.Conn, j *job) (err error) {
-	if _, err := q.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	j.tx = &store.SQLTx{Ctx: j.ctx, Q: q, Dialect: &db.dialect}
-	defer func() {
-		if p := recover(); p != nil {
-			db.log.Error("panic in update", "panic", p)
-			err = fmt.Errorf("panic in update: %v", p)
-		}
-		if err != nil {
-			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO job`); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
-		}
-		if _, rerr := q.ExecContext(j.ctx, `RELEASE job`); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
-	return j.fn(j.tx)
 }

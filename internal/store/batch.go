@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// maxBatch bounds how many updates one commit carries.
+const maxBatch = 256
+
+// Batcher commits concurrent updates together (group commit): one
+// goroutine owns the write connection, begins a transaction, runs every
+// update that is waiting, each in a savepoint of its own, commits once and
+// answers them all. Many small durable transactions then share one
+// disk flush, and, on PostgreSQL, one hold of the activity log's lock.
+type Batcher struct {
+	open    func(context.Context) (*Conn, error)
+	begin   string
+	dialect *Dialect
+	publish *Feed // nil when the database announces changes itself
+	log     *slog.Logger
+
+	conn *Conn
+	jobs chan *job
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+type job struct {
+	ctx  context.Context
+	fn   func(Tx) error
+	done chan error
+	tx   *SQLTx
+}
+
+// NewBatcher starts a batcher. open returns the write connection (again
+// after a failure); begin is the statement that starts a transaction;
+// publish, when not nil, receives the VMs changed by each committed update.
+func NewBatcher(open func(context.Context) (*Conn, error), begin string, d *Dialect, publish *Feed, log *slog.Logger) *Batcher {
+	b := &Batcher{open: open, begin: begin, dialect: d, publish: publish, log: log,
+		jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
+	b.wg.Add(1)
+	go b.run()
+	return b
+}
+
+// Update runs fn in the next batch and returns once it is committed (or
+// rolled back, with fn's error).
+func (b *Batcher) Update(ctx context.Context, fn func(Tx) error) error {
+	j := &job{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
+	select {
+	case b.jobs <- j:
+	case <-b.stop:
+		return jit.Errorf(jit.EUnavailable, "store is closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-j.done
+}
+
+// Close stops the batcher after the updates already queued.
+func (b *Batcher) Close() error {
+	b.once.Do(func() { close(b.stop) })
+	b.wg.Wait()
+	if b.conn != nil {
+		return b.conn.Close()
+	}
+	return nil
+}
+
+func (b *Batcher) run() {
+	defer b.wg.Done()
+	ctx := context.Background()
+	for {
+		var first *job
+		select {
+		case first = <-b.jobs:
+		case <-b.stop:
+			select { // drain what was queued before the stop
+			case first = <-b.jobs:
+			default:
+				return
+			}
+		}
+		if err := b.beginTx(ctx); err != nil {
+			first.done <- err
+			continue
+		}
+		var ok []*job
+		run := func(j *job) {
+			if err := b.runJob(j); err != nil {
+				j.done <- err
+				return
+			}
+			ok = append(ok, j)
+		}
+		run(first)
+	more:
+		for len(ok) < maxBatch {
+			select {
+			case j := <-b.jobs:
+				run(j)
+			default:
+				break more
+			}
+		}
+		if len(ok) == 0 {
+			b.end(ctx, `ROLLBACK`)
+			continue
+		}
+		if err := b.end(ctx, `COMMIT`); err != nil {
+			b.log.Error("commit failed", "err", err)
+			for _, j := range ok {
+				j.done <- fmt.Errorf("commit: %w", err)
+			}
+			continue
+		}
+		for _, j := range ok {
+			if b.publish != nil {
+				b.publish.Publish(j.tx.Changed...)
+			}
+			j.done <- nil
+		}
+	}
+}
+
+// beginTx opens the connection if needed and begins a transaction.
+func (b *Batcher) beginTx(ctx context.Context) error {
+	if b.conn == nil {
+		c, err := b.open(ctx)
+		if err != nil {
+			return jit.Errorf(jit.EUnavailable, "database unavailable: %v", err)
+		}
+		b.conn = c
+	}
+	_, err := b.conn.ExecContext(ctx, b.begin)
+	if err == nil && b.dialect.LockChain != nil {
+		// Serialize write transactions across servers from their start:
+		// one lock order everywhere, so no deadlocks between replicas.
+		if err = b.dialect.LockChain(ctx, b.conn); err != nil {
+			b.conn.ExecContext(ctx, `ROLLBACK`)
+		}
+	}
+	if err != nil {
+		b.drop()
+		return fmt.Errorf("begin: %w", err)
+	}
+	return nil
+}
+
+// end commits or rolls back; on failure the connection is replaced.
+func (b *Batcher) end(ctx context.Context, stmt string) error {
+	if _, err := b.conn.ExecContext(ctx, stmt); err != nil {
+		b.conn.ExecContext(ctx, `ROLLBACK`)
+		b.drop()
+		return err
+	}
+	return nil
+}
+
+func (b *Batcher) drop() {
+	if b.conn != nil {
+		b.conn.Close()
+		b.conn = nil
+	}
+}
+
+// runJob runs one job in a savepoint; on error or panic everything it
+// wrote is rolled back and the rest of the batch is unaffected.
+func (b *Batcher) runJob(j *job) (err error) {
+	q := b.conn
+	if _, err := q.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect}
+	defer func() {
+		if p := recover(); p != nil {
+			b.log.Error("panic in update", "panic", p)
+			err = fmt.Errorf("panic in update: %v", p)
+		}
+		if err != nil {
+			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := q.ExecContext(j.ctx, `RELEASE SAVEPOINT job`); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return j.fn(j.tx)
+}

@@ -2,15 +2,10 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +16,7 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 	"github.com/ajarhq/ajar/internal/store/postgres"
+	"github.com/ajarhq/ajar/internal/store/postgres/pgtest"
 	"github.com/ajarhq/ajar/internal/store/storetest"
 )
 
@@ -28,51 +24,6 @@ var (
 	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 	t0    = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 )
-
-// newDatabase creates an empty database on the AJAR_TEST_POSTGRES server,
-// dropped when the test ends, and returns its DSN.
-func newDatabase(t testing.TB) string {
-	t.Helper()
-	admin := os.Getenv("AJAR_TEST_POSTGRES")
-	if admin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("AJAR_TEST_POSTGRES is unset; CI must run the PostgreSQL tests (scripts/test.sh starts a cluster)")
-		}
-		t.Skip("AJAR_TEST_POSTGRES is unset: source scripts/postgres-test-cluster.sh (or run scripts/test.sh) to run the PostgreSQL tests")
-	}
-	b := make([]byte, 8)
-	rand.Read(b)
-	name := "ajar_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect to AJAR_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	if strings.HasPrefix(admin, "postgres://") || strings.HasPrefix(admin, "postgresql://") {
-		u, err := url.Parse(admin)
-		if err != nil {
-			t.Fatalf("AJAR_TEST_POSTGRES: %v", err)
-		}
-		u.Path = "/" + name
-		return u.String()
-	}
-	return admin + " dbname=" + name // key=value: the last one wins
-}
 
 func open(t testing.TB, dsn string) *postgres.DB {
 	t.Helper()
@@ -85,13 +36,13 @@ func open(t testing.TB, dsn string) *postgres.DB {
 }
 
 func TestCompliance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t, newDatabase(t)) })
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, pgtest.NewDatabase(t)) })
 }
 
 // TestMigrateConcurrently starts several replicas at once on an empty
 // database: each migration step is applied once and all of them open.
 func TestMigrateConcurrently(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() { open(t, dsn) })
@@ -114,7 +65,7 @@ func TestMigrateConcurrently(t *testing.T) {
 // TestReplicasShareOneChain appends events through two replicas at once:
 // the log is one chain that verifies.
 func TestReplicasShareOneChain(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	dbs := []*postgres.DB{open(t, dsn), open(t, dsn)}
 	const each = 200
 	var wg sync.WaitGroup
@@ -150,7 +101,7 @@ func TestReplicasShareOneChain(t *testing.T) {
 // TestReplicasEndGrantOnce has two replicas expire the same grants at
 // once: each grant ends once and gets one expiry event.
 func TestReplicasEndGrantOnce(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	const n = 100
 	update(t, a, func(tx store.Tx) error {
@@ -207,7 +158,7 @@ func TestReplicasEndGrantOnce(t *testing.T) {
 // TestReplicaChanges bumps a VM's revision through one replica and
 // measures how long the other takes to hear of it.
 func TestReplicaChanges(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	update(t, a, func(tx store.Tx) error {
 		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
@@ -244,7 +195,7 @@ func TestReplicaChanges(t *testing.T) {
 // TestListenerReconnects kills the listener's connection: the replica
 // reconnects, says that every VM may have changed, and hears changes again.
 func TestListenerReconnects(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	db := open(t, dsn)
 	update(t, db, func(tx store.Tx) error {
 		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
@@ -287,7 +238,7 @@ func TestListenerReconnects(t *testing.T) {
 // from their start, so none deadlocks, every update runs once, and the
 // chain verifies.
 func TestNoDeadlockAcrossReplicas(t *testing.T) {
-	dsn := newDatabase(t)
+	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	update(t, a, func(tx store.Tx) error {
 		if err := tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}); err != nil {
@@ -351,7 +302,7 @@ func TestNoDeadlockAcrossReplicas(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	db := open(t, newDatabase(t))
+	db := open(t, pgtest.NewDatabase(t))
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +324,7 @@ func update(t testing.TB, s store.Store, fn func(store.Tx) error) {
 // BenchmarkAppendEvent appends one event per Update from parallel
 // goroutines: the rate at which the chain lock and fsync let appends land.
 func BenchmarkAppendEvent(b *testing.B) {
-	db := open(b, newDatabase(b))
+	db := open(b, pgtest.NewDatabase(b))
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			err := db.Update(context.Background(), func(tx store.Tx) error {

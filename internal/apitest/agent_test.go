@@ -194,6 +194,21 @@ func TestAgent(t *testing.T) {
 			t.Errorf("desired state after a grant: %+v", a.st)
 		}
 
+		// The grant's expiry (the server's timer, no one calling) wakes
+		// the agent with the grant gone.
+		short := request(t, s.Client(alice), en.VM.ID, port(22, "PT1S")).Grants[0]
+		rev = must[jit.DesiredState](t)(agent.WatchDesiredState(ctx, -1)).Revision
+		ch = watch(rev)
+		select {
+		case a = <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("watch did not return within 5s of a grant's end")
+		}
+		if len(a.st.Grants) != 0 || a.at.Before(short.EndTime) {
+			t.Errorf("desired state at %v after the grant ending at %v: %+v", a.at, short.EndTime, a.st)
+		}
+		t.Logf("expiry reached the long poll %v after the grant's end time", a.at.Sub(short.EndTime))
+
 		// With nothing changing, the watch waits (here until the client
 		// gives up).
 		wctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -155,7 +156,15 @@ func hostAddresses() []string {
 	return out
 }
 
+// memoryLimit is the agent's soft memory limit (unless GOMEMLIMIT is set):
+// the agent lives on every host, so the Go runtime is asked to collect and
+// hand memory back early rather than let the heap double between cycles.
+const memoryLimit = 20 << 20
+
 func runAgent(ctx context.Context, dir string, log *slog.Logger) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	cfg, err := agent.LoadConfig(dir)
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ import (
 // real ajar-agent and TCP/UDP echo listeners in a "vm" namespace, and two
 // client namespaces, all on one bridge in a namespace of its own.
 type testbed struct {
-	t              *testing.T
+	t              testing.TB
 	lan            *netns.LAN
 	srvNS, vm      *netns.NS
 	a, b           *netns.NS
@@ -70,7 +70,7 @@ func dialer(ns *netns.NS, timeout time.Duration) func(ctx context.Context, netwo
 	}
 }
 
-func newTestbed(t *testing.T) *testbed {
+func newTestbed(t testing.TB) *testbed {
 	netns.Require(t)
 	tb := &testbed{t: t, port: 2222, a4: a4, b4: b4, a6: a6, b6: b6}
 	tb.lan = netns.NewLAN(t)
@@ -129,7 +129,7 @@ func newTestbed(t *testing.T) *testbed {
 	return tb
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

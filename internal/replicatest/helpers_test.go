@@ -156,20 +156,20 @@ type ack struct {
 	req     jit.Request
 }
 
-// load submits total access requests of duration on port 22 from workers
-// spread evenly over clients (one per replica) and the VMs, each from its
-// own source. onAck runs for each 201 (from many goroutines); it returns
-// the acknowledged requests and the failures per client.
+// load submits total access requests of duration on port 22, an equal
+// share through each client (one per replica) from workers spread evenly
+// over them, to the VMs in turn, each from its own source. onAck runs for
+// each 201 (from many goroutines); load returns the acknowledged requests
+// and the failures per client.
 func load(ctx context.Context, clients []*client.Client, vmIDs []string, workers, total int, duration string, onAck func(ack)) (acks []ack, failed []int, firstErr error) {
 	var mu sync.Mutex
 	failed = make([]int, len(clients))
-	var next int
-	var nextMu sync.Mutex
-	take := func() int {
-		nextMu.Lock()
-		defer nextMu.Unlock()
-		i := next
-		next++
+	next := make([]int, len(clients)) // per client, so that a dead replica's share cannot eat the others'
+	take := func(r int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		i := next[r]*len(clients) + r
+		next[r]++
 		return i
 	}
 	var wg sync.WaitGroup
@@ -178,7 +178,7 @@ func load(ctx context.Context, clients []*client.Client, vmIDs []string, workers
 		c := clients[r]
 		wg.Go(func() {
 			for {
-				i := take()
+				i := take(r)
 				if i >= total || ctx.Err() != nil {
 					return
 				}

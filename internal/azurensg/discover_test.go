@@ -18,48 +18,48 @@ func discoveryWorld(t *testing.T) (*fakeAzure, map[string]string) {
 	f := newFakeAzure(t)
 	ids := map[string]string{}
 	nsg := func(rg, name string) string {
-		id := f.addNSG(rg, name)
+		id := f.AddNSG(rg, name)
 		ids[name] = id
 		return id
 	}
-	plainSubnet := f.addSubnet("rg1", "vnet1", "plain", "")
+	plainSubnet := f.AddSubnet("rg1", "vnet1", "plain", "")
 
 	// Port 22 open to the internet on the NIC's NSG.
 	webNSG := nsg("rg1", "web-nsg")
-	f.addRule(webNSG, rule("allow-ssh-internet", 300, allow, "Internet", "22", tcp))
-	f.addRule(webNSG, rule("allow-http", 310, allow, "*", "80", tcp))
-	ids["web1"] = f.addVM(vmSpec{rg: "rg1", name: "web1", ip: "10.0.1.4", publicIP: "20.1.2.3", nicNSG: webNSG, subnet: plainSubnet})
+	f.AddRule(webNSG, rule("allow-ssh-internet", 300, allow, "Internet", "22", tcp))
+	f.AddRule(webNSG, rule("allow-http", 310, allow, "*", "80", tcp))
+	ids["web1"] = f.AddVM(vmSpec{ResourceGroup: "rg1", Name: "web1", IP: "10.0.1.4", PublicIP: "20.1.2.3", NICNSG: webNSG, Subnet: plainSubnet})
 
 	// The subnet's NSG: RDP allowed from * but denied from * first; WinRM
 	// from the VNet only; WinRM over HTTPS from anywhere, but to other hosts.
 	winNSG := nsg("rg1", "win-subnet-nsg")
-	f.addRule(winNSG, rule("deny-rdp", 100, deny, "*", "3389", anyP))
-	f.addRule(winNSG, rule("allow-rdp", 200, allow, "*", "3389", tcp))
-	f.addRule(winNSG, rule("allow-winrm-vnet", 210, allow, "10.0.0.0/8", "5985", tcp))
+	f.AddRule(winNSG, rule("deny-rdp", 100, deny, "*", "3389", anyP))
+	f.AddRule(winNSG, rule("allow-rdp", 200, allow, "*", "3389", tcp))
+	f.AddRule(winNSG, rule("allow-winrm-vnet", 210, allow, "10.0.0.0/8", "5985", tcp))
 	other := rule("allow-winrm-https-elsewhere", 220, allow, "0.0.0.0/0", "5986", tcp)
 	other.Properties.DestinationAddressPrefix = to.Ptr("10.0.3.0/24")
-	f.addRule(winNSG, other)
-	winSubnet := f.addSubnet("rg1", "vnet1", "windows", winNSG)
-	ids["win1"] = f.addVM(vmSpec{rg: "rg1", name: "win1", os: armcompute.OperatingSystemTypesWindows, ip: "10.0.2.5", subnet: winSubnet})
+	f.AddRule(winNSG, other)
+	winSubnet := f.AddSubnet("rg1", "vnet1", "windows", winNSG)
+	ids["win1"] = f.AddVM(vmSpec{ResourceGroup: "rg1", Name: "win1", OS: armcompute.OperatingSystemTypesWindows, IP: "10.0.2.5", Subnet: winSubnet})
 
 	// NIC and subnet NSG: 22 open on the NIC but not on the subnet; 3389 on both.
 	bothNIC := nsg("rg1", "both-nic-nsg")
-	f.addRule(bothNIC, rule("allow-ssh", 100, allow, "*", "22", tcp))
-	f.addRule(bothNIC, rule("allow-rdp", 110, allow, "*", "3389", anyP))
+	f.AddRule(bothNIC, rule("allow-ssh", 100, allow, "*", "22", tcp))
+	f.AddRule(bothNIC, rule("allow-rdp", 110, allow, "*", "3389", anyP))
 	bothSubnetNSG := nsg("rg1", "both-subnet-nsg")
-	f.addRule(bothSubnetNSG, rule("allow-rdp", 100, allow, "Internet", "3000-4000", tcp))
-	bothSubnet := f.addSubnet("rg1", "vnet1", "both", bothSubnetNSG)
-	ids["both1"] = f.addVM(vmSpec{rg: "rg1", name: "both1", ip: "10.0.4.4", nicNSG: bothNIC, subnet: bothSubnet})
+	f.AddRule(bothSubnetNSG, rule("allow-rdp", 100, allow, "Internet", "3000-4000", tcp))
+	bothSubnet := f.AddSubnet("rg1", "vnet1", "both", bothSubnetNSG)
+	ids["both1"] = f.AddVM(vmSpec{ResourceGroup: "rg1", Name: "both1", IP: "10.0.4.4", NICNSG: bothNIC, Subnet: bothSubnet})
 
-	ids["bare"] = f.addVM(vmSpec{rg: "rg1", name: "bare", ip: "10.0.1.7", subnet: plainSubnet})
-	ids["stopped"] = f.addVM(vmSpec{rg: "rg1", name: "stopped", power: "stopped", ip: "10.0.1.8", nicNSG: webNSG, subnet: plainSubnet})
+	ids["bare"] = f.AddVM(vmSpec{ResourceGroup: "rg1", Name: "bare", IP: "10.0.1.7", Subnet: plainSubnet})
+	ids["stopped"] = f.AddVM(vmSpec{ResourceGroup: "rg1", Name: "stopped", Power: "stopped", IP: "10.0.1.8", NICNSG: webNSG, Subnet: plainSubnet})
 
 	rg2NSG := nsg("rg2", "rg2-nsg")
-	ids["dealloc"] = f.addVM(vmSpec{rg: "RG2", name: "dealloc", power: "deallocated", ip: "10.0.1.9", nicNSG: rg2NSG})
-	ids["secret"] = f.addVM(vmSpec{rg: "rg2", name: "secret", ip: "10.0.1.10", nicNSG: rg2NSG})
-	f.refuse["InterfacesClient.Get secret-nic"] = true
-	ids["pipless"] = f.addVM(vmSpec{rg: "rg2", name: "pipless", ip: "10.0.1.11", publicIP: "20.1.2.4", nicNSG: rg2NSG})
-	f.refuse["PublicIPAddressesClient.Get pipless-ip"] = true
+	ids["dealloc"] = f.AddVM(vmSpec{ResourceGroup: "RG2", Name: "dealloc", Power: "deallocated", IP: "10.0.1.9", NICNSG: rg2NSG})
+	ids["secret"] = f.AddVM(vmSpec{ResourceGroup: "rg2", Name: "secret", IP: "10.0.1.10", NICNSG: rg2NSG})
+	f.Refuse("InterfacesClient.Get secret-nic")
+	ids["pipless"] = f.AddVM(vmSpec{ResourceGroup: "rg2", Name: "pipless", IP: "10.0.1.11", PublicIP: "20.1.2.4", NICNSG: rg2NSG})
+	f.Refuse("PublicIPAddressesClient.Get pipless-ip")
 	return f, ids
 }
 
@@ -129,7 +129,7 @@ func TestDiscover(t *testing.T) {
 		}
 	})
 	t.Run("listing refused", func(t *testing.T) {
-		f.refuse["VirtualMachinesClient.NewListPager rg3"] = true
+		f.Refuse("VirtualMachinesClient.NewListPager rg3")
 		_, err := c.Discover(ctx, fakeSub, []string{"rg1", "rg3"})
 		if jit.ErrorCode(err) != jit.EForbidden || jit.ErrorMessage(err) != "ajar lacks permission to list the virtual machines of resource group rg3" {
 			t.Fatalf("discover = %v, want a %s error", err, jit.EForbidden)
@@ -142,8 +142,8 @@ func TestDiscover(t *testing.T) {
 		}
 	})
 	t.Run("NSG refused", func(t *testing.T) {
-		f.refuse["SecurityGroupsClient.Get web-nsg"] = true
-		f.refuse["VirtualMachinesClient.InstanceView win1"] = true
+		f.Refuse("SecurityGroupsClient.Get web-nsg")
+		f.Refuse("VirtualMachinesClient.InstanceView win1")
 		got, err := c.Discover(ctx, fakeSub, []string{"rg1"})
 		if err != nil {
 			t.Fatalf("discover: %v", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v6"
 
+	"github.com/ajarhq/ajar/internal/azurensg/azurefake"
 	"github.com/ajarhq/ajar/internal/enforce/enforcetest"
 	"github.com/ajarhq/ajar/internal/jit"
 )
@@ -34,28 +35,28 @@ func TestEnforcerSuite(t *testing.T) {
 		setUp func(f *fakeAzure) string
 	}{
 		{"NIC NSG", func(f *fakeAzure) string {
-			nsg := f.addNSG("rg-app", "web-nsg",
+			nsg := f.AddNSG("rg-app", "web-nsg",
 				rule("allow-app-from-anywhere", 1000, allow, "*", "8000-9000", anyP),
 				rule("deny-known-bad-host", 990, deny, "192.0.2.66/32", "*", anyP),
 				rule("allow-metrics", 999, allow, "10.9.0.0/16", "9100", tcp),
 				rule("allow-app-from-office", 998, allow, "198.51.100.0/24", "8443", tcp),
 			)
-			sub := f.addSubnet("rg-app", "vnet", "apps", "")
-			return f.addVM(vmSpec{rg: "rg-app", name: "web1", ip: "10.0.1.4", nicNSG: nsg, subnet: sub})
+			sub := f.AddSubnet("rg-app", "vnet", "apps", "")
+			return f.AddVM(vmSpec{ResourceGroup: "rg-app", Name: "web1", IP: "10.0.1.4", NICNSG: nsg, Subnet: sub})
 		}},
 		{"NIC and subnet NSG", func(f *fakeAzure) string {
-			nicNSG := f.addNSG("rg-app", "web-nsg", rule("allow-app", 1000, allow, "Internet", "8000-9000", anyP))
-			subnetNSG := f.addNSG("rg-net", "apps-nsg",
+			nicNSG := f.AddNSG("rg-app", "web-nsg", rule("allow-app", 1000, allow, "Internet", "8000-9000", anyP))
+			subnetNSG := f.AddNSG("rg-net", "apps-nsg",
 				rule("allow-all-in", 4096, allow, "*", "*", anyP),
 				rule("allow-ssh", 4095, allow, "*", "22", tcp),
 			)
-			sub := f.addSubnet("rg-net", "vnet", "apps", subnetNSG)
-			return f.addVM(vmSpec{rg: "rg-app", name: "web1", ip: "10.0.1.4", nicNSG: nicNSG, subnet: sub})
+			sub := f.AddSubnet("rg-net", "vnet", "apps", subnetNSG)
+			return f.AddVM(vmSpec{ResourceGroup: "rg-app", Name: "web1", IP: "10.0.1.4", NICNSG: nicNSG, Subnet: sub})
 		}},
 		{"subnet NSG", func(f *fakeAzure) string {
-			subnetNSG := f.addNSG("rg-net", "apps-nsg", rule("allow-app", 200, allow, "0.0.0.0/0", "*", anyP))
-			sub := f.addSubnet("rg-net", "vnet", "apps", subnetNSG)
-			return f.addVM(vmSpec{rg: "rg-app", name: "web1", ip: "10.0.1.4", subnet: sub})
+			subnetNSG := f.AddNSG("rg-net", "apps-nsg", rule("allow-app", 200, allow, "0.0.0.0/0", "*", anyP))
+			sub := f.AddSubnet("rg-net", "vnet", "apps", subnetNSG)
+			return f.AddVM(vmSpec{ResourceGroup: "rg-app", Name: "web1", IP: "10.0.1.4", Subnet: sub})
 		}},
 	}
 	for _, l := range layouts {
@@ -72,7 +73,7 @@ func TestEnforcerSuite(t *testing.T) {
 					Port:      8080,
 					OtherPort: 8443,
 					Reachable: func(t *testing.T, src netip.Addr, port int, proto string) bool {
-						return f.reachable(t, vmID, src, port, proto)
+						return f.Reachable(t, vmID, src, port, proto)
 					},
 				}
 			})
@@ -99,9 +100,9 @@ func state(l []jit.PortLock, grants ...jit.GrantRule) jit.DesiredState {
 
 func priorityOf(t *testing.T, f *fakeAzure, nsg, name string) int32 {
 	t.Helper()
-	r, found := f.rule(nsg, name)
+	r, found := f.GetRule(nsg, name)
 	if !found {
-		t.Fatalf("no rule %s; ajar's rules: %v", name, keys(f.rules(nsg, true)))
+		t.Fatalf("no rule %s; ajar's rules: %v", name, keys(f.Rules(nsg, true)))
 	}
 	return *r.Properties.Priority
 }
@@ -133,7 +134,7 @@ func TestForeignRulesUntouched(t *testing.T) {
 	f := newFakeAzure(t)
 	outbound := rule("deny-out-smtp", 999, deny, "*", "25", tcp)
 	outbound.Properties.Direction = to.Ptr(armnetwork.SecurityRuleDirectionOutbound)
-	nsg := f.addNSG("rg", "nsg",
+	nsg := f.AddNSG("rg", "nsg",
 		rule("deny-bad", 100, deny, "192.0.2.0/24", "*", anyP),
 		rule("allow-lb-probe", 101, allow, "AzureLoadBalancer", "*", anyP),
 		rule("allow-ssh-internet", 1000, allow, "Internet", "22", tcp),
@@ -142,16 +143,16 @@ func TestForeignRulesUntouched(t *testing.T) {
 		rule("allow-everything", 4096, allow, "*", "*", anyP),
 		outbound,
 	)
-	vmID := f.addVM(vmSpec{rg: "rg", name: "db1", ip: "10.0.1.5", nicNSG: nsg})
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "db1", IP: "10.0.1.5", NICNSG: nsg})
 	vm := azureVM("db1", "rg", vmID, "10.0.1.5")
 	e := newEnforcer(f)
 	ctx := context.Background()
-	foreign := f.rules(nsg, false)
+	foreign := f.Rules(nsg, false)
 
 	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.7/32"))); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	sameRules(t, "after apply", foreign, f.rules(nsg, false))
+	sameRules(t, "after apply", foreign, f.Rules(nsg, false))
 
 	tag := vmTag(vmID)
 	denyName, allowName := "ajar-deny-db1-"+tag, "ajar-allow-g1-"+tag
@@ -164,11 +165,11 @@ func TestForeignRulesUntouched(t *testing.T) {
 	if p := priorityOf(t, f, nsg, allowName); p != 996 {
 		t.Errorf("allow priority = %d, want 996", p)
 	}
-	d, _ := f.rule(nsg, denyName)
+	d, _ := f.GetRule(nsg, denyName)
 	if got := *d.Properties.Description; !strings.Contains(got, "db1") || !strings.HasPrefix(got, "ajar") {
 		t.Errorf("deny description = %q", got)
 	}
-	a, _ := f.rule(nsg, allowName)
+	a, _ := f.GetRule(nsg, allowName)
 	if got := *a.Properties.Description; !strings.Contains(got, "g1") || !strings.Contains(got, "db1") {
 		t.Errorf("allow description = %q", got)
 	}
@@ -195,7 +196,7 @@ func TestForeignRulesUntouched(t *testing.T) {
 		{"192.0.2.5", 22, false},    // deny-bad still wins over everything
 		{"203.0.113.8", 3389, true}, // not locked
 	} {
-		if got := f.reachable(t, vmID, netip.MustParseAddr(c.src), c.port, jit.ProtoTCP); got != c.want {
+		if got := f.Reachable(t, vmID, netip.MustParseAddr(c.src), c.port, jit.ProtoTCP); got != c.want {
 			t.Errorf("%s -> %d reachable = %v, want %v", c.src, c.port, got, c.want)
 		}
 	}
@@ -203,8 +204,8 @@ func TestForeignRulesUntouched(t *testing.T) {
 	if err := e.Apply(ctx, vm, state(lock(22, 3389), grantRule("g2", 3389, jit.ProtoTCP, "203.0.113.7/32"))); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	sameRules(t, "after second apply", foreign, f.rules(nsg, false))
-	if _, found := f.rule(nsg, allowName); found {
+	sameRules(t, "after second apply", foreign, f.Rules(nsg, false))
+	if _, found := f.GetRule(nsg, allowName); found {
 		t.Errorf("the ended grant's rule is still there")
 	}
 	// allow-rdp at 997 now lets the internet reach a locked port: the lock
@@ -219,20 +220,20 @@ func TestForeignRulesUntouched(t *testing.T) {
 	if err := e.Remove(ctx, vm); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
-	sameRules(t, "after remove", foreign, f.rules(nsg, false))
-	if left := f.rules(nsg, true); len(left) != 0 {
+	sameRules(t, "after remove", foreign, f.Rules(nsg, false))
+	if left := f.Rules(nsg, true); len(left) != 0 {
 		t.Errorf("ajar rules left after remove: %v", keys(left))
 	}
 }
 
 func TestLockAheadOfBroadAllow(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg",
+	nsg := f.AddNSG("rg", "nsg",
 		rule("allow-ssh-internet", 150, allow, "Internet", "22", tcp),
 		rule("taken", 148, deny, "192.0.2.1", "80", tcp),
 		rule("allow-all", 3000, allow, "0.0.0.0/0", "*", anyP),
 	)
-	vmID := f.addVM(vmSpec{rg: "rg", name: "jump", ip: "10.0.1.9", nicNSG: nsg})
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "jump", IP: "10.0.1.9", NICNSG: nsg})
 	vm := azureVM("jump", "rg", vmID, "10.0.1.9")
 	e := newEnforcer(f)
 	ctx := context.Background()
@@ -246,21 +247,21 @@ func TestLockAheadOfBroadAllow(t *testing.T) {
 			t.Errorf("%s at %d, want %d", name, got, want)
 		}
 	}
-	if f.reachable(t, vmID, netip.MustParseAddr("203.0.113.3"), 22, jit.ProtoTCP) {
+	if f.Reachable(t, vmID, netip.MustParseAddr("203.0.113.3"), 22, jit.ProtoTCP) {
 		t.Errorf("locked port reachable from the internet")
 	}
-	if !f.reachable(t, vmID, netip.MustParseAddr("203.0.113.2"), 22, jit.ProtoTCP) {
+	if !f.Reachable(t, vmID, netip.MustParseAddr("203.0.113.2"), 22, jit.ProtoTCP) {
 		t.Errorf("grant b does not reach the port")
 	}
 
 	// Someone adds a broad allow ahead of the lock: the next Apply moves
 	// the lock and the grants ahead of it, and leaves the rule alone.
-	f.addRule(nsg, rule("allow-ssh-new", 120, allow, "*", "20-23", anyP))
-	foreign := f.rules(nsg, false)
+	f.AddRule(nsg, rule("allow-ssh-new", 120, allow, "*", "20-23", anyP))
+	foreign := f.Rules(nsg, false)
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	sameRules(t, "after apply", foreign, f.rules(nsg, false))
+	sameRules(t, "after apply", foreign, f.Rules(nsg, false))
 	d := priorityOf(t, f, nsg, "ajar-deny-jump-"+tag)
 	if d != 119 {
 		t.Errorf("deny at %d, want 119", d)
@@ -270,28 +271,28 @@ func TestLockAheadOfBroadAllow(t *testing.T) {
 			t.Errorf("grant %s at %d, not ahead of the deny at %d", g, p, d)
 		}
 	}
-	if f.reachable(t, vmID, netip.MustParseAddr("203.0.113.3"), 22, jit.ProtoTCP) {
+	if f.Reachable(t, vmID, netip.MustParseAddr("203.0.113.3"), 22, jit.ProtoTCP) {
 		t.Errorf("locked port reachable from the internet")
 	}
 }
 
 func TestNoFreePriority(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "tight-nsg",
+	nsg := f.AddNSG("rg", "tight-nsg",
 		rule("first", 100, deny, "192.0.2.0/24", "*", anyP),
 		rule("allow-ssh", 102, allow, "*", "22", tcp),
 	)
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
 	vm := azureVM("vm1", "rg", vmID, "10.0.1.4")
 	e := newEnforcer(f)
 	ctx := context.Background()
-	foreign := f.rules(nsg, false)
+	foreign := f.Rules(nsg, false)
 
 	// 101 holds the lock, but then no room is left for a grant.
 	if err := e.Apply(ctx, vm, state(lock(22))); err != nil {
 		t.Fatalf("apply the lock alone: %v", err)
 	}
-	writes := f.writeCount()
+	writes := f.WriteCount()
 	err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.1/32")))
 	if jit.ErrorCode(err) != jit.EConflict {
 		t.Fatalf("apply = %v, want a %s error", err, jit.EConflict)
@@ -302,20 +303,20 @@ func TestNoFreePriority(t *testing.T) {
 			t.Errorf("message %q does not say %q", msg, want)
 		}
 	}
-	if f.writeCount() != writes {
-		t.Errorf("a failed plan wrote %d times", f.writeCount()-writes)
+	if f.WriteCount() != writes {
+		t.Errorf("a failed plan wrote %d times", f.WriteCount()-writes)
 	}
-	sameRules(t, "after failed apply", foreign, f.rules(nsg, false))
+	sameRules(t, "after failed apply", foreign, f.Rules(nsg, false))
 	if err := e.Remove(ctx, vm); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
-	sameRules(t, "after remove", foreign, f.rules(nsg, false))
+	sameRules(t, "after remove", foreign, f.Rules(nsg, false))
 }
 
 func TestApplyIsIdempotent(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
 	vm := azureVM("vm1", "rg", vmID, "10.0.1.4")
 	e := newEnforcer(f)
 	ctx := context.Background()
@@ -324,36 +325,36 @@ func TestApplyIsIdempotent(t *testing.T) {
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if got := f.writeCount(); got != 3 {
+	if got := f.WriteCount(); got != 3 {
 		t.Errorf("first apply wrote %d times, want 3", got)
 	}
-	before := f.rules(nsg, true)
+	before := f.Rules(nsg, true)
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply again: %v", err)
 	}
-	if got := f.writeCount(); got != 3 {
+	if got := f.WriteCount(); got != 3 {
 		t.Errorf("second apply wrote %d times, want none", got-3)
 	}
-	sameRules(t, "after the same apply", before, f.rules(nsg, true))
+	sameRules(t, "after the same apply", before, f.Rules(nsg, true))
 
 	st.Grants = append(st.Grants, grantRule("g3", 22, jit.ProtoUDP, "203.0.113.9/32"))
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply a new grant: %v", err)
 	}
-	if got := f.writeCount(); got != 4 {
+	if got := f.WriteCount(); got != 4 {
 		t.Errorf("adding a grant wrote %d times, want 1", got-3)
 	}
 	if err := e.Apply(ctx, vm, state(nil)); err != nil {
 		t.Fatalf("apply without lock: %v", err)
 	}
-	if left := f.rules(nsg, true); len(left) != 0 {
+	if left := f.Rules(nsg, true); len(left) != 0 {
 		t.Errorf("rules left without a lock: %v", keys(left))
 	}
-	writes := f.writeCount()
+	writes := f.WriteCount()
 	if err := e.Remove(ctx, vm); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
-	if f.writeCount() != writes {
+	if f.WriteCount() != writes {
 		t.Errorf("remove with nothing to remove wrote")
 	}
 }
@@ -362,8 +363,8 @@ func TestApplyIsIdempotent(t *testing.T) {
 // no more than asked.
 func TestMixedProtocolLock(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "dns", ip: "10.0.1.4", nicNSG: nsg})
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "dns", IP: "10.0.1.4", NICNSG: nsg})
 	vm := azureVM("dns", "rg", vmID, "10.0.1.4")
 	e := newEnforcer(f)
 	l := []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}, {Port: 53, Protocol: jit.ProtoUDP}, {Port: 80, Protocol: jit.ProtoTCP}}
@@ -380,7 +381,7 @@ func TestMixedProtocolLock(t *testing.T) {
 		proto string
 		want  bool
 	}{{22, "TCP", false}, {22, "UDP", true}, {53, "UDP", false}, {53, "TCP", true}, {80, "TCP", false}, {443, "TCP", true}} {
-		if got := f.reachable(t, vmID, src, c.port, c.proto); got != c.want {
+		if got := f.Reachable(t, vmID, src, c.port, c.proto); got != c.want {
 			t.Errorf("%d/%s reachable = %v, want %v", c.port, c.proto, got, c.want)
 		}
 	}
@@ -388,8 +389,8 @@ func TestMixedProtocolLock(t *testing.T) {
 
 func TestNoNSG(t *testing.T) {
 	f := newFakeAzure(t)
-	sub := f.addSubnet("rg", "vnet", "bare", "")
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", subnet: sub})
+	sub := f.AddSubnet("rg", "vnet", "bare", "")
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", Subnet: sub})
 	err := newEnforcer(f).Apply(context.Background(), azureVM("vm1", "rg", vmID, "10.0.1.4"), state(lock(22)))
 	if jit.ErrorCode(err) != jit.EConflict || jit.ErrorMessage(err) != ReasonNoNSG {
 		t.Fatalf("apply = %v, want %s %q", err, jit.EConflict, ReasonNoNSG)
@@ -408,11 +409,11 @@ func TestNotAzure(t *testing.T) {
 // Apply and Remove leave the other's rules alone.
 func TestVMsSharingAnNSG(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "shared", rule("allow-all", 2000, allow, "*", "*", anyP))
+	nsg := f.AddNSG("rg", "shared", rule("allow-all", 2000, allow, "*", "*", anyP))
 	var vms []jit.VM
 	for i, name := range []string{"a1", "a2", "a3", "a4"} {
 		ip := netip.AddrFrom4([4]byte{10, 0, 1, byte(10 + i)}).String()
-		vms = append(vms, azureVM(name, "rg", f.addVM(vmSpec{rg: "rg", name: name, ip: ip, nicNSG: nsg}), ip))
+		vms = append(vms, azureVM(name, "rg", f.AddVM(vmSpec{ResourceGroup: "rg", Name: name, IP: ip, NICNSG: nsg}), ip))
 	}
 	e := newEnforcer(f)
 	ctx := context.Background()
@@ -429,19 +430,19 @@ func TestVMsSharingAnNSG(t *testing.T) {
 			t.Fatalf("apply %s: %v", vms[i].Name, err)
 		}
 	}
-	if n := len(f.rules(nsg, true)); n != 8 {
+	if n := len(f.Rules(nsg, true)); n != 8 {
 		t.Fatalf("%d ajar rules, want 8", n)
 	}
 	src := netip.MustParseAddr("203.0.113.1")
 	for _, vm := range vms {
-		if !f.reachable(t, vm.ExternalID, src, 22, jit.ProtoTCP) {
+		if !f.Reachable(t, vm.ExternalID, src, 22, jit.ProtoTCP) {
 			t.Errorf("%s: grant does not reach", vm.Name)
 		}
-		if f.reachable(t, vm.ExternalID, netip.MustParseAddr("203.0.113.2"), 22, jit.ProtoTCP) {
+		if f.Reachable(t, vm.ExternalID, netip.MustParseAddr("203.0.113.2"), 22, jit.ProtoTCP) {
 			t.Errorf("%s: lock does not hold", vm.Name)
 		}
 	}
-	others := f.rules(nsg, true)
+	others := f.Rules(nsg, true)
 	if err := e.Remove(ctx, vms[0]); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
@@ -450,7 +451,7 @@ func TestVMsSharingAnNSG(t *testing.T) {
 			delete(others, name)
 		}
 	}
-	sameRules(t, "after removing a1", others, f.rules(nsg, true))
+	sameRules(t, "after removing a1", others, f.Rules(nsg, true))
 }
 
 // Someone else takes the priority ajar planned to use between its read and
@@ -458,16 +459,16 @@ func TestVMsSharingAnNSG(t *testing.T) {
 // and plans around it.
 func TestPriorityTakenMeanwhile(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
 	raced := false
-	f.beforePut = func(n *fakeNSG, name string, r armnetwork.SecurityRule) {
+	f.BeforePut(func(n *azurefake.NSG, name string, r armnetwork.SecurityRule) {
 		if raced {
 			return
 		}
 		raced = true
-		f.store(n, "someone-elses", rule("someone-elses", *r.Properties.Priority, deny, "192.0.2.1", "25", tcp))
-	}
+		n.Put(rule("someone-elses", *r.Properties.Priority, deny, "192.0.2.1", "25", tcp))
+	})
 	e := newEnforcer(f)
 	if err := e.Apply(context.Background(), azureVM("vm1", "rg", vmID, "10.0.1.4"), state(lock(22))); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -475,7 +476,7 @@ func TestPriorityTakenMeanwhile(t *testing.T) {
 	if p := priorityOf(t, f, nsg, "ajar-deny-vm1-"+vmTag(vmID)); p != 998 {
 		t.Errorf("deny at %d, want 998 (999 was taken)", p)
 	}
-	if _, found := f.rule(nsg, "someone-elses"); !found {
+	if _, found := f.GetRule(nsg, "someone-elses"); !found {
 		t.Errorf("the other rule is gone")
 	}
 }
@@ -484,8 +485,8 @@ func TestPriorityTakenMeanwhile(t *testing.T) {
 // VM whose NIC moved to another NSG loses its rules in the old one.
 func TestRemoveThroughLabels(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
 	vm := azureVM("vm1", "rg", vmID, "10.0.1.4")
 	vm.Labels = map[string]string{LabelNSG: nsg + "," + armID("rg", "Microsoft.Network/networkSecurityGroups", "deleted-nsg")}
 	e := newEnforcer(f)
@@ -493,42 +494,42 @@ func TestRemoveThroughLabels(t *testing.T) {
 	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g", 22, jit.ProtoTCP, "203.0.113.1/32"))); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	f.deleteVM("rg", "vm1")
+	f.DeleteVM("rg", "vm1")
 	if err := e.Apply(ctx, vm, state(lock(22))); jit.ErrorCode(err) != jit.ENotFound {
 		t.Errorf("apply to a deleted VM = %v, want %s", err, jit.ENotFound)
 	}
 	if err := e.Remove(ctx, vm); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
-	if left := f.rules(nsg, true); len(left) != 0 {
+	if left := f.Rules(nsg, true); len(left) != 0 {
 		t.Errorf("rules left: %v", keys(left))
 	}
 
 	// The NIC moves from old-nsg to nsg; Apply cleans old-nsg.
-	old := f.addNSG("rg", "old-nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID = f.addVM(vmSpec{rg: "rg", name: "vm2", ip: "10.0.1.5", nicNSG: old})
+	old := f.AddNSG("rg", "old-nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID = f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm2", IP: "10.0.1.5", NICNSG: old})
 	vm = azureVM("vm2", "rg", vmID, "10.0.1.5")
 	if err := e.Apply(ctx, vm, state(lock(22))); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	vm.Labels = map[string]string{LabelNSG: old}
-	f.addVM(vmSpec{rg: "rg", name: "vm2", ip: "10.0.1.5", nicNSG: nsg})
+	f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm2", IP: "10.0.1.5", NICNSG: nsg})
 	if err := e.Apply(ctx, vm, state(lock(22))); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if left := f.rules(old, true); len(left) != 0 {
+	if left := f.Rules(old, true); len(left) != 0 {
 		t.Errorf("rules left in the old NSG: %v", keys(left))
 	}
-	if n := len(f.rules(nsg, true)); n != 1 {
+	if n := len(f.Rules(nsg, true)); n != 1 {
 		t.Errorf("%d ajar rules in the new NSG, want 1", n)
 	}
 }
 
 func TestForbiddenWrite(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
-	f.refuse["SecurityRulesClient.BeginCreateOrUpdate ajar-deny-vm1-"+vmTag(vmID)] = true
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
+	f.Refuse("SecurityRulesClient.BeginCreateOrUpdate ajar-deny-vm1-"+vmTag(vmID))
 	err := newEnforcer(f).Apply(context.Background(), azureVM("vm1", "rg", vmID, "10.0.1.4"), state(lock(22)))
 	if jit.ErrorCode(err) != jit.EForbidden || !strings.Contains(jit.ErrorMessage(err), "lacks permission") {
 		t.Fatalf("apply = %v, want a %s error", err, jit.EForbidden)
@@ -564,8 +565,8 @@ func TestRuleName(t *testing.T) {
 // (which no NSG rule can hold) is left out rather than failing the lock.
 func TestApplyToleratesAzureSpelling(t *testing.T) {
 	f := newFakeAzure(t)
-	nsg := f.addNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
-	vmID := f.addVM(vmSpec{rg: "rg", name: "vm1", ip: "10.0.1.4", nicNSG: nsg})
+	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
+	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
 	vm := azureVM("vm1", "rg", vmID, "10.0.1.4")
 	e := newEnforcer(f)
 	ctx := context.Background()
@@ -573,18 +574,18 @@ func TestApplyToleratesAzureSpelling(t *testing.T) {
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if n := len(f.rules(nsg, true)); n != 2 {
+	if n := len(f.Rules(nsg, true)); n != 2 {
 		t.Fatalf("%d ajar rules, want 2 (the IPv6 grant left out)", n)
 	}
 	name := "ajar-allow-g1-" + vmTag(vmID)
-	r, _ := f.rule(nsg, name)
+	r, _ := f.GetRule(nsg, name)
 	r.Properties.SourceAddressPrefix = to.Ptr("203.0.113.1")
-	f.addRule(nsg, r)
-	writes := f.writeCount()
+	f.AddRule(nsg, r)
+	writes := f.WriteCount()
 	if err := e.Apply(ctx, vm, st); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if f.writeCount() != writes {
+	if f.WriteCount() != writes {
 		t.Errorf("apply rewrote a rule Azure merely spelled differently")
 	}
 }

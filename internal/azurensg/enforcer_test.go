@@ -529,7 +529,7 @@ func TestForbiddenWrite(t *testing.T) {
 	f := newFakeAzure(t)
 	nsg := f.AddNSG("rg", "nsg", rule("allow-all", 1000, allow, "*", "*", anyP))
 	vmID := f.AddVM(vmSpec{ResourceGroup: "rg", Name: "vm1", IP: "10.0.1.4", NICNSG: nsg})
-	f.Refuse("SecurityRulesClient.BeginCreateOrUpdate ajar-deny-vm1-"+vmTag(vmID))
+	f.Refuse("SecurityRulesClient.BeginCreateOrUpdate ajar-deny-vm1-" + vmTag(vmID))
 	err := newEnforcer(f).Apply(context.Background(), azureVM("vm1", "rg", vmID, "10.0.1.4"), state(lock(22)))
 	if jit.ErrorCode(err) != jit.EForbidden || !strings.Contains(jit.ErrorMessage(err), "lacks permission") {
 		t.Fatalf("apply = %v, want a %s error", err, jit.EForbidden)

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ajarhq/ajar/internal/azureapi"
 	"github.com/ajarhq/ajar/internal/console"
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/selfsigned"
@@ -151,6 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	api := server.New(ctl, log, cfg.trustedProxies)
 	api.Handle("/", console.New(ctl, log, api.ClientAddr))
+	api.Handle("/subscriptions/", azureapi.New(ctl, log, cfg.azureSubs, cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -91,10 +91,12 @@ type machinePage struct {
 	CanManage  bool
 	CanRequest bool
 	Editor     policyForm
-	Grants     []grantRow
-	Opened     []jit.Grant
-	Usage      usage
-	Request    requestForm
+	// PolicyNotice is shown in the policy section, where saving leads.
+	PolicyNotice string
+	Grants       []grantRow
+	Opened       []jit.Grant
+	Usage        usage
+	Request      requestForm
 }
 
 func (c *Console) machine(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -111,7 +113,7 @@ func (c *Console) machine(w http.ResponseWriter, r *http.Request, a *control.Act
 	}
 	switch r.URL.Query().Get("done") {
 	case "saved":
-		p.Notice = "JIT policy saved."
+		p.PolicyNotice = "JIT policy saved."
 	case "disabled":
 		p.Notice = "JIT disabled: the ports are no longer locked."
 	case "revoked":
@@ -281,7 +283,7 @@ func (c *Console) savePolicy(w http.ResponseWriter, r *http.Request, a *control.
 		}
 		return c.showEditor(w, r, a, id, form, http.StatusBadRequest)
 	}
-	http.Redirect(w, r, "/machines/"+url.PathEscape(id)+"?done=saved", http.StatusSeeOther)
+	http.Redirect(w, r, "/machines/"+url.PathEscape(id)+"?done=saved#policy", http.StatusSeeOther)
 	return nil
 }
 
@@ -325,9 +327,6 @@ func (c *Console) showEditor(w http.ResponseWriter, r *http.Request, a *control.
 	}
 	form.Recommended = p.VM.Policy == nil && p.Editor.Recommended
 	p.Editor = form
-	if form.Error != "" {
-		p.Problem = "The JIT policy was not saved. " + form.Error
-	}
 	return c.render(w, r, status, "machine.html", p)
 }
 

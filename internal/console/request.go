@@ -167,6 +167,5 @@ func (c *Console) request(w http.ResponseWriter, r *http.Request, a *control.Act
 		}
 	}
 	p := requestPage{base: c.base(a, "Request access to "+vm.Name, "machines"), VM: vm, Request: form}
-	p.Problem = "Access was not granted. " + form.Error
 	return c.render(w, r, http.StatusBadRequest, "request.html", p)
 }

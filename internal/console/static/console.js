@@ -13,9 +13,9 @@
       if (d && typeof d.showModal === "function") {
         e.preventDefault();
         opener = t;
+        // showModal focuses the dialog's autofocus element: its title, so
+        // that the Enter that opened it cannot also submit its form.
         d.showModal();
-        var first = d.querySelector("input:not([type=hidden]), select, textarea, button");
-        if (first) first.focus();
       }
       return;
     }

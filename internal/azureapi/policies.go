@@ -1,0 +1,405 @@
+package azureapi
+
+import (
+	"cmp"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// group returns the ajar group of a resource group the actor may read.
+func (h *Handler) group(c *call, rg string) (string, error) {
+	groups, err := h.ctl.ListGroups(c.r.Context(), c.a)
+	if err != nil {
+		return "", err
+	}
+	for _, g := range groups {
+		if strings.EqualFold(g.Name, rg) {
+			return g.Name, nil
+		}
+	}
+	return "", apiError(http.StatusNotFound, "ResourceGroupNotFound", "resource group '%s' could not be found", rg)
+}
+
+// key returns the Azure policy a call's path names.
+func (h *Handler) key(c *call) (control.AzureKey, error) {
+	g, err := h.group(c, c.vars["rg"])
+	if err != nil {
+		return control.AzureKey{}, err
+	}
+	return control.AzureKey{Subscription: strings.ToLower(c.sub), Group: g, Location: control.NormalizeLocation(c.vars["loc"]), Name: c.vars["name"]}, nil
+}
+
+// vmARMID returns the ARM id a VM goes by.
+func (h *Handler) vmARMID(vm jit.VM) string {
+	if vm.Backend == jit.BackendAzure && vm.ExternalID != "" {
+		return vm.ExternalID
+	}
+	k := control.AzureKeyOf(vm, h.defaults)
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/virtualMachines/%s", h.subDisplay(k.Subscription), vm.Group, vm.Name)
+}
+
+func (h *Handler) subDisplay(sub string) string {
+	if s, ok := h.subscription(sub); ok {
+		return s
+	}
+	return sub
+}
+
+// policyID returns the ARM id of an Azure policy.
+func (h *Handler) policyID(p control.AzurePolicy) string {
+	rg := p.Key.Group
+	for _, m := range p.Members {
+		if l := m.VM.Labels["azure.resource-group"]; l != "" {
+			rg = l
+			break
+		}
+	}
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Security/locations/%s/jitNetworkAccessPolicies/%s",
+		h.subDisplay(p.Key.Subscription), rg, p.Key.Location, p.Key.Name)
+}
+
+// resource returns the Azure view of a policy.
+func (h *Handler) resource(p control.AzurePolicy, now time.Time) Policy {
+	props := &PolicyProperties{VirtualMachines: []PolicyVM{}, ProvisioningState: "Succeeded"}
+	arm := map[string]string{}
+	for _, m := range p.Members {
+		id := h.vmARMID(m.VM)
+		arm[m.VM.ID] = id
+		v := PolicyVM{ID: id, Ports: []PortRule{}}
+		for _, r := range m.Policy.Ports {
+			pr := PortRule{Number: r.Number, Protocol: r.Protocol, MaxRequestAccessDuration: r.MaxRequestAccessDuration}
+			if len(r.AllowedSourceAddressPrefixes) == 1 {
+				pr.AllowedSourceAddressPrefix = r.AllowedSourceAddressPrefixes[0]
+			} else {
+				pr.AllowedSourceAddressPrefixes = r.AllowedSourceAddressPrefixes
+			}
+			v.Ports = append(v.Ports, pr)
+		}
+		props.VirtualMachines = append(props.VirtualMachines, v)
+	}
+	for _, r := range p.Requests {
+		props.Requests = append(props.Requests, requestView(r, now, func(vmID string) string { return arm[vmID] }))
+	}
+	return Policy{ID: h.policyID(p), Name: p.Key.Name, Type: ResourceType, Kind: "Basic", Location: p.Key.Location, Properties: props}
+}
+
+// requestView returns the Azure view of a request: per VM, one port
+// entry per port, end time and status, with the sources of its grants.
+func requestView(r jit.Request, now time.Time, armID func(vmID string) string) AccessRequest {
+	out := AccessRequest{VirtualMachines: []RequestVM{}, StartTimeUTC: r.CreatedAt.UTC(), Requestor: r.User, Justification: r.Justification}
+	type portKey struct {
+		port           int
+		end            time.Time
+		status, reason string
+	}
+	vmIdx := map[string]int{}
+	for _, g := range r.Grants {
+		i, ok := vmIdx[g.VMID]
+		if !ok {
+			i = len(out.VirtualMachines)
+			vmIdx[g.VMID] = i
+			out.VirtualMachines = append(out.VirtualMachines, RequestVM{ID: armID(g.VMID), Ports: []RequestPort{}})
+		}
+		v := &out.VirtualMachines[i]
+		status, reason := grantStatus(g, now)
+		k := portKey{g.Port, g.EndTime.UTC(), status, reason}
+		src := sourceText(g.Source)
+		j := slices.IndexFunc(v.Ports, func(p RequestPort) bool {
+			return portKey{p.Number, p.EndTimeUTC, p.Status, p.StatusReason} == k
+		})
+		if j < 0 {
+			v.Ports = append(v.Ports, RequestPort{Number: g.Port, AllowedSourceAddressPrefix: src, EndTimeUTC: k.end, Status: status, StatusReason: reason})
+			continue
+		}
+		p := &v.Ports[j]
+		if p.AllowedSourceAddressPrefix != "" {
+			p.AllowedSourceAddressPrefixes = []string{p.AllowedSourceAddressPrefix}
+			p.AllowedSourceAddressPrefix = ""
+		}
+		p.AllowedSourceAddressPrefixes = append(p.AllowedSourceAddressPrefixes, src)
+	}
+	return out
+}
+
+// grantStatus maps a grant's state to Azure's port status and reason.
+func grantStatus(g jit.Grant, now time.Time) (status, reason string) {
+	switch g.Status {
+	case jit.GrantActive:
+		if g.EndTime.After(now) {
+			return StatusInitiated, ReasonUserRequested
+		}
+		return StatusRevoked, ReasonExpired
+	case jit.GrantExpired:
+		return StatusRevoked, ReasonExpired
+	case jit.GrantSuperseded:
+		return StatusRevoked, ReasonNewerRequestInitiated
+	}
+	return StatusRevoked, ReasonUserRequested
+}
+
+// sourceText shows a single-address prefix as the address, as Azure does.
+func sourceText(s string) string {
+	p, err := netip.ParsePrefix(s)
+	if err == nil && p.Bits() == p.Addr().BitLen() {
+		return p.Addr().String()
+	}
+	return s
+}
+
+func (h *Handler) list(c *call) error {
+	q := c.r.URL.Query()
+	f := control.AzurePolicyFilter{Subscription: c.sub, Location: c.vars["loc"], Requests: RequestHistory}
+	if rg := c.vars["rg"]; rg != "" {
+		g, err := h.group(c, rg)
+		if err != nil {
+			return err
+		}
+		f.Group = g
+	}
+	top := h.PageSize
+	if v := q.Get("$top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageSize {
+			return apiError(http.StatusBadRequest, "InvalidQueryParameterValue", "$top must be a whole number from 1 to %d, got %q", MaxPageSize, v)
+		}
+		top = n
+	}
+	after := ""
+	if v := q.Get("$skipToken"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "InvalidQueryParameterValue", "$skipToken %q is not one ajar issued", v)
+		}
+		after = string(b)
+	}
+	pols, err := h.ctl.AzurePolicies(c.r.Context(), c.a, h.defaults, f)
+	if err != nil {
+		return err
+	}
+	now := h.ctl.Now()
+	all := make([]Policy, 0, len(pols))
+	for _, p := range pols {
+		all = append(all, h.resource(p, now))
+	}
+	// Pages follow the lower-cased ids, so a page boundary stays put when
+	// policies come or go between calls.
+	slices.SortFunc(all, func(x, y Policy) int { return cmp.Compare(strings.ToLower(x.ID), strings.ToLower(y.ID)) })
+	start := 0
+	if after != "" {
+		start, _ = slices.BinarySearchFunc(all, after, func(p Policy, t string) int {
+			if c := cmp.Compare(strings.ToLower(p.ID), t); c != 0 {
+				return c
+			}
+			return -1 // the token's own policy was on the previous page
+		})
+	}
+	page := PolicyList{Value: all[start:min(start+top, len(all))]}
+	if start+top < len(all) {
+		nq := url.Values{"api-version": {APIVersion}, "$skipToken": {base64.RawURLEncoding.EncodeToString([]byte(strings.ToLower(page.Value[len(page.Value)-1].ID)))}}
+		if q.Get("$top") != "" {
+			nq.Set("$top", strconv.Itoa(top))
+		}
+		scheme := "http"
+		if c.r.TLS != nil {
+			scheme = "https"
+		}
+		page.NextLink = (&url.URL{Scheme: scheme, Host: c.r.Host, Path: c.r.URL.Path, RawQuery: nq.Encode()}).String()
+	}
+	return writeJSON(c.w, http.StatusOK, page)
+}
+
+// one returns the policy a call's path names.
+func (h *Handler) one(c *call, key control.AzureKey, requests int) (control.AzurePolicy, error) {
+	pols, err := h.ctl.AzurePolicies(c.r.Context(), c.a, h.defaults, control.AzurePolicyFilter{
+		Subscription: key.Subscription, Group: key.Group, Location: key.Location, Name: key.Name, Requests: requests})
+	if err != nil {
+		return control.AzurePolicy{}, err
+	}
+	if len(pols) == 0 {
+		return control.AzurePolicy{}, apiError(http.StatusNotFound, "NotFound",
+			"JIT network access policy '%s' was not found in resource group '%s', location '%s'", key.Name, c.vars["rg"], key.Location)
+	}
+	return pols[0], nil
+}
+
+func (h *Handler) get(c *call) error {
+	key, err := h.key(c)
+	if err != nil {
+		return err
+	}
+	p, err := h.one(c, key, RequestHistory)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
+}
+
+func (h *Handler) put(c *call) error {
+	key, err := h.key(c)
+	if err != nil {
+		return err
+	}
+	var in Policy
+	if err := decode(c.w, c.r, &in); err != nil {
+		return err
+	}
+	if in.Properties == nil {
+		return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Message: "properties is required", Target: "properties"}
+	}
+	byARM, err := h.vmsByARMID(c)
+	if err != nil {
+		return err
+	}
+	var vms []control.AzureVMPolicy
+	for i, v := range in.Properties.VirtualMachines {
+		field := fmt.Sprintf("properties.virtualMachines[%d]", i)
+		vm, ok := byARM[strings.ToLower(v.ID)]
+		if !ok {
+			return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: field + ".id",
+				Message: fmt.Sprintf("virtual machine '%s' is not known to ajar (or not visible to %s)", v.ID, c.a.Name())}
+		}
+		vp := control.AzureVMPolicy{VMID: vm.ID, Ports: []jit.PortRule{}}
+		for j, p := range v.Ports {
+			r := jit.PortRule{Number: p.Number, Protocol: p.Protocol, MaxRequestAccessDuration: p.MaxRequestAccessDuration,
+				AllowedSourceAddressPrefixes: p.AllowedSourceAddressPrefixes}
+			if p.AllowedSourceAddressPrefix != "" {
+				if len(p.AllowedSourceAddressPrefixes) > 0 {
+					return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: fmt.Sprintf("%s.ports[%d]", field, j),
+						Message: "allowedSourceAddressPrefix and allowedSourceAddressPrefixes exclude each other"}
+				}
+				r.AllowedSourceAddressPrefixes = []string{p.AllowedSourceAddressPrefix}
+			}
+			vp.Ports = append(vp.Ports, r)
+		}
+		vms = append(vms, vp)
+	}
+	if err := h.ctl.PutAzurePolicy(c.r.Context(), c.a, key, h.defaults, vms); err != nil {
+		return err
+	}
+	p, err := h.one(c, key, RequestHistory)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
+}
+
+// vmsByARMID returns the VMs the actor may read by lower-cased ARM id.
+func (h *Handler) vmsByARMID(c *call) (map[string]jit.VM, error) {
+	views, err := h.ctl.ListVMs(c.r.Context(), c.a, control.VMListFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]jit.VM, len(views))
+	for _, v := range views {
+		out[strings.ToLower(h.vmARMID(v.VM))] = v.VM
+	}
+	return out, nil
+}
+
+func (h *Handler) delete(c *call) error {
+	key, err := h.key(c)
+	if err != nil {
+		return err
+	}
+	n, err := h.ctl.DeleteAzurePolicy(c.r.Context(), c.a, key, h.defaults)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		c.w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	c.w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (h *Handler) initiate(c *call) error {
+	key, err := h.key(c)
+	if err != nil {
+		return err
+	}
+	var in InitiateRequest
+	if err := decode(c.w, c.r, &in); err != nil {
+		return err
+	}
+	p, err := h.one(c, key, 0)
+	if err != nil {
+		return err
+	}
+	members := map[string]jit.VM{}
+	arm := map[string]string{}
+	for _, m := range p.Members {
+		id := h.vmARMID(m.VM)
+		members[strings.ToLower(id)], arm[m.VM.ID] = m.VM, id
+	}
+	req := jit.AccessRequest{Justification: in.Justification, VirtualMachines: []jit.VMRequest{}}
+	idx := map[string]int{}
+	for i, v := range in.VirtualMachines {
+		field := fmt.Sprintf("virtualMachines[%d]", i)
+		vm, ok := members[strings.ToLower(v.ID)]
+		if !ok {
+			return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: field + ".id",
+				Message: fmt.Sprintf("virtual machine '%s' is not in JIT network access policy '%s'", v.ID, key.Name)}
+		}
+		k, ok := idx[vm.ID]
+		if !ok {
+			k = len(req.VirtualMachines)
+			idx[vm.ID] = k
+			req.VirtualMachines = append(req.VirtualMachines, jit.VMRequest{ID: vm.ID})
+		}
+		for j, port := range v.Ports {
+			pf := fmt.Sprintf("%s.ports[%d]", field, j)
+			sources := port.AllowedSourceAddressPrefixes
+			if port.AllowedSourceAddressPrefix != "" {
+				if len(sources) > 0 {
+					return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: pf,
+						Message: "allowedSourceAddressPrefix and allowedSourceAddressPrefixes exclude each other"}
+				}
+				sources = []string{port.AllowedSourceAddressPrefix}
+			}
+			if len(sources) == 0 {
+				sources = []string{""} // the caller's address
+			}
+			end, err := endTime(port.EndTimeUTC, pf)
+			if err != nil {
+				return err
+			}
+			for _, s := range sources {
+				req.VirtualMachines[k].Ports = append(req.VirtualMachines[k].Ports,
+					jit.PortRequest{Number: port.Number, AllowedSourceAddressPrefix: s, Duration: port.Duration, EndTimeUTC: end})
+			}
+		}
+	}
+	r, err := h.ctl.RequestAccess(c.r.Context(), c.a, req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.w, http.StatusAccepted, requestView(r, h.ctl.Now(), func(vmID string) string { return arm[vmID] }))
+}
+
+// endTime returns an initiate port's endTimeUtc in RFC 3339; a time with
+// no zone is UTC, as the field's name says.
+func endTime(s, field string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if _, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return s, nil
+	}
+	t, err := time.Parse("2006-01-02T15:04:05.999999999", s)
+	if err != nil {
+		return "", &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: field + ".endTimeUtc",
+			Message: fmt.Sprintf("endTimeUtc %q is not a UTC time such as 2026-01-02T15:04:05Z", s)}
+	}
+	return t.UTC().Format(time.RFC3339Nano), nil
+}

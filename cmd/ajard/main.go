@@ -150,6 +150,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "\nCreated user admin. Its API token (shown once, keep it safe):\n\n    %s\n\n", secret)
 	}
 
+	// End what ended while ajard was down before serving anything, so
+	// that no ended grant is ever shown or enforced as active.
+	if n, err := ctl.ExpireDue(ctx); err != nil {
+		return fmt.Errorf("expire grants that ended while stopped: %w", err)
+	} else if n > 0 {
+		log.Info("expired grants that ended while ajard was stopped", "grants", n)
+	}
+
 	api := server.New(ctl, log, cfg.trustedProxies)
 	api.Handle("/", console.New(ctl, log, api.ClientAddr))
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, cfg.azureSubs, cfg.azureLocation, api.ClientAddr))

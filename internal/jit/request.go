@@ -170,8 +170,10 @@ func PlanGrant(vm VM, pol Policy, pr PortRequest, field string, who Requester, n
 }
 
 // Overlaps reports whether a newer grant g replaces the active grant o:
-// same VM, port and source, and protocols that overlap.
+// same user, VM, port and source, and protocols that overlap. Another
+// user's grant for the same source (a shared NAT address, say) stays: a
+// request must not end someone else's access.
 func (g Grant) Overlaps(o Grant) bool {
-	return g.VMID == o.VMID && g.Port == o.Port && g.Source == o.Source &&
+	return g.User == o.User && g.VMID == o.VMID && g.Port == o.Port && g.Source == o.Source &&
 		(g.Protocol == o.Protocol || g.Protocol == ProtoAny || o.Protocol == ProtoAny)
 }

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/csv"
 	"net/http"
 	"net/url"
@@ -321,7 +322,7 @@ func TestConsole(t *testing.T) {
 		t.Errorf("usage chart has %d days with requests, want 1", n)
 	}
 	mustContain(t, "last users", textOf(t, ctx, "#last-users"), "admin")
-	run(t, ctx, "scroll to usage", chromedp.ScrollIntoView(chromedp.CSS("#policy-add")))
+	eval[bool](t, ctx, `(document.getElementById('usage-title').scrollIntoView({block: 'start'}), true)`)
 	shot.take(ctx, "machine-usage")
 
 	// Activity log: filters, paging, verification and the CSV download.
@@ -632,5 +633,33 @@ func TestSignInLimits(t *testing.T) {
 	// not sign-in attempts in the log.
 	if ok != 1 || failed != console.MaxFailuresPerAddr {
 		t.Errorf("log has %d successful and %d failed sign-ins, want 1 and %d", ok, failed, console.MaxFailuresPerAddr)
+	}
+}
+
+// TestSecureCookie checks the session cookie's attributes over TLS.
+func TestSecureCookie(t *testing.T) {
+	s := ajardtest.Start(t, ajardtest.Options{Args: []string{"--tls", "auto"}})
+	if err := s.Admin.SetPassword(context.Background(), "admin", adminPassword); err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // a test server's self-signed certificate
+	c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(s.URL+"/signin", url.Values{"user": {"admin"}, "password": {adminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == console.CookieName {
+			session = ck
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || session == nil {
+		t.Fatalf("sign-in over TLS: %s, cookies %v", resp.Status, resp.Cookies())
+	}
+	if !session.Secure || !session.HttpOnly || session.SameSite != http.SameSiteLaxMode || session.Path != "/" {
+		t.Errorf("session cookie over TLS: %s; want Secure, HttpOnly, SameSite=Lax, Path=/", session)
 	}
 }

@@ -26,6 +26,7 @@ type Batcher struct {
 	log     *slog.Logger
 
 	conn *Conn
+	head ChainHead // the log's head within the open transaction
 	jobs chan *job
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -114,7 +115,13 @@ func (b *Batcher) run() {
 			b.end(ctx, `ROLLBACK`)
 			continue
 		}
-		if err := b.end(ctx, `COMMIT`); err != nil {
+		err := b.notify(ctx, ok)
+		if err == nil {
+			err = b.end(ctx, `COMMIT`)
+		} else {
+			b.end(ctx, `ROLLBACK`)
+		}
+		if err != nil {
 			b.log.Error("commit failed", "err", err)
 			for _, j := range ok {
 				j.done <- fmt.Errorf("commit: %w", err)
@@ -130,8 +137,31 @@ func (b *Batcher) run() {
 	}
 }
 
+// notify announces the VMs the batch changed, when the database carries
+// the announcements (PostgreSQL's NOTIFY, delivered at commit).
+func (b *Batcher) notify(ctx context.Context, jobs []*job) error {
+	if b.dialect.Notify == nil {
+		return nil
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		for _, id := range j.tx.Changed {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return b.dialect.Notify(ctx, b.conn, ids)
+}
+
 // beginTx opens the connection if needed and begins a transaction.
 func (b *Batcher) beginTx(ctx context.Context) error {
+	b.head = ChainHead{}
 	if b.conn == nil {
 		c, err := b.open(ctx)
 		if err != nil {
@@ -178,13 +208,15 @@ func (b *Batcher) runJob(j *job) (err error) {
 	if _, err := q.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
-	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect}
+	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect, Head: &b.head}
+	head := b.head
 	defer func() {
 		if p := recover(); p != nil {
 			b.log.Error("panic in update", "panic", p)
 			err = fmt.Errorf("panic in update: %v", p)
 		}
 		if err != nil {
+			b.head = head // the job's appends are undone
 			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}

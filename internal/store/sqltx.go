@@ -24,12 +24,21 @@ type Querier interface {
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of ?.
 	Numbered bool
-	// LockChain runs before the log's head is read, to serialize appends
+	// LockChain runs when a write transaction begins, to serialize writers
 	// across connections (PostgreSQL); nil when writes are serial already.
 	LockChain func(ctx context.Context, q Querier) error
-	// Notify runs in the transaction for each VM whose desired state
-	// changed; nil when the adapter publishes changes itself.
-	Notify func(ctx context.Context, q Querier, vmID string) error
+	// Notify announces, inside the transaction about to commit, the VMs
+	// whose desired state it changed; nil when the adapter publishes
+	// changes itself after the commit.
+	Notify func(ctx context.Context, q Querier, vmIDs []string) error
+}
+
+// ChainHead is the last event of the activity log as a write transaction
+// sees it, kept between appends so that each append is one statement.
+type ChainHead struct {
+	Seq   int64
+	Hash  string
+	Known bool
 }
 
 // SQLTx implements Tx over database/sql for both SQL adapters.
@@ -39,6 +48,9 @@ type SQLTx struct {
 	Dialect *Dialect
 	// Changed collects the VMs whose revision this transaction bumped.
 	Changed []string
+	// Head, when set, carries the log's head across the appends of a
+	// write transaction that is the only writer (see Batcher).
+	Head *ChainHead
 }
 
 func (t *SQLTx) rebind(q string) string {
@@ -282,14 +294,7 @@ func (t *SQLTx) DeleteVM(id string) error {
 		return err
 	}
 	t.Changed = append(t.Changed, id)
-	return t.notify(id)
-}
-
-func (t *SQLTx) notify(vmID string) error {
-	if t.Dialect.Notify == nil {
-		return nil
-	}
-	return t.Dialect.Notify(t.Ctx, t.Q, vmID)
+	return nil
 }
 
 func (t *SQLTx) BumpRevision(vmID string) (int64, error) {
@@ -302,7 +307,7 @@ func (t *SQLTx) BumpRevision(vmID string) (int64, error) {
 		return 0, err
 	}
 	t.Changed = append(t.Changed, vmID)
-	return rev, t.notify(vmID)
+	return rev, nil
 }
 
 func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
@@ -749,26 +754,33 @@ func (t *SQLTx) DeleteRoleBinding(id string) error {
 const eventCols = `seq, time, actor, actor_address, vm_id, grp, operation, outcome, details, prev_hash, hash`
 
 func (t *SQLTx) AppendEvent(e *jit.Event) error {
-	if t.Dialect.LockChain != nil {
-		if err := t.Dialect.LockChain(t.Ctx, t.Q); err != nil {
-			return fmt.Errorf("lock activity log: %w", err)
+	head := t.Head
+	if head == nil || !head.Known {
+		var seq sql.NullInt64
+		var prev sql.NullString
+		err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
+		if head == nil {
+			head = &ChainHead{}
+		}
+		*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
 	}
-	var seq sql.NullInt64
-	var prev sql.NullString
-	err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return err
-	}
-	e.Seq, e.PrevHash = seq.Int64+1, prev.String
+	e.Seq, e.PrevHash = head.Seq+1, head.Hash
 	e.Time = e.Time.UTC()
 	if len(e.Details) == 0 {
 		e.Details = json.RawMessage("{}")
 	}
 	e.Hash = e.ComputeHash()
-	_, err = t.exec(`INSERT INTO events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT INTO events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
-	return err
+	if err != nil {
+		head.Known = false
+		return err
+	}
+	head.Seq, head.Hash = e.Seq, e.Hash
+	return nil
 }
 
 func scanEvent(s interface{ Scan(...any) error }) (jit.Event, error) {

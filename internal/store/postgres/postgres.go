@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +37,8 @@ const (
 	migrateLockKey = 0x616a6172_00000002 // schema migrations
 	// maxConns bounds the connections of one DB (the listener not counted).
 	maxConns = 32
+	// notifyChunk is how many VM ids one notification carries.
+	notifyChunk = 100
 	// listenIdle is how long the listener waits for a notification before
 	// it pings the server to find out whether the connection still works.
 	listenIdle = 30 * time.Second
@@ -72,9 +75,17 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(chainLockKey))
 			return err
 		},
-		Notify: func(ctx context.Context, q store.Querier, vmID string) error {
-			_, err := q.ExecContext(ctx, `SELECT pg_notify('`+channel+`', $1)`, vmID)
-			return err
+		Notify: func(ctx context.Context, q store.Querier, vmIDs []string) error {
+			// One notification per chunk of ids; payloads stay well under
+			// PostgreSQL's 8000-byte limit.
+			for len(vmIDs) > 0 {
+				n := min(len(vmIDs), notifyChunk)
+				if _, err := q.ExecContext(ctx, `SELECT pg_notify('`+channel+`', $1)`, strings.Join(vmIDs[:n], ",")); err != nil {
+					return err
+				}
+				vmIDs = vmIDs[n:]
+			}
+			return nil
 		},
 	}}
 	if err := sdb.PingContext(ctx); err != nil {
@@ -242,7 +253,7 @@ func (db *DB) listener(ctx context.Context, conn *pgx.Conn) {
 		cancel()
 		switch {
 		case err == nil:
-			db.feed.Publish(n.Payload)
+			db.feed.Publish(strings.Split(n.Payload, ",")...)
 			continue
 		case ctx.Err() != nil:
 			return

@@ -133,6 +133,7 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.logCommand(),
 		a.userCommand(), a.tokenCommand(), a.roleCommand(),
 		a.sshCommand(),
+		a.azureCommand(),
 	)
 	return root
 }

@@ -12,6 +12,7 @@
 package console
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -265,17 +266,16 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	if !ok {
 		return fmt.Errorf("no template %q", name)
 	}
-	var buf strings.Builder
+	// Rendered in full first, so that a template error becomes an error
+	// page rather than half a page.
+	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", data); err != nil {
 		return fmt.Errorf("render %s: %w", name, err)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, err := w.Write([]byte(buf.String()))
-	if err != nil {
-		return nil // the client went away
-	}
+	w.Write(buf.Bytes()) // an error means the client went away
 	return nil
 }
 
@@ -293,13 +293,14 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, a *control
 	}
 }
 
-// errFormValue reports a malformed form.
-var errFormValue = errors.New("malformed form")
-
 func parseForm(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, server.MaxBody)
 	if err := r.ParseForm(); err != nil {
-		return jit.Errorf(jit.EInvalid, "the form could not be read: %v", errors.Join(errFormValue, err))
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jit.Errorf(jit.ETooLarge, "the form is larger than %d bytes", server.MaxBody)
+		}
+		return jit.Errorf(jit.EInvalid, "the form could not be read: %v", err)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ type limiter struct {
 	now    func() time.Time
 
 	mu       sync.Mutex
-	failures map[string][]time.Time // oldest first, at most max entries
+	failures map[string][]time.Time // oldest first, at most max entries in the window
 }
 
 // maxKeys bounds the memory a flood of distinct keys can take; past it,
@@ -25,30 +25,42 @@ func newLimiter(max int, window time.Duration, now func() time.Time) *limiter {
 	return &limiter{max: max, window: window, now: now, failures: map[string][]time.Time{}}
 }
 
-// blocked reports whether key has reached its limit, and when it may try
-// again.
-func (l *limiter) blocked(key string) (bool, time.Time) {
+// acquire counts an attempt for key as a failure in advance, unless key
+// has reached its limit: then it reports false and when key may try
+// again. Counting before the password is checked keeps parallel attempts
+// from slipping past the limit; release takes the count back when the
+// attempt did not fail.
+func (l *limiter) acquire(key string) (at time.Time, ok bool, retry time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ts := l.recent(key)
-	if len(ts) < l.max {
-		return false, time.Time{}
+	if len(ts) >= l.max {
+		return time.Time{}, false, ts[len(ts)-l.max].Add(l.window)
 	}
-	return true, ts[len(ts)-l.max].Add(l.window)
-}
-
-// fail records a failed attempt for key.
-func (l *limiter) fail(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ts := append(l.recent(key), l.now())
-	if len(ts) > l.max {
-		ts = ts[len(ts)-l.max:]
-	}
-	if _, ok := l.failures[key]; !ok && len(l.failures) >= maxKeys {
+	at = l.now()
+	if _, exists := l.failures[key]; !exists && len(l.failures) >= maxKeys {
 		l.prune()
 	}
 	if len(l.failures) < maxKeys {
+		l.failures[key] = append(ts, at)
+	}
+	return at, true, time.Time{}
+}
+
+// release takes back the attempt acquire counted at at.
+func (l *limiter) release(key string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ts := l.failures[key]
+	for i, t := range ts {
+		if t.Equal(at) {
+			ts = append(ts[:i:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(l.failures, key)
+	} else {
 		l.failures[key] = ts
 	}
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -10,45 +11,72 @@ func TestLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	l := newLimiter(3, 15*time.Minute, func() time.Time { return now })
 	step := func(d time.Duration) { now = now.Add(d) }
-
-	for i := range 3 {
-		if b, _ := l.blocked("u"); b {
-			t.Fatalf("blocked after %d failures", i)
+	fail := func(key string) {
+		t.Helper()
+		if _, ok, _ := l.acquire(key); !ok {
+			t.Fatalf("%s refused at %v", key, now)
 		}
-		l.fail("u")
+	}
+
+	for range 3 {
+		fail("u")
 		step(time.Minute)
 	}
-	b, until := l.blocked("u")
-	if !b || !until.Equal(time.Date(2026, 1, 2, 3, 19, 5, 0, time.UTC)) {
-		t.Fatalf("after 3 failures: blocked=%v until %v, want blocked until the first failure leaves the window", b, until)
+	_, ok, retry := l.acquire("u")
+	if ok || !retry.Equal(time.Date(2026, 1, 2, 3, 19, 5, 0, time.UTC)) {
+		t.Fatalf("after 3 failures: ok=%v, retry at %v; want refused until the first failure leaves the window", ok, retry)
 	}
-	if b, _ := l.blocked("v"); b {
-		t.Fatal("another key is blocked")
-	}
+	fail("v")              // another key is not limited
 	step(12 * time.Minute) // the first failure is 15 minutes old
-	if b, _ := l.blocked("u"); b {
-		t.Fatal("still blocked once the oldest failure left the window")
-	}
-	l.fail("u")
-	if b, _ := l.blocked("u"); !b {
-		t.Fatal("not blocked with 3 failures inside the window")
+	fail("u")
+	if _, ok, _ := l.acquire("u"); ok {
+		t.Fatal("not refused with 3 failures inside the window")
 	}
 	l.reset("u")
-	if b, _ := l.blocked("u"); b {
-		t.Fatal("blocked after reset")
+	fail("u")
+
+	// An attempt that did not fail is taken back.
+	at, ok, _ := l.acquire("w")
+	if !ok {
+		t.Fatal("w refused")
 	}
-	step(time.Hour)
-	l.fail("w")
-	if _, ok := l.failures["u"]; ok {
-		t.Error("reset key kept")
+	fail("w")
+	l.release("w", at)
+	fail("w")
+	fail("w") // three failures: the released attempt does not count
+	if _, ok, _ := l.acquire("w"); ok {
+		t.Fatal("w allowed a fourth failure")
 	}
-	if b, _ := l.blocked("w"); b {
-		t.Fatal("blocked after one failure")
-	}
+
 	step(16 * time.Minute)
-	l.blocked("w")
+	for _, k := range []string{"u", "v", "w"} {
+		fail(k)
+		l.reset(k)
+	}
 	if len(l.failures) != 0 {
-		t.Errorf("expired keys kept: %v", l.failures)
+		t.Errorf("keys kept after reset: %v", l.failures)
+	}
+}
+
+// TestLimiterParallel checks that parallel attempts cannot get past the
+// limit between the check and the count.
+func TestLimiterParallel(t *testing.T) {
+	l := newLimiter(5, time.Minute, time.Now)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for range 50 {
+		wg.Go(func() {
+			if _, ok, _ := l.acquire("k"); ok {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Errorf("%d of 50 parallel attempts allowed, want 5", allowed)
 	}
 }
 

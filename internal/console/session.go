@@ -62,15 +62,18 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	userKey, ak := "user:"+name, "addr:"+addrKey(addr)
 
-	blockedUser, untilUser := c.users.blocked(userKey)
-	blockedAddr, untilAddr := c.addrs.blocked(ak)
-	if blockedUser || blockedAddr {
-		until := untilUser
-		if untilAddr.After(until) {
-			until = untilAddr
+	// Each attempt counts as a failure until it succeeds.
+	userAt, userOK, retry := c.users.acquire(userKey)
+	addrAt, addrOK, addrRetry := time.Time{}, false, time.Time{}
+	if userOK {
+		if addrAt, addrOK, addrRetry = c.addrs.acquire(ak); !addrOK {
+			c.users.release(userKey, userAt)
+			retry = addrRetry
 		}
+	}
+	if !userOK || !addrOK {
 		c.log.Warn("sign-in refused: too many failures", "user", p.Name, "addr", addr)
-		wait := until.Sub(c.ctl.Now()).Round(time.Second)
+		wait := max(retry.Sub(c.ctl.Now()), 0)
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		p.Message = fmt.Sprintf("Too many failed sign-ins for this user or from this address. Try again in %s.", fmtWait(wait))
 		c.renderSignIn(w, r, http.StatusTooManyRequests, p)
@@ -81,10 +84,11 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status := http.StatusUnauthorized
 		if jit.ErrorCode(err) == jit.EUnauthorized {
-			c.users.fail(userKey)
-			c.addrs.fail(ak)
 			p.Message = "Wrong user name or password."
 		} else {
+			// Not the user's fault: take the attempt back.
+			c.users.release(userKey, userAt)
+			c.addrs.release(ak, addrAt)
 			c.log.Error("sign-in", "err", err)
 			status, p.Message = http.StatusInternalServerError, "Sign-in failed on the server; try again."
 		}
@@ -92,6 +96,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.users.reset(userKey)
+	c.addrs.release(ak, addrAt)
 	c.setCookie(w, r, secret, *a.Token.ExpiresAt)
 	http.Redirect(w, r, p.Next, http.StatusSeeOther)
 }

@@ -162,17 +162,30 @@ func printEvents(a *app, events []jit.Event, names map[string]string) {
 }
 
 func (a *app) logVerifyCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
+	var anchorFlag string
+	cmd := &cobra.Command{
+		Use:   "verify [--anchor SEQ:HASH]",
 		Short: "Verify the activity log's hash chain (exit status 1 if it was tampered with)",
-		Args:  cobra.NoArgs,
+		Long: "Verify the activity log's hash chain (exit status 1 if it was tampered with).\n" +
+			"It prints the log's head (SEQ:HASH): keep it somewhere else and pass it back later with\n" +
+			"--anchor to prove that nothing up to it was rewritten or cut off since.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			v, err := c.Verify(ctx)
+			var v jit.Verification
+			if anchorFlag != "" {
+				anchor, perr := jit.ParseAnchor(anchorFlag)
+				if perr != nil {
+					return fmt.Errorf("--anchor: %v", perr)
+				}
+				v, err = c.VerifyAnchored(ctx, anchor)
+			} else {
+				v, err = c.Verify(ctx)
+			}
 			if err != nil {
 				return err
 			}
@@ -184,6 +197,9 @@ func (a *app) logVerifyCommand() *cobra.Command {
 			if v.OK {
 				if !a.asJSON() {
 					fmt.Fprintf(a.stdout, "Activity log OK: %d events, hash chain intact.\n", v.Events)
+					if v.Head != nil {
+						fmt.Fprintf(a.stdout, "Head: %s\n", v.Head)
+					}
 				}
 				return nil
 			}
@@ -201,4 +217,6 @@ func (a *app) logVerifyCommand() *cobra.Command {
 			return fmt.Errorf("activity log verification failed at event %d: %s", seq, v.Problem)
 		},
 	}
+	cmd.Flags().StringVar(&anchorFlag, "anchor", "", "an earlier head (SEQ:HASH) that must still be in the log")
+	return cmd
 }

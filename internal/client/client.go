@@ -316,6 +316,12 @@ func (c *Client) Verify(ctx context.Context) (jit.Verification, error) {
 	return get[jit.Verification](ctx, c, "/api/v1/activity/verify")
 }
 
+// VerifyAnchored walks the chain and checks that it still holds anchor,
+// the head of an earlier verification.
+func (c *Client) VerifyAnchored(ctx context.Context, anchor jit.Anchor) (jit.Verification, error) {
+	return get[jit.Verification](ctx, c, "/api/v1/activity/verify"+query("anchor", anchor.String()))
+}
+
 // CreateUser creates a user.
 func (c *Client) CreateUser(ctx context.Context, n jit.NewUser) (jit.User, error) {
 	return send[jit.User](ctx, c, http.MethodPost, "/api/v1/users", n)

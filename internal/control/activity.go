@@ -57,12 +57,24 @@ func (a *Actor) anyGroup() string {
 
 // Verify walks the whole hash chain of the activity log.
 func (c *Control) Verify(ctx context.Context, a *Actor) (jit.Verification, error) {
+	return c.VerifyAnchored(ctx, a, nil)
+}
+
+// VerifyAnchored walks the chain and also checks that it still holds an
+// event recorded earlier (the head of an earlier verification), which
+// catches a log rewritten or cut off after that point.
+func (c *Control) VerifyAnchored(ctx context.Context, a *Actor, anchor *jit.Anchor) (jit.Verification, error) {
 	if err := a.require(jit.PermRead, a.anyGroup(), "verify the activity log"); err != nil {
 		return jit.Verification{}, err
 	}
-	var v jit.ChainVerifier
+	v := jit.ChainVerifier{Anchor: anchor}
 	err := c.store.View(ctx, func(tx store.Tx) error { return tx.WalkEvents(v.Add) })
+	v.Finish()
 	out := jit.Verification{OK: v.BadSeq == 0, Events: v.Events}
+	if v.Head.Seq > 0 {
+		head := v.Head
+		out.Head = &head
+	}
 	if v.BadSeq != 0 {
 		bad := v.BadSeq
 		out.FirstBadEvent, out.Problem = &bad, v.Problem

@@ -2,6 +2,9 @@ package jit
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -46,6 +49,29 @@ type Verification struct {
 	Events        int64  `json:"events"`
 	FirstBadEvent *int64 `json:"firstBadEvent,omitempty"`
 	Problem       string `json:"problem,omitempty"`
+	// Head is the last event: record it somewhere else (a ticket, a
+	// log shipped off the host) and pass it back as an anchor later to
+	// prove that nothing up to it was rewritten or cut off since.
+	Head *Anchor `json:"head,omitempty"`
+}
+
+// Anchor names one event of the activity log by its sequence number and
+// hash, written "SEQ:HASH".
+type Anchor struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func (a Anchor) String() string { return strconv.FormatInt(a.Seq, 10) + ":" + a.Hash }
+
+// ParseAnchor parses "SEQ:HASH".
+func ParseAnchor(s string) (Anchor, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 || len(hash) != 64 {
+		return Anchor{}, fmt.Errorf("anchor %q must be SEQ:HASH, such as 42:%s", s, strings.Repeat("0", 64))
+	}
+	return Anchor{Seq: n, Hash: strings.ToLower(hash)}, nil
 }
 
 // NewEnrollToken is what an admin gives to create an enrollment token.

@@ -39,6 +39,10 @@ type ChainVerifier struct {
 	Events  int64
 	BadSeq  int64  // 0 while the chain is intact
 	Problem string // why BadSeq is bad
+	Head    Anchor // the last event added
+	// Anchor, when set, is an event recorded earlier that must still be
+	// in the chain with the same hash.
+	Anchor *Anchor
 }
 
 // Add checks the next event; it returns false once the chain is broken.
@@ -57,11 +61,22 @@ func (v *ChainVerifier) Add(e *Event) bool {
 		v.BadSeq, v.Problem = e.Seq, "previous-hash link does not match the event before it"
 	case e.ComputeHash() != e.Hash:
 		v.BadSeq, v.Problem = e.Seq, "content does not match its hash"
+	case v.Anchor != nil && e.Seq == v.Anchor.Seq && e.Hash != v.Anchor.Hash:
+		v.BadSeq, v.Problem = e.Seq, "event does not match the anchor "+v.Anchor.String()+": the log was rewritten from here on"
 	}
 	if v.BadSeq != 0 {
 		return false
 	}
 	v.prev = e.Hash
 	v.nextSeq++
+	v.Head = Anchor{Seq: e.Seq, Hash: e.Hash}
 	return true
+}
+
+// Finish checks what can only be checked at the end: that the chain
+// reaches the anchor.
+func (v *ChainVerifier) Finish() {
+	if v.BadSeq == 0 && v.Anchor != nil && v.Head.Seq < v.Anchor.Seq {
+		v.BadSeq, v.Problem = v.Head.Seq+1, "the log ends before the anchor "+v.Anchor.String()+": events were cut off"
+	}
 }

@@ -152,3 +152,47 @@ func TestCan(t *testing.T) {
 		t.Fatal("role permissions wrong")
 	}
 }
+
+func chain(n int, actor func(i int64) string) []*Event {
+	var evs []*Event
+	prev := ""
+	for i := int64(1); i <= int64(n); i++ {
+		e := &Event{Seq: i, Time: time.Unix(i, 0), Actor: actor(i), Operation: OpGrantOpen, Outcome: OutcomeSuccess, Details: []byte(`{}`), PrevHash: prev}
+		e.Hash = e.ComputeHash()
+		prev = e.Hash
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+func TestAnchorCatchesTruncationAndRewrites(t *testing.T) {
+	orig := chain(3, func(int64) string { return "x" })
+	anchor := Anchor{Seq: 3, Hash: orig[2].Hash}
+	parsed, err := ParseAnchor(anchor.String())
+	if err != nil || parsed != anchor {
+		t.Fatalf("ParseAnchor(%s) = %v, %v", anchor, parsed, err)
+	}
+	verify := func(evs []*Event) ChainVerifier {
+		v := ChainVerifier{Anchor: &anchor}
+		for _, e := range evs {
+			v.Add(e)
+		}
+		v.Finish()
+		return v
+	}
+	if v := verify(orig); v.BadSeq != 0 || v.Head != anchor {
+		t.Fatalf("intact log with its anchor: %+v", v)
+	}
+	if v := verify(orig[:2]); v.BadSeq != 3 {
+		t.Fatalf("log cut before the anchor: bad at %d (%s)", v.BadSeq, v.Problem)
+	}
+	rewritten := chain(3, func(i int64) string {
+		if i == 2 {
+			return "mallory"
+		}
+		return "x"
+	})
+	if v := verify(rewritten); v.BadSeq != 3 {
+		t.Fatalf("log rewritten with fresh hashes: bad at %d (%s)", v.BadSeq, v.Problem)
+	}
+}

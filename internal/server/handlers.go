@@ -280,7 +280,15 @@ func csvSafe(s string) string {
 }
 
 func (s *Server) verifyActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	v, err := s.ctl.Verify(r.Context(), a)
+	var anchor *jit.Anchor
+	if q := r.URL.Query().Get("anchor"); q != "" {
+		an, err := jit.ParseAnchor(q)
+		if err != nil {
+			return jit.Invalid("anchor", "%v", err)
+		}
+		anchor = &an
+	}
+	v, err := s.ctl.VerifyAnchored(r.Context(), a, anchor)
 	if err != nil {
 		return err
 	}

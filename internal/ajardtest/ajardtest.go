@@ -106,8 +106,8 @@ func Start(t testing.TB, o Options) *Server {
 	s := &Server{DB: o.DB, Dir: o.Dir, t: t}
 	s.dial = o.Dial
 	s.Args = append([]string{"--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
+	t.Cleanup(func() { s.Stop() }) // before start, so a server that hangs at start is stopped too
 	s.start(o.Wrap)
-	t.Cleanup(func() { s.Stop() })
 	return s
 }
 
@@ -128,6 +128,7 @@ func (s *Server) start(wrap []string) {
 	}
 	s.Cmd, s.stopped = cmd, false
 	exited := make(chan struct{})
+	s.exited = exited
 	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -161,7 +162,6 @@ func (s *Server) start(wrap []string) {
 	if err := c.Health(ctx); err != nil {
 		t.Fatalf("ajard health: %v\n%s", err, s.Log.String())
 	}
-	s.exited = exited
 }
 
 // Fingerprint returns the TLS fingerprint ajard printed at start.

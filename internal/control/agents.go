@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -92,7 +93,7 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 		if err := tx.SetReport(vmID, &r); err != nil {
 			return err
 		}
-		if vm.Report == nil || r.Time.Sub(vm.Report.Time) > jit.AgentOfflineAfter {
+		if vm.Report == nil || vm.Report.Disconnected || r.Time.Sub(vm.Report.Time) > jit.AgentOfflineAfter {
 			return tx.AppendEvent(c.event(a, jit.OpAgentConnect, jit.OutcomeSuccess, &vm, map[string]any{"hostname": r.Hostname, "appliedRevision": r.AppliedRevision}))
 		}
 		return nil
@@ -131,4 +132,53 @@ func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e jit.AgentEve
 		}
 		return tx.AppendEvent(ev)
 	})
+}
+
+// RunPresence logs agent.disconnect for every agent that has been silent
+// for longer than jit.AgentOfflineAfter, once per silence, until ctx ends.
+func (c *Control) RunPresence(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := c.MarkSilentAgents(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("mark silent agents", "err", err)
+		}
+	}
+}
+
+// MarkSilentAgents marks agents silent for longer than AgentOfflineAfter
+// as disconnected and logs it; it returns how many it marked. The mark and
+// the event share a transaction, so each silence is logged once even with
+// several servers.
+func (c *Control) MarkSilentAgents(ctx context.Context) (int, error) {
+	n := 0
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		vms, err := tx.ListVMs(store.VMFilter{Backend: jit.BackendAgent})
+		if err != nil {
+			return err
+		}
+		now := c.Now()
+		for _, vm := range vms {
+			r := vm.Report
+			if r == nil || r.Disconnected || now.Sub(r.Time) <= jit.AgentOfflineAfter {
+				continue
+			}
+			r.Disconnected = true
+			if err := tx.SetReport(vm.ID, r); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(c.event(nil, jit.OpAgentDisconnect, jit.OutcomeSuccess, &vm, map[string]any{"lastSeen": r.Time, "hostname": r.Hostname})); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }

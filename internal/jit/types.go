@@ -72,6 +72,9 @@ type Report struct {
 	// Exposed lists ports reachable from anywhere without JIT (cloud
 	// backends, which see the firewall rules rather than the sockets).
 	Exposed []Socket `json:"exposed,omitempty"`
+	// Disconnected is set by the server once an agent has been silent for
+	// longer than AgentOfflineAfter (and the disconnection logged).
+	Disconnected bool `json:"disconnected,omitempty"`
 }
 
 // Socket is a listening or exposed port.

@@ -1,0 +1,143 @@
+package control_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store/sqlite"
+)
+
+// clock is an injected clock the tests move by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func setup(t *testing.T) (*control.Control, *clock, *control.Actor, jit.VM) {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ajar.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	ctl := control.New(db, log, clk.now)
+	secret, err := ctl.Bootstrap(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := ctl.Authenticate(ctx, secret, netip.MustParseAddr("198.51.100.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateGroup(ctx, admin, "prod"); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := ctl.CreateVM(ctx, admin, jit.NewVM{Name: "db-7", Group: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.PutPolicy(ctx, admin, vm.ID, jit.Policy{Ports: []jit.PortRule{{Number: 22, Protocol: "TCP", MaxRequestAccessDuration: "PT3H"}}}); err != nil {
+		t.Fatal(err)
+	}
+	return ctl, clk, admin, vm
+}
+
+func events(t *testing.T, ctl *control.Control, a *control.Actor, op string) []jit.Event {
+	t.Helper()
+	ev, err := ctl.ListEvents(context.Background(), a, control.EventListFilter{Operation: op})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// TestExpiryWithInjectedClock moves the clock instead of sleeping: a grant
+// expires exactly when its end time is reached, with that end time, once.
+func TestExpiryWithInjectedClock(t *testing.T) {
+	ctl, clk, admin, vm := setup(t)
+	ctx := context.Background()
+	req, err := ctl.RequestAccess(ctx, admin, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: []jit.PortRequest{{Number: 22, Duration: "PT1H"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := req.Grants[0]
+	clk.add(59*time.Minute + 59*time.Second)
+	if n, err := ctl.ExpireDue(ctx); err != nil || n != 0 {
+		t.Fatalf("a second before the end: expired %d, %v", n, err)
+	}
+	st, err := ctl.DesiredState(ctx, admin, vm.ID)
+	if err != nil || len(st.Grants) != 1 || st.Grants[0].RemainingSeconds != 1 {
+		t.Fatalf("desired state a second before the end: %+v %v", st, err)
+	}
+	clk.add(time.Second)
+	if n, err := ctl.ExpireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("at the end: expired %d, %v", n, err)
+	}
+	if n, _ := ctl.ExpireDue(ctx); n != 0 {
+		t.Fatalf("expired again: %d", n)
+	}
+	gs, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{VMID: vm.ID})
+	if err != nil || len(gs) != 1 || gs[0].Status != jit.GrantExpired || !gs[0].EndedAt.Equal(g.EndTime) {
+		t.Fatalf("grant after expiry: %+v %v", gs, err)
+	}
+	if ev := events(t, ctl, admin, jit.OpGrantExpire); len(ev) != 1 {
+		t.Fatalf("%d grant.expire events, want 1", len(ev))
+	}
+}
+
+// TestAgentPresence logs one disconnect per silence and one connect when
+// the agent comes back.
+func TestAgentPresence(t *testing.T) {
+	ctl, clk, admin, _ := setup(t)
+	ctx := context.Background()
+	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroller, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ctl.Enroll(ctx, enroller, jit.Enrollment{Name: "web-1", OS: "linux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := ctl.Authenticate(ctx, e.Secret, netip.MustParseAddr("198.51.100.10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func() {
+		if err := ctl.Report(ctx, agent, jit.Report{Enforceable: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report()
+	clk.add(jit.AgentOfflineAfter + time.Second)
+	for range 2 {
+		if _, err := ctl.MarkSilentAgents(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := ctl.GetVM(ctx, admin, e.VM.ID)
+	if err != nil || v.Classification.JIT != jit.JITUnsupported || v.Classification.Reason != "agent offline" {
+		t.Fatalf("silent agent's VM: %+v %v", v.Classification, err)
+	}
+	report()
+	if d, c := events(t, ctl, admin, jit.OpAgentDisconnect), events(t, ctl, admin, jit.OpAgentConnect); len(d) != 1 || len(c) != 2 {
+		t.Fatalf("%d disconnect and %d connect events, want 1 and 2", len(d), len(c))
+	}
+}

@@ -452,6 +452,11 @@ func (f *Azure) transport() policy.Transporter {
 		},
 	})
 	return transportFunc(func(req *http.Request) (*http.Response, error) {
+		// The SDK's fake servers close their result channel when the
+		// request's context ends while their handler goroutine may still
+		// send on it (a data race, or a panic). The fake answers at once,
+		// so it gets a context that does not end.
+		req = req.WithContext(context.WithoutCancel(req.Context()))
 		api, _ := req.Context().Value(runtime.CtxAPINameKey{}).(string)
 		if strings.HasPrefix(api, "VirtualMachinesClient.") {
 			return compute.Do(req)

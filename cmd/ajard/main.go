@@ -199,6 +199,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer func() { cancel(); wg.Wait() }()
 	wg.Go(func() { ctl.RunExpirer(bg) })
 	wg.Go(func() { ctl.RunWatchHub(bg) })
+	wg.Go(func() { runAzure(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/ajarhq/ajar/internal/azurensg"
+	"github.com/ajarhq/ajar/internal/cloudsync"
+	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/server"
+)
+
+// runAzure runs the azure backend until ctx ends when ajard manages Azure
+// subscriptions (--azure-subscriptions): discovery, NSG enforcement and
+// POST /api/v1/azure/sync, through azidentity's default credential chain
+// (environment, workload identity, managed identity, Azure CLI, ...).
+// Without subscriptions it returns at once.
+func runAzure(ctx context.Context, cfg config, ctl *control.Control, api *server.Server, log *slog.Logger) {
+	if len(cfg.azureSubs) == 0 {
+		return
+	}
+	log = log.With("backend", "azure")
+	client, err := azurensg.NewDefaultClient(nil, log)
+	if err != nil {
+		log.Error("azure backend not started", "err", err)
+		return
+	}
+	syncer := cloudsync.New(ctl, client, azurensg.NewEnforcer(client, log), cloudsync.Config{
+		Subscriptions:  cfg.azureSubs,
+		ResourceGroups: cfg.azureGroups,
+		Every:          cfg.azureSyncEvery,
+	}, log)
+	api.HandleAzureSync(syncer)
+	log.Info("azure backend started", "subscriptions", cfg.azureSubs, "resourceGroups", cfg.azureGroups, "every", cfg.azureSyncEvery)
+	syncer.Run(ctx)
+}

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -29,14 +28,12 @@ type Control struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	kick chan struct{} // wakes the expirer when an earlier end time may exist
-	hub  hub
-	mu   sync.Mutex // guards lastUsed
+	hub hub
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
-	return &Control{store: st, log: log, now: now, kick: make(chan struct{}, 1), hub: hub{waiters: map[string][]chan struct{}{}}}
+	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}}
 }
 
 // Store returns the store, for the adapters' own reads.

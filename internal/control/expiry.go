@@ -13,18 +13,23 @@ const expireBatch = 500
 
 // RunExpirer ends grants at their end time until ctx ends: it sleeps until
 // the earliest end time of the active grants (no periodic scan), wakes when
-// a new grant or a change from another server may bring an earlier one,
+// a committed change (here or on another server) may bring an earlier one,
 // and at start ends everything already past its end, with its real end
 // time.
 func (c *Control) RunExpirer(ctx context.Context) error {
 	changes := c.store.Changes(ctx)
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	expire := true // at start: end what ended while we were stopped
 	for {
-		if _, err := c.ExpireDue(ctx); err != nil && ctx.Err() == nil {
-			c.log.Error("expire grants", "err", err)
-			timer.Reset(time.Second) // retry
-		} else {
+		wait := time.Hour
+		if expire {
+			if _, err := c.ExpireDue(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("expire grants", "err", err)
+				wait = time.Second // retry soon
+			}
+		}
+		if wait == time.Hour {
 			var next time.Time
 			var ok bool
 			err := c.store.View(ctx, func(tx store.Tx) error {
@@ -32,41 +37,37 @@ func (c *Control) RunExpirer(ctx context.Context) error {
 				next, ok, err = tx.NextGrantEnd()
 				return err
 			})
-			wait := time.Hour
 			switch {
 			case err != nil:
 				wait = time.Second
 			case ok:
 				wait = max(0, next.Sub(c.Now()))
 			}
-			timer.Reset(wait)
 		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
-		case <-c.kick:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
+			expire = true
 		case <-changes:
-			if !timer.Stop() {
+			// A change (here or on another server) may bring an earlier
+			// end time; take every change already waiting at once.
+			expire = false
+			for drained := false; !drained; {
 				select {
-				case <-timer.C:
+				case <-changes:
 				default:
+					drained = true
 				}
 			}
 		}
-	}
-}
-
-func (c *Control) wakeExpirer() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
 	}
 }
 

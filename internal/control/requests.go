@@ -42,7 +42,6 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 		}
 		return jit.Request{}, err
 	}
-	c.wakeExpirer()
 	return req, nil
 }
 

@@ -23,8 +23,8 @@ const (
 )
 
 func (a *app) azureCommand() *cobra.Command {
-	cmd := parent("azure", "Azure: import JIT policies from Defender for Cloud")
-	cmd.AddCommand(a.azureImportCommand())
+	cmd := parent("azure", "Azure: discover VMs, import JIT policies from Defender for Cloud")
+	cmd.AddCommand(a.azureImportCommand(), a.azureSyncCommand()) // azureSyncCommand: azuresync.go
 	return cmd
 }
 

@@ -36,8 +36,8 @@ func TestAzureSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := control.CloudSyncSummary{Backend: "azure", DurationMs: 1200, Discovered: 3, Unsupported: 1, Exposed: 1,
-		Scopes:  []control.CloudScopeSync{{ID: "sub-a", Discovered: 3}, {ID: "sub-b", Error: "ajar lacks permission to list the virtual machines of subscription sub-b"}},
-		Missing: []string{"rg1/old"},
+		Scopes:          []control.CloudScopeSync{{ID: "sub-a", Discovered: 3}, {ID: "sub-b", Error: "ajar lacks permission to list the virtual machines of subscription sub-b"}},
+		Missing:         []string{"rg1/old"},
 		DiscoveryResult: control.DiscoveryResult{Created: []string{"rg1/web1", "rg1/web2"}, GroupsCreated: []string{"rg1"}, Updated: 1}}
 	api := server.New(ctl, log, nil)
 	api.HandleAzureSync(stubSyncer{sum})

@@ -392,22 +392,36 @@ func TestNoFreePriority(t *testing.T) {
 	}
 }
 
-// A VM deleted from ajar loses its rules in Azure.
+// A VM deleted from ajar loses its rules in Azure; so does a VM deleted
+// from Azure whose NSG stays, and it becomes unsupported.
 func TestDeletedVMCleanedUp(t *testing.T) {
 	w := newWorld(t)
 	nsg := jitWorld(w)
 	w.start()
 	web := w.waitDiscovered("web1")
+	web2 := w.waitDiscovered("web2")
 	w.enableJIT(web.ID, 22)
-	eventually(t, "the lock is in the NSG", 10*time.Second, func() bool {
-		return len(w.ajarRules(nsg, "ajar-deny-web1-")) == 1
+	w.enableJIT(web2.ID, 22)
+	eventually(t, "the locks are in the NSG", 10*time.Second, func() bool {
+		return len(w.ajarRules(nsg, "ajar-deny-")) == 2
 	})
 	if err := w.ctl.DeleteVM(ctx(), admin, web.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the lock is gone", 10*time.Second, func() bool {
+	eventually(t, "web1's lock is gone", 10*time.Second, func() bool {
+		return len(w.ajarRules(nsg, "ajar-deny-web1-")) == 0
+	})
+
+	w.f.DeleteVM("rg", "web2")
+	if _, err := w.syncer.SyncNow(ctx()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web2's lock is gone", 10*time.Second, func() bool {
 		return len(w.ajarRules(nsg, "ajar-")) == 0
 	})
+	if c := w.vm("web2").Classification; c.JIT != jit.JITConfigured || c.Reason != ReasonVanished {
+		t.Errorf("web2 gone from Azure: %+v", c)
+	}
 }
 
 // Run stops with its context and leaves no goroutine behind.

@@ -185,6 +185,13 @@ func (s *Syncer) reconcile(ctx context.Context, id string, last *jit.VM, failure
 		err = s.enf.Remove(ctx, vm)
 	} else {
 		err = s.enf.Apply(ctx, vm, st)
+		if jit.ErrorCode(err) == jit.ENotFound {
+			// The VM (or its NIC) is gone from Azure: leave no lock behind
+			// on an address that may be given to another VM.
+			if rerr := s.enf.Remove(ctx, vm); rerr != nil {
+				s.log.Warn("azure: remove the rules of a VM gone from Azure", "vm", vm.Name, "err", rerr)
+			}
+		}
 		if err == nil {
 			sh, serr := s.enf.Shadowed(ctx, vm)
 			if serr != nil {

@@ -336,8 +336,13 @@ func (c *Control) RecordEnforcement(ctx context.Context, vmID string, r Enforcem
 			labels = map[string]string{}
 		}
 		rep := jit.Report{Time: c.Now(), Enforceable: true}
-		if vm.Report != nil {
+		switch {
+		case vm.Report != nil:
 			rep = *vm.Report
+		case r.Removed:
+			// Removing rules says nothing of whether the backend could
+			// enforce on the VM.
+			rep.Enforceable, rep.Reason = false, jit.Unsupported(vm, rep.Time)
 		}
 		before := rep
 		prevErr := labels[LabelEnforcementError]

@@ -240,6 +240,7 @@ func (c *Control) views(tx store.Tx, vms []jit.VM) ([]jit.VMView, error) {
 		if vm.Report != nil && !vm.Report.Enforceable && pol != nil {
 			out[i].EnforcementError = vm.Report.Reason
 		}
+		out[i].ShadowedRules = ShadowedRules(vm)
 		idx[vm.ID] = i
 	}
 	requests := map[string]map[string]bool{}

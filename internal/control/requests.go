@@ -98,6 +98,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 	if err := tx.CreateRequest(*req); err != nil {
 		return nil, nil, err
 	}
+	var events []*jit.Event
 	for _, o := range perVM {
 		for _, g := range o.grants {
 			active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive, Port: g.Port, Source: g.Source})
@@ -114,9 +115,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 			if err := tx.CreateGrant(g); err != nil {
 				return nil, nil, err
 			}
-			if err := tx.AppendEvent(c.event(a, jit.OpGrantOpen, jit.OutcomeSuccess, &o.vm, grantDetails(g))); err != nil {
-				return nil, nil, err
-			}
+			events = append(events, c.event(a, jit.OpGrantOpen, jit.OutcomeSuccess, &o.vm, grantDetails(g)))
 			out = append(out, g)
 		}
 		if _, err := tx.BumpRevision(o.vm.ID); err != nil {
@@ -128,7 +127,8 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 	if len(perVM) == 1 {
 		vm = &perVM[0].vm
 	}
-	if err := tx.AppendEvent(c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details)); err != nil {
+	// One statement for every event of the request.
+	if err := tx.AppendEvent(append(events, c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details))...); err != nil {
 		return nil, nil, err
 	}
 	return out, nil, nil

@@ -27,6 +27,9 @@ type Batcher struct {
 
 	conn *Conn
 	head ChainHead // the log's head within the open transaction
+	// spOpen is true while the previous job's savepoint is still open:
+	// the next job releases it and opens its own in one round trip.
+	spOpen bool
 	jobs chan *job
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -161,7 +164,7 @@ func (b *Batcher) notify(ctx context.Context, jobs []*job) error {
 
 // beginTx opens the connection if needed and begins a transaction.
 func (b *Batcher) beginTx(ctx context.Context) error {
-	b.head = ChainHead{}
+	b.head, b.spOpen = ChainHead{}, false
 	if b.conn == nil {
 		c, err := b.open(ctx)
 		if err != nil {
@@ -202,12 +205,19 @@ func (b *Batcher) drop() {
 }
 
 // runJob runs one job in a savepoint; on error or panic everything it
-// wrote is rolled back and the rest of the batch is unaffected.
+// wrote is rolled back and the rest of the batch is unaffected. The
+// savepoint stays open until the next job or the commit, which saves a
+// round trip per job.
 func (b *Batcher) runJob(j *job) (err error) {
 	q := b.conn
-	if _, err := q.ExecContext(j.ctx, `SAVEPOINT job`); err != nil {
+	sp := `SAVEPOINT job`
+	if b.spOpen {
+		sp = `RELEASE SAVEPOINT job; SAVEPOINT job`
+	}
+	if _, err := q.ExecContext(j.ctx, sp); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
+	b.spOpen = true
 	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect, Head: &b.head}
 	head := b.head
 	defer func() {
@@ -220,9 +230,6 @@ func (b *Batcher) runJob(j *job) (err error) {
 			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
-		}
-		if _, rerr := q.ExecContext(j.ctx, `RELEASE SAVEPOINT job`); rerr != nil && err == nil {
-			err = rerr
 		}
 	}()
 	return j.fn(j.tx)

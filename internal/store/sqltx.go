@@ -753,7 +753,10 @@ func (t *SQLTx) DeleteRoleBinding(id string) error {
 
 const eventCols = `seq, time, actor, actor_address, vm_id, grp, operation, outcome, details, prev_hash, hash`
 
-func (t *SQLTx) AppendEvent(e *jit.Event) error {
+func (t *SQLTx) AppendEvent(events ...*jit.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
 	head := t.Head
 	if head == nil || !head.Known {
 		var seq sql.NullInt64
@@ -767,19 +770,25 @@ func (t *SQLTx) AppendEvent(e *jit.Event) error {
 		}
 		*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
 	}
-	e.Seq, e.PrevHash = head.Seq+1, head.Hash
-	e.Time = e.Time.UTC()
-	if len(e.Details) == 0 {
-		e.Details = json.RawMessage("{}")
+	seq, prev := head.Seq, head.Hash
+	args := make([]any, 0, 11*len(events))
+	for _, e := range events {
+		e.Seq, e.PrevHash = seq+1, prev
+		e.Time = e.Time.UTC()
+		if len(e.Details) == 0 {
+			e.Details = json.RawMessage("{}")
+		}
+		e.Hash = e.ComputeHash()
+		seq, prev = e.Seq, e.Hash
+		args = append(args, e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
 	}
-	e.Hash = e.ComputeHash()
-	_, err := t.exec(`INSERT INTO events (`+eventCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
-	if err != nil {
+	row := "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	q := `INSERT INTO events (` + eventCols + `) VALUES ` + row + strings.Repeat(", "+row, len(events)-1)
+	if _, err := t.exec(q, args...); err != nil {
 		head.Known = false
 		return err
 	}
-	head.Seq, head.Hash = e.Seq, e.Hash
+	head.Seq, head.Hash = seq, prev
 	return nil
 }
 

@@ -82,9 +82,9 @@ type Tx interface {
 	ListRoleBindings(user string) ([]jit.RoleBinding, error)
 	DeleteRoleBinding(id string) error
 
-	// AppendEvent fills in e's sequence number and hashes and appends it to
-	// the activity log.
-	AppendEvent(e *jit.Event) error
+	// AppendEvent fills in the events' sequence numbers and hashes and
+	// appends them, in order, to the activity log.
+	AppendEvent(events ...*jit.Event) error
 	ListEvents(f EventFilter) ([]jit.Event, error)
 	// WalkEvents calls fn for every event in sequence order until it
 	// returns false.

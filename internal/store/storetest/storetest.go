@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RollbackLeavesNothing", testRollback},
 		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
 		{"EventChain", testEventChain},
+		{"AppendSeveralEvents", testAppendSeveral},
 		{"Changes", testChanges},
 	}
 	for _, tc := range tests {
@@ -440,4 +441,42 @@ func testChanges(t *testing.T, s store.Store) {
 		t.Fatalf("extra change %q (the rolled-back bump must not be delivered)", id)
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// testAppendSeveral appends several events in one call, mixed with single
+// appends and a rolled-back update, and checks order and chain.
+func testAppendSeveral(t *testing.T, s store.Store) {
+	ev := func(actor string) *jit.Event {
+		return &jit.Event{Time: t0, Actor: actor, Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess}
+	}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.AppendEvent(ev("a")); err != nil {
+			return err
+		}
+		return tx.AppendEvent(ev("b"), ev("c"), ev("d"))
+	})
+	_ = s.Update(context.Background(), func(tx store.Tx) error {
+		if err := tx.AppendEvent(ev("x"), ev("y")); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	update(t, s, func(tx store.Tx) error { return tx.AppendEvent(ev("e"), ev("f")) })
+	view(t, s, func(tx store.Tx) error {
+		all, err := tx.ListEvents(store.EventFilter{})
+		if err != nil {
+			return err
+		}
+		var actors string
+		for i, e := range all {
+			actors += e.Actor
+			if e.Seq != int64(i+1) {
+				t.Errorf("event %d has seq %d", i, e.Seq)
+			}
+		}
+		if actors != "abcdef" {
+			t.Errorf("events in the log: %q, want abcdef", actors)
+		}
+		return verify(t, tx, 6)
+	})
 }

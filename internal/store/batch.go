@@ -30,10 +30,10 @@ type Batcher struct {
 	// spOpen is true while the previous job's savepoint is still open:
 	// the next job releases it and opens its own in one round trip.
 	spOpen bool
-	jobs chan *job
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	jobs   chan *job
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 type job struct {

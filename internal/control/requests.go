@@ -57,20 +57,20 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 	var perVM []opened
 	for i, vr := range r.VirtualMachines {
 		field := fmt.Sprintf("virtualMachines[%d]", i)
-		vm, err := getVM(tx, a, vr.ID)
+		vm, polp, err := tx.GetVMPolicy(vr.ID)
+		if err == nil && !a.Can(jit.PermRead, vm.Group) {
+			err = jit.Errorf(jit.ENotFound, "VM %s not found", vr.ID) // other groups' VMs stay invisible
+		}
 		if err != nil {
 			return nil, nil, targeted(err, field+".id")
 		}
 		if !a.Can(jit.PermRequest, vm.Group) {
 			return nil, &vm, jit.Errorf(jit.EForbidden, "%s may not request access to VMs in group %s", a.Name(), vm.Group)
 		}
-		pol, err := tx.GetPolicy(vm.ID)
-		if jit.ErrorCode(err) == jit.ENotFound {
+		if polp == nil {
 			return nil, &vm, &jit.Error{Code: jit.EInvalid, Message: fmt.Sprintf("VM %s has no JIT policy", vm.Name), Target: field + ".id"}
 		}
-		if err != nil {
-			return nil, &vm, err
-		}
+		pol := *polp
 		if pol.RequireJustification && req.Justification == "" {
 			return nil, &vm, jit.Invalid("justification", "the JIT policy of VM %s requires a justification", vm.Name)
 		}

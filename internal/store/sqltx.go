@@ -247,6 +247,29 @@ func (t *SQLTx) GetVM(id string) (jit.VM, error) {
 	return vm, err
 }
 
+func (t *SQLTx) GetVMPolicy(id string) (jit.VM, *jit.Policy, error) {
+	var vm jit.VM
+	var body sql.NullString
+	var upd sql.NullInt64
+	var by sql.NullString
+	row := t.row(`SELECT v.id, v.name, v.grp, v.backend, v.os, v.addresses, v.labels, v.external_id, v.created_at, v.revision, v.report,
+		p.body, p.updated_at, p.updated_by FROM vms v LEFT JOIN policies p ON p.vm_id = v.id WHERE v.id = ?`, id)
+	vm, err := scanVM(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &body, &upd, &by)...) }))
+	if errors.Is(err, sql.ErrNoRows) {
+		return vm, nil, jit.Errorf(jit.ENotFound, "VM %s not found", id)
+	}
+	if err != nil || !body.Valid {
+		return vm, nil, err
+	}
+	p, err := decodePolicy(vm.ID, body.String, upd.Int64, by.String)
+	return vm, &p, err
+}
+
+// scanFunc adapts a function to the Scan method scanVM takes.
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
 func (t *SQLTx) ListVMs(f VMFilter) ([]jit.VM, error) {
 	var where []string
 	var args []any
@@ -339,18 +362,21 @@ func (t *SQLTx) PutPolicy(p jit.Policy) error {
 }
 
 func scanPolicy(s interface{ Scan(...any) error }) (jit.Policy, error) {
-	var p jit.Policy
-	var body string
+	var vmID, body, by string
 	var upd int64
-	if err := s.Scan(&p.VMID, &body, &upd, &p.UpdatedBy); err != nil {
-		return p, err
+	if err := s.Scan(&vmID, &body, &upd, &by); err != nil {
+		return jit.Policy{VMID: vmID}, err
 	}
+	return decodePolicy(vmID, body, upd, by)
+}
+
+func decodePolicy(vmID, body string, updated int64, by string) (jit.Policy, error) {
+	p := jit.Policy{VMID: vmID, UpdatedAt: fromNanos(updated), UpdatedBy: by}
 	var b policyBody
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
-		return p, fmt.Errorf("policy of %s: %w", p.VMID, err)
+		return p, fmt.Errorf("policy of %s: %w", vmID, err)
 	}
 	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry
-	p.UpdatedAt = fromNanos(upd)
 	return p, nil
 }
 

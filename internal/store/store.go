@@ -35,6 +35,9 @@ type Tx interface {
 
 	CreateVM(vm *jit.VM) error
 	GetVM(id string) (jit.VM, error)
+	// GetVMPolicy returns a VM and its JIT policy (nil when it has none)
+	// in one query.
+	GetVMPolicy(id string) (jit.VM, *jit.Policy, error)
 	ListVMs(f VMFilter) ([]jit.VM, error)
 	DeleteVM(id string) error
 	// UpdateVM changes the VM's OS, addresses, labels and external id.

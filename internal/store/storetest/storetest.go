@@ -164,7 +164,24 @@ func testPolicies(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+	view(t, s, func(tx store.Tx) error {
+		got, pol, err := tx.GetVMPolicy(vm.ID)
+		if err != nil || got.Name != "web" || pol == nil || len(pol.Ports) != 2 || pol.UpdatedBy != "admin" {
+			t.Errorf("GetVMPolicy = %+v, %+v, %v", got, pol, err)
+		}
+		return nil
+	})
 	update(t, s, func(tx store.Tx) error { return tx.DeletePolicy(vm.ID) })
+	view(t, s, func(tx store.Tx) error {
+		got, pol, err := tx.GetVMPolicy(vm.ID)
+		if err != nil || got.Name != "web" || pol != nil {
+			t.Errorf("GetVMPolicy without a policy = %+v, %+v, %v", got, pol, err)
+		}
+		if _, _, err := tx.GetVMPolicy("missing"); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("GetVMPolicy of a missing VM: %v", err)
+		}
+		return nil
+	})
 	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.DeletePolicy(vm.ID) }); jit.ErrorCode(err) != jit.ENotFound {
 		t.Fatalf("delete policy twice: %v", err)
 	}

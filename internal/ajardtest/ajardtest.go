@@ -26,40 +26,50 @@ import (
 const AdminToken = "ajar_test-admin-token-0123456789"
 
 var (
-	buildMu  sync.Mutex
-	buildDir string
-	built    = map[string]error{}
+	buildMu sync.Mutex
+	built   = map[string]error{}
 )
 
 // Binary returns the path of a command of this module (such as "ajard" or
-// "ajar-agent"), built once per test process.
+// "ajar-agent"), built once per test process into one shared folder (so
+// that test runs leave no copies behind); the new build replaces the old
+// one atomically, which running copies survive.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if buildDir == "" {
-		dir, err := os.MkdirTemp("", "ajar-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildDir = dir
-	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d", os.Getuid()))
+	path := filepath.Join(dir, name)
 	err, ok := built[name]
 	if !ok {
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
-		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err = cmd.Run(); err != nil {
-			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out.String())
-		}
+		err = build(dir, name)
 		built[name] = err
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(buildDir, name)
+	return path
+}
+
+func build(dir, name string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, name+".*")
+	if err != nil {
+		return err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/"+name)
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out.String())
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 // Server is a running ajard.

@@ -8,6 +8,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /api/v1/openapi.json", s.api(s.openapi))
 
+	m.HandleFunc("GET /metrics", s.api(s.serveMetrics))
 	m.HandleFunc("GET /api/v1/whoami", s.api(s.whoami))
 
 	m.HandleFunc("POST /api/v1/groups", s.api(s.createGroup))

@@ -30,6 +30,7 @@ type Server struct {
 	log     *slog.Logger
 	proxies []netip.Prefix
 	mux     *http.ServeMux
+	metrics *metrics
 	// LongPoll bounds how long a desired-state watch waits.
 	LongPoll time.Duration
 }
@@ -37,14 +38,14 @@ type Server struct {
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), LongPoll: 30 * time.Second}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second}
 	s.routes()
 	return s
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	s.mux.ServeHTTP(w, r)
+	s.metrics.observe(w, r, s.mux)
 }
 
 // handler is an API handler; it writes its response or returns an error.

@@ -43,7 +43,8 @@ type Agent struct {
 	// HeartbeatInterval is how often the agent reports.
 	HeartbeatInterval time.Duration
 
-	mu      sync.Mutex
+	applyMu sync.Mutex // one apply (or check and repair) at a time
+	mu      sync.Mutex // guards the fields below
 	cur     held
 	have    bool
 	applied int64
@@ -94,6 +95,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // apply makes h the firewall's state, caches it, and cuts the connections
 // of grants that went away when the policy asks for it.
 func (a *Agent) apply(ctx context.Context, h held, why string) error {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	return a.applyLocked(ctx, h, why)
+}
+
+func (a *Agent) applyLocked(ctx context.Context, h held, why string) error {
 	now := time.Now()
 	st := h.at(now)
 	if err := a.Firewall.Apply(ctx, jit.VM{ID: a.Config.VMID}, st); err != nil {
@@ -177,36 +184,45 @@ func (a *Agent) guard(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		a.mu.Lock()
-		h, have := a.cur, a.have
-		a.mu.Unlock()
-		if !have {
-			continue
-		}
-		now := time.Now()
-		if h.State.CloseConnectionsOnExpiry {
-			for _, g := range h.State.Grants {
-				if !now.Before(h.Deadlines[g.ID]) {
-					a.kill(g)
-				}
+		a.guardOnce(ctx)
+	}
+}
+
+// guardOnce checks the firewall against the state applied last and repairs
+// it, holding applyMu so that a newer state cannot be applied in between
+// (and then be overwritten by a stale repair).
+func (a *Agent) guardOnce(ctx context.Context) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	a.mu.Lock()
+	h, have := a.cur, a.have
+	a.mu.Unlock()
+	if !have {
+		return
+	}
+	now := time.Now()
+	if h.State.CloseConnectionsOnExpiry {
+		for _, g := range h.State.Grants {
+			if !now.Before(h.Deadlines[g.ID]) {
+				a.kill(g)
 			}
 		}
-		drift, reason, err := a.Firewall.Check(h.at(now))
-		if err != nil {
-			a.Log.Error("check firewall", "err", err)
-			continue
-		}
-		if !drift {
-			continue
-		}
-		a.Log.Warn("firewall drift detected; repairing", "reason", reason)
-		a.event(jit.OpDriftDetect, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
-		if err := a.apply(ctx, h, "repair"); err != nil {
-			a.Log.Error("repair drift", "err", err)
-			continue
-		}
-		a.event(jit.OpDriftRepair, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
 	}
+	drift, reason, err := a.Firewall.Check(h.at(now))
+	if err != nil {
+		a.Log.Error("check firewall", "err", err)
+		return
+	}
+	if !drift {
+		return
+	}
+	a.Log.Warn("firewall drift detected; repairing", "reason", reason)
+	a.event(jit.OpDriftDetect, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
+	if err := a.applyLocked(ctx, h, "repair"); err != nil {
+		a.Log.Error("repair drift", "err", err)
+		return
+	}
+	a.event(jit.OpDriftRepair, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
 }
 
 func (a *Agent) pokeHeartbeat() {

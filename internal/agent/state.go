@@ -85,32 +85,47 @@ func writeFile(dir, name string, v any) error {
 }
 
 // held is a desired state as the agent holds it: each grant's end as a
-// local deadline computed from the remaining seconds the server sent, so
-// that a skewed host clock cannot stretch a grant.
+// local deadline, measured from the moment the state arrived by the time
+// the server said was left (its end time minus its own time), so that a
+// skewed host clock cannot stretch a grant.
 type held struct {
 	State     jit.DesiredState     `json:"state"`
 	Deadlines map[string]time.Time `json:"deadlines"` // grant id -> local end
+	// Received is the host time the state arrived.
+	Received time.Time `json:"received"`
 }
 
 func hold(st jit.DesiredState, received time.Time) held {
-	h := held{State: st, Deadlines: map[string]time.Time{}}
+	h := held{State: st, Deadlines: map[string]time.Time{}, Received: received}
 	for _, g := range st.Grants {
-		h.Deadlines[g.ID] = received.Add(time.Duration(g.RemainingSeconds) * time.Second)
+		h.Deadlines[g.ID] = received.Add(left(st, g))
 	}
 	return h
 }
 
-// at returns the state as of now: grants past their deadline left out,
-// remaining seconds counted down (rounded up).
+// left is the time a grant had left when the server produced st.
+func left(st jit.DesiredState, g jit.GrantRule) time.Duration {
+	if !g.EndTime.IsZero() && !st.ServerTime.IsZero() {
+		return g.EndTime.Sub(st.ServerTime)
+	}
+	return time.Duration(g.RemainingSeconds) * time.Second
+}
+
+// at returns the state as of now: each grant's remaining seconds counted
+// down to the nearest second (kernel timeouts are whole seconds, so a
+// grant ends within half a second of its deadline), grants with nothing
+// left out, and never more than the server gave (a clock moved back
+// cannot lengthen a grant).
 func (h held) at(now time.Time) jit.DesiredState {
 	st := h.State
 	st.Grants = make([]jit.GrantRule, 0, len(h.State.Grants))
 	for _, g := range h.State.Grants {
-		left := h.Deadlines[g.ID].Sub(now)
-		if left <= 0 {
+		secs := int64((h.Deadlines[g.ID].Sub(now) + time.Second/2) / time.Second)
+		most := int64((left(h.State, g) + time.Second/2) / time.Second)
+		if secs = min(secs, most); secs <= 0 {
 			continue
 		}
-		g.RemainingSeconds = int64((left + time.Second - 1) / time.Second)
+		g.RemainingSeconds = secs
 		st.Grants = append(st.Grants, g)
 	}
 	return st
@@ -127,6 +142,12 @@ func loadCache(dir string) (held, bool, error) {
 	}
 	if err := json.Unmarshal(b, &h); err != nil {
 		return h, false, fmt.Errorf("%s: %w", cacheFile, err)
+	}
+	if now := time.Now(); h.Received.IsZero() || now.Before(h.Received) {
+		// The host clock is behind the time the state arrived (a reset
+		// clock at boot): deadlines measured on it could stretch grants.
+		// Keep the lock, drop the grants; the server sends them again.
+		h.State.Grants = nil
 	}
 	return h, true, nil
 }

@@ -41,9 +41,13 @@ func (l *limiter) acquire(key string) (at time.Time, ok bool, retry time.Time) {
 	if _, exists := l.failures[key]; !exists && len(l.failures) >= maxKeys {
 		l.prune()
 	}
-	if len(l.failures) < maxKeys {
-		l.failures[key] = append(ts, at)
+	if _, exists := l.failures[key]; !exists && len(l.failures) >= maxKeys {
+		// Full of recent failures for other keys: refuse rather than let
+		// attempts go uncounted (an attacker filling the table must not
+		// switch the limit off).
+		return time.Time{}, false, at.Add(l.window)
 	}
+	l.failures[key] = append(ts, at)
 	return at, true, time.Time{}
 }
 

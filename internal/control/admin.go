@@ -119,7 +119,25 @@ func (c *Control) DeleteUser(ctx context.Context, a *Actor, name string) error {
 		if err := tx.DeleteUser(name); err != nil {
 			return err
 		}
-		return tx.AppendEvent(c.event(a, jit.OpUserDelete, jit.OutcomeSuccess, nil, map[string]string{"user": name}))
+		// An offboarded user keeps no access: their open grants end now.
+		active, err := tx.ListGrants(store.GrantFilter{User: name, Status: jit.GrantActive})
+		if err != nil {
+			return err
+		}
+		bumped := map[string]bool{}
+		for _, g := range active {
+			vm := jit.VM{ID: g.VMID, Name: g.VMName, Group: g.Group}
+			if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "user "+name+" deleted"); err != nil {
+				return err
+			}
+			if !bumped[g.VMID] {
+				bumped[g.VMID] = true
+				if _, err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+					return err
+				}
+			}
+		}
+		return tx.AppendEvent(c.event(a, jit.OpUserDelete, jit.OutcomeSuccess, nil, map[string]any{"user": name, "grantsRevoked": len(active)}))
 	})
 }
 

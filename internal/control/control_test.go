@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,5 +140,97 @@ func TestAgentPresence(t *testing.T) {
 	report()
 	if d, c := events(t, ctl, admin, jit.OpAgentDisconnect), events(t, ctl, admin, jit.OpAgentConnect); len(d) != 1 || len(c) != 2 {
 		t.Fatalf("%d disconnect and %d connect events, want 1 and 2", len(d), len(c))
+	}
+}
+
+// TestOffboarding: deleting a user ends their open grants; deleting a VM
+// ends its agent's credential.
+func TestOffboarding(t *testing.T) {
+	ctl, _, admin, vm := setup(t)
+	ctx := context.Background()
+	if _, err := ctl.CreateUser(ctx, admin, jit.NewUser{Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateRoleBinding(ctx, admin, jit.RoleBinding{User: "bob", Role: jit.RoleRequester, Group: "prod"}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := ctl.CreateToken(ctx, admin, jit.NewToken{User: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := ctl.Authenticate(ctx, tk.Secret, netip.MustParseAddr("198.51.100.8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.RequestAccess(ctx, bob, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: []jit.PortRequest{{Number: 22}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.DeleteUser(ctx, admin, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{User: "bob"})
+	if err != nil || len(gs) != 1 || gs[0].Status != jit.GrantRevoked {
+		t.Fatalf("bob's grant after deleting bob: %+v %v", gs, err)
+	}
+	st, err := ctl.DesiredState(ctx, admin, vm.ID)
+	if err != nil || len(st.Grants) != 0 {
+		t.Fatalf("desired state still opens bob's grant: %+v %v", st, err)
+	}
+
+	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroller, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ctl.Enroll(ctx, enroller, jit.Enrollment{Name: "web-9", OS: "linux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.DeleteVM(ctx, admin, e.VM.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Authenticate(ctx, e.Secret, netip.MustParseAddr("198.51.100.10")); jit.ErrorCode(err) != jit.EUnauthorized {
+		t.Fatalf("agent credential of a deleted VM: %v, want unauthorized", err)
+	}
+}
+
+// TestCloudVMsOnlyByAdmins: a jit-admin cannot claim a cloud resource by
+// registering a VM with its external id; an admin cannot register it twice.
+func TestCloudVMsOnlyByAdmins(t *testing.T) {
+	ctl, _, admin, _ := setup(t)
+	ctx := context.Background()
+	if _, err := ctl.CreateGroup(ctx, admin, "evil"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateUser(ctx, admin, jit.NewUser{Name: "mallory"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateRoleBinding(ctx, admin, jit.RoleBinding{User: "mallory", Role: jit.RoleJITAdmin, Group: "evil"}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := ctl.CreateToken(ctx, admin, jit.NewToken{User: "mallory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory, err := ctl.Authenticate(ctx, tk.Secret, netip.MustParseAddr("198.51.100.66"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm := "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web1"
+	if _, err := ctl.CreateVM(ctx, mallory, jit.NewVM{Name: "copy", Group: "evil", Backend: jit.BackendAzure, ExternalID: arm}); jit.ErrorCode(err) != jit.EForbidden {
+		t.Fatalf("jit-admin registering an Azure VM: %v, want forbidden", err)
+	}
+	if _, err := ctl.CreateVM(ctx, mallory, jit.NewVM{Name: "plain", Group: "evil"}); err != nil {
+		t.Fatalf("jit-admin registering an agent VM: %v", err)
+	}
+	if _, err := ctl.CreateVM(ctx, admin, jit.NewVM{Name: "web1", Group: "prod", Backend: jit.BackendAzure, ExternalID: arm}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ctl.CreateVM(ctx, admin, jit.NewVM{Name: "web1-again", Group: "evil", Backend: jit.BackendAzure, ExternalID: strings.ToUpper(arm)})
+	if jit.ErrorCode(err) != jit.EConflict || jit.ErrorTarget(err) != "externalId" {
+		t.Fatalf("second VM with the same external id: %v, want conflict on externalId", err)
 	}
 }

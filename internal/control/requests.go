@@ -255,11 +255,13 @@ func (c *Control) ListRequests(ctx context.Context, a *Actor, user string, limit
 	return out, err
 }
 
-// remaining is the whole seconds from now to end, rounded up.
+// remaining is the whole seconds from now to end, rounded to the nearest:
+// kernel timeouts count whole seconds, so a grant ends within half a
+// second of its end time.
 func remaining(end, now time.Time) int64 {
 	d := end.Sub(now)
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + time.Second - 1) / time.Second)
+	return int64((d + time.Second/2) / time.Second)
 }

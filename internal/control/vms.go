@@ -112,6 +112,12 @@ func (c *Control) CreateVM(ctx context.Context, a *Actor, n jit.NewVM) (jit.VM, 
 	if err := a.require(jit.PermManageVMs, n.Group, "register VMs"); err != nil {
 		return jit.VM{}, err
 	}
+	// A cloud VM's external id names the cloud resource whose firewall
+	// ajar edits: only admins may claim one by hand (discovery registers
+	// cloud VMs as the system).
+	if (n.Backend != jit.BackendAgent || n.ExternalID != "") && !a.Can(jit.PermAdmin, "") {
+		return jit.VM{}, &jit.Error{Code: jit.EForbidden, Message: a.Name() + " may not register cloud VMs or external ids (admins only; Azure VMs come from discovery)", Target: "backend"}
+	}
 	vm := jit.VM{ID: NewID(), Name: n.Name, Group: n.Group, Backend: n.Backend, OS: n.OS, Addresses: n.Addresses,
 		Labels: n.Labels, ExternalID: n.ExternalID, CreatedAt: c.Now()}
 	err := c.store.Update(ctx, func(tx store.Tx) error {

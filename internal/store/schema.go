@@ -22,6 +22,7 @@ var Migrations = []string{
 		report TEXT,
 		UNIQUE (grp, name)
 	);
+	CREATE UNIQUE INDEX vms_external_id ON vms (backend, lower(external_id)) WHERE external_id <> '';
 	CREATE TABLE policies (
 		vm_id TEXT PRIMARY KEY REFERENCES vms (id),
 		body TEXT NOT NULL,

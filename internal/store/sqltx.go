@@ -234,6 +234,12 @@ func (t *SQLTx) CreateVM(vm *jit.VM) error {
 	_, err := t.exec(`INSERT INTO vms (`+vmCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
 		vm.ID, vm.Name, vm.Group, vm.Backend, vm.OS, toJSON(vm.Addresses), toJSON(vm.Labels), vm.ExternalID, nanos(vm.CreatedAt), vm.Revision)
 	if jit.ErrorCode(err) == jit.EConflict {
+		if vm.ExternalID != "" {
+			var n int
+			if t.row(`SELECT COUNT(*) FROM vms WHERE backend = ? AND lower(external_id) = lower(?)`, vm.Backend, vm.ExternalID).Scan(&n) == nil && n > 0 {
+				return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
+			}
+		}
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
 	}
 	return err
@@ -306,8 +312,10 @@ func (t *SQLTx) UpdateVM(vm jit.VM) error {
 }
 
 func (t *SQLTx) DeleteVM(id string) error {
-	if _, err := t.exec(`DELETE FROM policies WHERE vm_id = ?`, id); err != nil {
-		return err
+	for _, q := range []string{`DELETE FROM policies WHERE vm_id = ?`, `DELETE FROM tokens WHERE vm_id = ?`} {
+		if _, err := t.exec(q, id); err != nil {
+			return err
+		}
 	}
 	r, err := t.exec(`DELETE FROM vms WHERE id = ?`, id)
 	if err != nil {

@@ -422,7 +422,16 @@ func TestConsole(t *testing.T) {
 	}
 	shot.take(ctx, "machine-requester")
 	run(t, ctx, "revoke own", click("#grants [data-revoke]"), visible(".banner.ok"))
-	if gs, _ := api.ListGrants(bg, f.web.ID, jit.GrantActive, ""); len(gs) != 1 || gs[0].ID != other.Grants[0].ID {
+	// The success banner of the request may still be showing: wait (a
+	// bounded while) for the revocation itself.
+	var gs []jit.Grant
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		gs, _ = api.ListGrants(bg, f.web.ID, jit.GrantActive, "")
+		if (len(gs) == 1 && gs[0].ID == other.Grants[0].ID) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(gs) != 1 || gs[0].ID != other.Grants[0].ID {
 		t.Errorf("after the requester revoked their own grant, active grants are %+v", gs)
 	}
 

@@ -132,7 +132,7 @@ func (c *Control) DeleteUser(ctx context.Context, a *Actor, name string) error {
 			}
 			if !bumped[g.VMID] {
 				bumped[g.VMID] = true
-				if _, err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+				if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
 					return err
 				}
 			}

@@ -191,7 +191,7 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 					return err
 				}
 			}
-			if _, err := tx.BumpRevision(vm.ID); err != nil {
+			if err := tx.BumpRevision(vm.ID); err != nil {
 				return err
 			}
 			if err := tx.AppendEvent(c.event(a, op, jit.OutcomeSuccess, &vm, azurePolicyDetails{p, azureID})); err != nil {
@@ -249,7 +249,7 @@ func (c *Control) leaveAzurePolicy(tx store.Tx, a *Actor, key AzureKey, d AzureD
 				return err
 			}
 		}
-		if _, err := tx.BumpRevision(vm.ID); err != nil {
+		if err := tx.BumpRevision(vm.ID); err != nil {
 			return err
 		}
 		if err := tx.AppendEvent(c.event(a, jit.OpPolicyDelete, jit.OutcomeSuccess, &vm, map[string]string{"azurePolicy": azureID})); err != nil {

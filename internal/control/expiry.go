@@ -102,7 +102,7 @@ func (c *Control) ExpireDue(ctx context.Context) (int, error) {
 				}
 				if !bumped[g.VMID] {
 					bumped[g.VMID] = true
-					if _, err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+					if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
 						return err
 					}
 				}

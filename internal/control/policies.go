@@ -56,7 +56,7 @@ func (c *Control) PutPolicy(ctx context.Context, a *Actor, vmID string, p jit.Po
 				}
 			}
 		}
-		if _, err := tx.BumpRevision(vmID); err != nil {
+		if err := tx.BumpRevision(vmID); err != nil {
 			return err
 		}
 		return tx.AppendEvent(c.event(a, op, jit.OutcomeSuccess, &vm, p))
@@ -90,7 +90,7 @@ func (c *Control) DeletePolicy(ctx context.Context, a *Actor, vmID string) error
 		if err := c.endAll(tx, a, vm, "JIT disabled"); err != nil {
 			return err
 		}
-		if _, err := tx.BumpRevision(vmID); err != nil {
+		if err := tx.BumpRevision(vmID); err != nil {
 			return err
 		}
 		return tx.AppendEvent(c.event(a, jit.OpPolicyDelete, jit.OutcomeSuccess, &vm, nil))

@@ -118,7 +118,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 			events = append(events, c.event(a, jit.OpGrantOpen, jit.OutcomeSuccess, &o.vm, grantDetails(g)))
 			out = append(out, g)
 		}
-		if _, err := tx.BumpRevision(o.vm.ID); err != nil {
+		if err := tx.BumpRevision(o.vm.ID); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -198,7 +198,7 @@ func (c *Control) Revoke(ctx context.Context, a *Actor, id string) (jit.Grant, e
 		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "revoked by "+a.Name()); err != nil {
 			return err
 		}
-		if _, err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+		if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
 			return err
 		}
 		out, err = tx.GetGrant(id)

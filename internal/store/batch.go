@@ -26,7 +26,7 @@ type Batcher struct {
 	log     *slog.Logger
 
 	conn *Conn
-	head ChainHead // the log's head within the open transaction
+	head ChainHead // the log's head within the open transaction (see flush)
 	// spOpen is true while the previous job's savepoint is still open:
 	// the next job releases it and opens its own in one round trip.
 	spOpen bool
@@ -118,7 +118,10 @@ func (b *Batcher) run() {
 			b.end(ctx, `ROLLBACK`)
 			continue
 		}
-		err := b.notify(ctx, ok)
+		err := b.flush(ctx, ok)
+		if err == nil {
+			err = b.notify(ctx, ok)
+		}
 		if err == nil {
 			err = b.end(ctx, `COMMIT`)
 		} else {
@@ -138,6 +141,32 @@ func (b *Batcher) run() {
 			j.done <- nil
 		}
 	}
+}
+
+// flush writes what the batch's updates deferred to the commit: one
+// revision bump per changed VM and the activity events, in job order, in
+// one statement each.
+func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
+	var ids []string
+	var events []*jit.Event
+	seen := map[string]bool{}
+	for _, j := range jobs {
+		events = append(events, j.tx.Events...)
+		for _, id := range j.tx.Changed {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	t := &SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}
+	if err := t.bumpRevisions(ids); err != nil {
+		return fmt.Errorf("bump revisions: %w", err)
+	}
+	if err := t.appendEvents(&b.head, events); err != nil {
+		return fmt.Errorf("append activity events: %w", err)
+	}
+	return nil
 }
 
 // notify announces the VMs the batch changed, when the database carries
@@ -218,15 +247,13 @@ func (b *Batcher) runJob(j *job) (err error) {
 		return fmt.Errorf("savepoint: %w", err)
 	}
 	b.spOpen = true
-	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect, Head: &b.head}
-	head := b.head
+	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect}
 	defer func() {
 		if p := recover(); p != nil {
 			b.log.Error("panic in update", "panic", p)
 			err = fmt.Errorf("panic in update: %v", p)
 		}
 		if err != nil {
-			b.head = head // the job's appends are undone
 			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}

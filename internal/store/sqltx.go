@@ -46,11 +46,11 @@ type SQLTx struct {
 	Ctx     context.Context
 	Q       Querier
 	Dialect *Dialect
-	// Changed collects the VMs whose revision this transaction bumped.
+	// Changed collects the VMs whose revision this transaction bumps at
+	// commit, and Events the activity events it appends then; the
+	// Batcher writes both for a whole batch at once (see flush).
 	Changed []string
-	// Head, when set, carries the log's head across the appends of a
-	// write transaction that is the only writer (see Batcher).
-	Head *ChainHead
+	Events  []*jit.Event
 }
 
 func (t *SQLTx) rebind(q string) string {
@@ -328,17 +328,22 @@ func (t *SQLTx) DeleteVM(id string) error {
 	return nil
 }
 
-func (t *SQLTx) BumpRevision(vmID string) (int64, error) {
-	var rev int64
-	err := t.row(`UPDATE vms SET revision = revision + 1 WHERE id = ? RETURNING revision`, vmID).Scan(&rev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, jit.Errorf(jit.ENotFound, "VM %s not found", vmID)
-	}
-	if err != nil {
-		return 0, err
-	}
+func (t *SQLTx) BumpRevision(vmID string) error {
 	t.Changed = append(t.Changed, vmID)
-	return rev, nil
+	return nil
+}
+
+// bumpRevisions increases the revision of the VMs, once each.
+func (t *SQLTx) bumpRevisions(ids []string) error {
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		w, args := in(nil, nil, "id", ids[:n])
+		if _, err := t.exec(`UPDATE vms SET revision = revision + 1`+whereClause(w), args...); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
 }
 
 func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
@@ -788,41 +793,45 @@ func (t *SQLTx) DeleteRoleBinding(id string) error {
 const eventCols = `seq, time, actor, actor_address, vm_id, grp, operation, outcome, details, prev_hash, hash`
 
 func (t *SQLTx) AppendEvent(events ...*jit.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	head := t.Head
-	if head == nil || !head.Known {
+	t.Events = append(t.Events, events...)
+	return nil
+}
+
+// appendEvents writes events after head, chaining each to the one before,
+// and moves head on.
+func (t *SQLTx) appendEvents(head *ChainHead, events []*jit.Event) error {
+	if !head.Known {
 		var seq sql.NullInt64
 		var prev sql.NullString
 		err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if head == nil {
-			head = &ChainHead{}
-		}
 		*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
 	}
-	seq, prev := head.Seq, head.Hash
-	args := make([]any, 0, 11*len(events))
-	for _, e := range events {
-		e.Seq, e.PrevHash = seq+1, prev
-		e.Time = e.Time.UTC()
-		if len(e.Details) == 0 {
-			e.Details = json.RawMessage("{}")
+	for len(events) > 0 {
+		chunk := events[:min(len(events), 300)]
+		events = events[len(chunk):]
+		seq, prev := head.Seq, head.Hash
+		args := make([]any, 0, 11*len(chunk))
+		for _, e := range chunk {
+			e.Seq, e.PrevHash = seq+1, prev
+			e.Time = e.Time.UTC()
+			if len(e.Details) == 0 {
+				e.Details = json.RawMessage("{}")
+			}
+			e.Hash = e.ComputeHash()
+			seq, prev = e.Seq, e.Hash
+			args = append(args, e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
 		}
-		e.Hash = e.ComputeHash()
-		seq, prev = e.Seq, e.Hash
-		args = append(args, e.Seq, nanos(e.Time), e.Actor, e.ActorAddress, e.VMID, e.Group, e.Operation, e.Outcome, string(e.Details), e.PrevHash, e.Hash)
+		row := "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+		q := `INSERT INTO events (` + eventCols + `) VALUES ` + row + strings.Repeat(", "+row, len(chunk)-1)
+		if _, err := t.exec(q, args...); err != nil {
+			head.Known = false
+			return err
+		}
+		head.Seq, head.Hash = seq, prev
 	}
-	row := "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-	q := `INSERT INTO events (` + eventCols + `) VALUES ` + row + strings.Repeat(", "+row, len(events)-1)
-	if _, err := t.exec(q, args...); err != nil {
-		head.Known = false
-		return err
-	}
-	head.Seq, head.Hash = seq, prev
 	return nil
 }
 

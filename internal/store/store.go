@@ -42,9 +42,10 @@ type Tx interface {
 	DeleteVM(id string) error
 	// UpdateVM changes the VM's OS, addresses, labels and external id.
 	UpdateVM(vm jit.VM) error
-	// BumpRevision marks the VM's desired state changed and returns the new
-	// revision; watchers of the VM hear of it once the transaction commits.
-	BumpRevision(vmID string) (int64, error)
+	// BumpRevision marks the VM's desired state changed: its revision
+	// increases when the transaction commits, and watchers of the VM hear
+	// of it then.
+	BumpRevision(vmID string) error
 	SetReport(vmID string, r *jit.Report) error
 
 	PutPolicy(p jit.Policy) error
@@ -85,8 +86,9 @@ type Tx interface {
 	ListRoleBindings(user string) ([]jit.RoleBinding, error)
 	DeleteRoleBinding(id string) error
 
-	// AppendEvent fills in the events' sequence numbers and hashes and
-	// appends them, in order, to the activity log.
+	// AppendEvent appends events, in order, to the activity log when the
+	// transaction commits; their sequence numbers and hashes are filled in
+	// then (the log is written once per commit, in one statement).
 	AppendEvent(events ...*jit.Event) error
 	ListEvents(f EventFilter) ([]jit.Event, error)
 	// WalkEvents calls fn for every event in sequence order until it

@@ -173,7 +173,7 @@ func TestReplicaChanges(t *testing.T) {
 	var delays []time.Duration
 	for range rounds {
 		start := time.Now() // before the commit: the delays are upper bounds
-		update(t, a, func(tx store.Tx) error { _, err := tx.BumpRevision("vm1"); return err })
+		update(t, a, func(tx store.Tx) error { return tx.BumpRevision("vm1") })
 		select {
 		case id := <-ch:
 			if id != "vm1" {
@@ -229,7 +229,7 @@ func TestListenerReconnects(t *testing.T) {
 		}
 	}
 	expect(store.AllVMs)
-	update(t, db, func(tx store.Tx) error { _, err := tx.BumpRevision("vm1"); return err })
+	update(t, db, func(tx store.Tx) error { return tx.BumpRevision("vm1") })
 	expect("vm1")
 }
 
@@ -260,7 +260,7 @@ func TestNoDeadlockAcrossReplicas(t *testing.T) {
 				runs.Add(1)
 				e := &jit.Event{Time: t0, Actor: "x", Operation: jit.OpPolicyUpdate, Outcome: jit.OutcomeSuccess}
 				if i%4 < 2 {
-					if _, err := tx.BumpRevision("vm1"); err != nil {
+					if err := tx.BumpRevision("vm1"); err != nil {
 						return err
 					}
 					return tx.AppendEvent(e)
@@ -268,8 +268,7 @@ func TestNoDeadlockAcrossReplicas(t *testing.T) {
 				if err := tx.AppendEvent(e); err != nil {
 					return err
 				}
-				_, err := tx.BumpRevision("vm1")
-				return err
+				return tx.BumpRevision("vm1")
 			})
 		})
 	}
@@ -291,8 +290,10 @@ func TestNoDeadlockAcrossReplicas(t *testing.T) {
 		if err := tx.WalkEvents(v.Add); err != nil {
 			return err
 		}
-		if vm.Revision != 1+n || v.Events != n || v.BadSeq != 0 {
-			t.Errorf("revision %d (want %d), %d events (want %d), chain bad at %d", vm.Revision, 1+n, v.Events, n, v.BadSeq)
+		// A revision moves once per commit, and concurrent updates share
+		// commits: more than one commit, at most one per update.
+		if vm.Revision < 3 || vm.Revision > 1+n || v.Events != n || v.BadSeq != 0 {
+			t.Errorf("revision %d (want 3..%d), %d events (want %d), chain bad at %d", vm.Revision, 1+n, v.Events, n, v.BadSeq)
 		}
 		return nil
 	})

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -29,11 +30,16 @@ type Control struct {
 	now   func() time.Time
 
 	hub hub
+
+	// The expirer's wake-up for grants opened here (see noteEnd).
+	kick      chan struct{}
+	soonestMu sync.Mutex
+	soonest   time.Time
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
-	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}}
+	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1)}
 }
 
 // Store returns the store, for the adapters' own reads.

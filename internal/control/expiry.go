@@ -11,25 +11,35 @@ import (
 // expireBatch bounds how many grants one expiry transaction ends.
 const expireBatch = 500
 
+// refreshEvery bounds how often the expirer re-reads the earliest end time
+// because of changes committed elsewhere (another server's grants: that
+// server ends them on time itself; this one only backs it up).
+const refreshEvery = time.Second
+
 // RunExpirer ends grants at their end time until ctx ends: it sleeps until
-// the earliest end time of the active grants (no periodic scan), wakes when
-// a committed change (here or on another server) may bring an earlier one,
-// and at start ends everything already past its end, with its real end
-// time.
+// the earliest end time of the active grants (no periodic scan). Grants
+// opened here move its timer at once (noteEnd); changes committed by other
+// servers make it re-read the earliest end time, at most every
+// refreshEvery. At start it ends everything already past its end, with its
+// real end time.
 func (c *Control) RunExpirer(ctx context.Context) error {
 	changes := c.store.Changes(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	expire := true // at start: end what ended while we were stopped
+	refresh := time.NewTimer(time.Hour)
+	defer refresh.Stop()
+	expire, reread := true, true
+	var target, lastRead time.Time
 	for {
-		wait := time.Hour
 		if expire {
 			if _, err := c.ExpireDue(ctx); err != nil && ctx.Err() == nil {
 				c.log.Error("expire grants", "err", err)
-				wait = time.Second // retry soon
+				target, reread = c.Now().Add(time.Second), false // retry soon
+			} else {
+				reread = true
 			}
 		}
-		if wait == time.Hour {
+		if reread {
 			var next time.Time
 			var ok bool
 			err := c.store.View(ctx, func(tx store.Tx) error {
@@ -37,38 +47,79 @@ func (c *Control) RunExpirer(ctx context.Context) error {
 				next, ok, err = tx.NextGrantEnd()
 				return err
 			})
+			lastRead = c.Now()
 			switch {
 			case err != nil:
-				wait = time.Second
+				target = lastRead.Add(time.Second)
 			case ok:
-				wait = max(0, next.Sub(c.Now()))
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
+				target = next
 			default:
+				target = lastRead.Add(time.Hour)
 			}
 		}
-		timer.Reset(wait)
+		stopTimer(timer)
+		timer.Reset(max(0, target.Sub(c.Now())))
+		expire, reread = false, false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 			expire = true
-		case <-changes:
-			// A change (here or on another server) may bring an earlier
-			// end time; take every change already waiting at once.
-			expire = false
-			for drained := false; !drained; {
+		case <-c.kick:
+			if end := c.takeSoonest(); !end.IsZero() && end.Before(target) {
+				target = end
+			}
+		case _, ok := <-changes:
+			if !ok {
+				return nil
+			}
+			for drained := false; !drained; { // take every change already waiting
 				select {
 				case <-changes:
 				default:
 					drained = true
 				}
 			}
+			if wait := refreshEvery - c.Now().Sub(lastRead); wait > 0 {
+				stopTimer(refresh)
+				refresh.Reset(wait)
+			} else {
+				reread = true
+			}
+		case <-refresh.C:
+			reread = true
 		}
 	}
+}
+
+func stopTimer(t *time.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+}
+
+// noteEnd tells the expirer of a grant opened here that ends at end.
+func (c *Control) noteEnd(end time.Time) {
+	c.soonestMu.Lock()
+	if c.soonest.IsZero() || end.Before(c.soonest) {
+		c.soonest = end
+	}
+	c.soonestMu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Control) takeSoonest() time.Time {
+	c.soonestMu.Lock()
+	defer c.soonestMu.Unlock()
+	t := c.soonest
+	c.soonest = time.Time{}
+	return t
 }
 
 // ExpireDue ends every active grant whose end time has passed and returns

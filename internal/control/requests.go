@@ -42,6 +42,9 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 		}
 		return jit.Request{}, err
 	}
+	for _, g := range req.Grants {
+		c.noteEnd(g.EndTime)
+	}
 	return req, nil
 }
 

@@ -201,6 +201,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { ctl.RunWatchHub(bg) })
 	wg.Go(func() { runAzure(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
+	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
 
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
 	log.Info("ajard stopped")

@@ -81,3 +81,33 @@ func (c *Control) VerifyAnchored(ctx context.Context, a *Actor, anchor *jit.Anch
 	}
 	return out, err
 }
+
+// RunHeadLog writes the activity log's head (sequence number and hash) to
+// the server's own log every interval, until ctx ends: shipped off the
+// host with the logs, these lines are anchors that `ajar log verify
+// --anchor` can check the database against later.
+func (c *Control) RunHeadLog(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		var head []jit.Event
+		err := c.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			head, err = tx.ListEvents(store.EventFilter{Desc: true, Limit: 1})
+			return err
+		})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Error("read the activity log head", "err", err)
+		case len(head) == 1 && head[0].Seq != last:
+			last = head[0].Seq
+			c.log.Info("activity log head", "anchor", jit.Anchor{Seq: head[0].Seq, Hash: head[0].Hash}.String())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -234,3 +234,60 @@ func TestCloudVMsOnlyByAdmins(t *testing.T) {
 		t.Fatalf("second VM with the same external id: %v, want conflict on externalId", err)
 	}
 }
+
+// TestHeadLog checks that the server logs the activity log's head as an
+// anchor that verifies.
+func TestHeadLog(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ajar.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctl := control.New(db, log, time.Now)
+	secret, err := ctl.Bootstrap(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { ctl.RunHeadLog(ctx, time.Hour); close(done) }()
+	var anchor string
+	for deadline := time.Now().Add(5 * time.Second); anchor == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, a, ok := strings.Cut(buf.String(), "anchor="); ok {
+			anchor = strings.Fields(a)[0]
+		}
+	}
+	cancel()
+	<-done
+	an, err := jit.ParseAnchor(anchor)
+	if err != nil {
+		t.Fatalf("no anchor logged: %v\n%s", err, buf.String())
+	}
+	admin, err := ctl.Authenticate(context.Background(), secret, netip.MustParseAddr("198.51.100.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ctl.VerifyAnchored(context.Background(), admin, &an)
+	if err != nil || !v.OK {
+		t.Fatalf("the logged anchor does not verify: %+v %v", v, err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -21,8 +21,9 @@ func TestStory(t *testing.T) {
 	aliceTok := user(t, s, "alice", jit.RoleRequester, "prod")
 	alice := s.Client(aliceTok)
 
+	// The subtests share one server and compare its state before and
+	// after, so they run one after another.
 	t.Run("expiry", func(t *testing.T) {
-		t.Parallel()
 		ctx := t.Context()
 		v := vm(t, opsc, "prod", "web-1")
 		p := policy(t, opsc, v.ID, false, rule(22, "tcp", "PT1H"))
@@ -75,7 +76,6 @@ func TestStory(t *testing.T) {
 	})
 
 	t.Run("supersede", func(t *testing.T) {
-		t.Parallel()
 		v := vm(t, opsc, "prod", "web-2")
 		policy(t, opsc, v.ID, false, rule(22, "TCP", "PT1H"))
 		first := request(t, alice, v.ID, port(22, "PT10M")).Grants[0]
@@ -99,7 +99,6 @@ func TestStory(t *testing.T) {
 	})
 
 	t.Run("revoke", func(t *testing.T) {
-		t.Parallel()
 		v := vm(t, opsc, "prod", "web-3")
 		policy(t, opsc, v.ID, false, rule(22, "TCP", "PT1H"))
 		g := request(t, alice, v.ID, port(22, "PT10M")).Grants[0]

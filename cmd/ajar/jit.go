@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -99,22 +100,16 @@ func (a *app) jitDisableCommand() *cobra.Command {
 		Short: "Disable JIT on a VM: remove the lock and end its grants",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			vm, err := resolveVM(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeletePolicy(cmd.Context(), vm.ID); err != nil {
-				return err
-			}
-			if a.asJSON() {
-				return a.printJSON(map[string]string{"disabled": vm.ID})
-			}
-			fmt.Fprintf(a.stdout, "JIT disabled on %s/%s.\n", vm.Group, vm.Name)
-			return nil
+			return a.onVM(cmd.Context(), args[0], func(c *client.Client, vm jit.VMView) error {
+				if err := c.DeletePolicy(cmd.Context(), vm.ID); err != nil {
+					return err
+				}
+				if a.asJSON() {
+					return a.printJSON(map[string]string{"disabled": vm.ID})
+				}
+				fmt.Fprintf(a.stdout, "JIT disabled on %s/%s.\n", vm.Group, vm.Name)
+				return nil
+			})
 		},
 	}
 }
@@ -125,23 +120,17 @@ func (a *app) jitShowCommand() *cobra.Command {
 		Short: "Show a VM's JIT policy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			vm, err := resolveVM(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			p, err := c.GetPolicy(cmd.Context(), vm.ID)
-			if err != nil {
-				return err
-			}
-			if a.asJSON() {
-				return a.printJSON(p)
-			}
-			printPolicy(a, p)
-			return nil
+			return a.onVM(cmd.Context(), args[0], func(c *client.Client, vm jit.VMView) error {
+				p, err := c.GetPolicy(cmd.Context(), vm.ID)
+				if err != nil {
+					return err
+				}
+				if a.asJSON() {
+					return a.printJSON(p)
+				}
+				printPolicy(a, p)
+				return nil
+			})
 		},
 	}
 }

@@ -154,6 +154,20 @@ func parsePort(s string) (port int, proto string, err error) {
 
 // resolveVM finds a VM by name, group/name or id. A name used in several
 // groups is an error that lists the groups.
+// onVM runs fn with a client and the VM that ref names: the common start
+// of the commands that take one VM argument.
+func (a *app) onVM(ctx context.Context, ref string, fn func(c *client.Client, vm jit.VMView) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	vm, err := resolveVM(ctx, c, ref)
+	if err != nil {
+		return err
+	}
+	return fn(c, vm)
+}
+
 func resolveVM(ctx context.Context, c *client.Client, ref string) (jit.VMView, error) {
 	if group, name, ok := strings.Cut(ref, "/"); ok {
 		vms, err := c.ListVMs(ctx, group, "", name)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -127,47 +128,41 @@ func (a *app) vmShowCommand() *cobra.Command {
 		Short: "Show a VM, its JIT state and policy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			v, err := resolveVM(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			if a.asJSON() {
-				return a.printJSON(v)
-			}
-			t := newTable(a.stdout)
-			t.row("ID:", v.ID)
-			t.row("Name:", v.Name)
-			t.row("Group:", v.Group)
-			t.row("Backend:", v.Backend)
-			t.row("OS:", v.OS)
-			t.row("Addresses:", strings.Join(v.Addresses, ", "))
-			t.row("Labels:", fmtLabels(v.Labels))
-			t.row("JIT:", v.Classification.JIT)
-			if hr := healthReason(v); hr != "" {
-				t.row("Health/reason:", hr)
-			}
-			t.row("Active grants:", v.ActiveGrants)
-			t.row("Approved (7d):", v.ApprovedLast7d)
-			t.row("Last access:", strings.TrimSpace(fmtTimePtr(v.LastAccess)+" "+v.LastUser))
-			if v.Report != nil {
-				t.row("Last report:", fmtTime(v.Report.Time))
-			}
-			for _, s := range v.ShadowedRules {
-				t.row("Shadowed rule:", s)
-			}
-			t.flush()
-			if v.Policy != nil {
-				fmt.Fprintln(a.stdout, "\nJIT policy:")
-				printPolicy(a, *v.Policy)
-			} else if len(v.Recommended) > 0 {
-				fmt.Fprintln(a.stdout, "\nRecommended ports (ajar jit enable):")
-				printRules(a, v.Recommended)
-			}
-			return nil
+			return a.onVM(cmd.Context(), args[0], func(c *client.Client, v jit.VMView) error {
+				if a.asJSON() {
+					return a.printJSON(v)
+				}
+				t := newTable(a.stdout)
+				t.row("ID:", v.ID)
+				t.row("Name:", v.Name)
+				t.row("Group:", v.Group)
+				t.row("Backend:", v.Backend)
+				t.row("OS:", v.OS)
+				t.row("Addresses:", strings.Join(v.Addresses, ", "))
+				t.row("Labels:", fmtLabels(v.Labels))
+				t.row("JIT:", v.Classification.JIT)
+				if hr := healthReason(v); hr != "" {
+					t.row("Health/reason:", hr)
+				}
+				t.row("Active grants:", v.ActiveGrants)
+				t.row("Approved (7d):", v.ApprovedLast7d)
+				t.row("Last access:", strings.TrimSpace(fmtTimePtr(v.LastAccess)+" "+v.LastUser))
+				if v.Report != nil {
+					t.row("Last report:", fmtTime(v.Report.Time))
+				}
+				for _, s := range v.ShadowedRules {
+					t.row("Shadowed rule:", s)
+				}
+				t.flush()
+				if v.Policy != nil {
+					fmt.Fprintln(a.stdout, "\nJIT policy:")
+					printPolicy(a, *v.Policy)
+				} else if len(v.Recommended) > 0 {
+					fmt.Fprintln(a.stdout, "\nRecommended ports (ajar jit enable):")
+					printRules(a, v.Recommended)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -228,22 +223,16 @@ func (a *app) vmRmCommand() *cobra.Command {
 		Short: "Remove a VM",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			v, err := resolveVM(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.DeleteVM(cmd.Context(), v.ID); err != nil {
-				return err
-			}
-			if a.asJSON() {
-				return a.printJSON(map[string]string{"deleted": v.ID})
-			}
-			fmt.Fprintf(a.stdout, "Removed VM %s/%s.\n", v.Group, v.Name)
-			return nil
+			return a.onVM(cmd.Context(), args[0], func(c *client.Client, v jit.VMView) error {
+				if err := c.DeleteVM(cmd.Context(), v.ID); err != nil {
+					return err
+				}
+				if a.asJSON() {
+					return a.printJSON(map[string]string{"deleted": v.ID})
+				}
+				fmt.Fprintf(a.stdout, "Removed VM %s/%s.\n", v.Group, v.Name)
+				return nil
+			})
 		},
 	}
 }

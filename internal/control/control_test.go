@@ -57,6 +57,28 @@ func setup(t *testing.T) (*control.Control, *clock, *control.Actor, jit.VM) {
 	return ctl, clk, admin, vm
 }
 
+// actor creates a user with one role in one group and returns them as an
+// authenticated actor calling from addr.
+func actor(t *testing.T, ctl *control.Control, admin *control.Actor, name, role, group, addr string) *control.Actor {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := ctl.CreateUser(ctx, admin, jit.NewUser{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.CreateRoleBinding(ctx, admin, jit.RoleBinding{User: name, Role: role, Group: group}); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := ctl.CreateToken(ctx, admin, jit.NewToken{User: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ctl.Authenticate(ctx, tk.Secret, netip.MustParseAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func events(t *testing.T, ctl *control.Control, a *control.Actor, op string) []jit.Event {
 	t.Helper()
 	ev, err := ctl.ListEvents(context.Background(), a, control.EventListFilter{Operation: op})
@@ -148,20 +170,7 @@ func TestAgentPresence(t *testing.T) {
 func TestOffboarding(t *testing.T) {
 	ctl, _, admin, vm := setup(t)
 	ctx := context.Background()
-	if _, err := ctl.CreateUser(ctx, admin, jit.NewUser{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ctl.CreateRoleBinding(ctx, admin, jit.RoleBinding{User: "bob", Role: jit.RoleRequester, Group: "prod"}); err != nil {
-		t.Fatal(err)
-	}
-	tk, err := ctl.CreateToken(ctx, admin, jit.NewToken{User: "bob"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob, err := ctl.Authenticate(ctx, tk.Secret, netip.MustParseAddr("198.51.100.8"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bob := actor(t, ctl, admin, "bob", jit.RoleRequester, "prod", "198.51.100.8")
 	if _, err := ctl.RequestAccess(ctx, bob, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: []jit.PortRequest{{Number: 22}}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -205,20 +214,7 @@ func TestCloudVMsOnlyByAdmins(t *testing.T) {
 	if _, err := ctl.CreateGroup(ctx, admin, "evil"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ctl.CreateUser(ctx, admin, jit.NewUser{Name: "mallory"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ctl.CreateRoleBinding(ctx, admin, jit.RoleBinding{User: "mallory", Role: jit.RoleJITAdmin, Group: "evil"}); err != nil {
-		t.Fatal(err)
-	}
-	tk, err := ctl.CreateToken(ctx, admin, jit.NewToken{User: "mallory"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mallory, err := ctl.Authenticate(ctx, tk.Secret, netip.MustParseAddr("198.51.100.66"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mallory := actor(t, ctl, admin, "mallory", jit.RoleJITAdmin, "evil", "198.51.100.66")
 	arm := "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/web1"
 	if _, err := ctl.CreateVM(ctx, mallory, jit.NewVM{Name: "copy", Group: "evil", Backend: jit.BackendAzure, ExternalID: arm}); jit.ErrorCode(err) != jit.EForbidden {
 		t.Fatalf("jit-admin registering an Azure VM: %v, want forbidden", err)
@@ -229,7 +225,7 @@ func TestCloudVMsOnlyByAdmins(t *testing.T) {
 	if _, err := ctl.CreateVM(ctx, admin, jit.NewVM{Name: "web1", Group: "prod", Backend: jit.BackendAzure, ExternalID: arm}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = ctl.CreateVM(ctx, admin, jit.NewVM{Name: "web1-again", Group: "evil", Backend: jit.BackendAzure, ExternalID: strings.ToUpper(arm)})
+	_, err := ctl.CreateVM(ctx, admin, jit.NewVM{Name: "web1-again", Group: "evil", Backend: jit.BackendAzure, ExternalID: strings.ToUpper(arm)})
 	if jit.ErrorCode(err) != jit.EConflict || jit.ErrorTarget(err) != "externalId" {
 		t.Fatalf("second VM with the same external id: %v, want conflict on externalId", err)
 	}

@@ -79,6 +79,25 @@ func actor(t *testing.T, ctl *control.Control, admin *control.Actor, name, role,
 	return a
 }
 
+// enroll enrolls an agent VM into group prod and returns its credential.
+func enroll(t *testing.T, ctl *control.Control, admin *control.Actor, name string) jit.Enrolled {
+	t.Helper()
+	ctx := context.Background()
+	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroller, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := ctl.Enroll(ctx, enroller, jit.Enrollment{Name: name, OS: "linux"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func events(t *testing.T, ctl *control.Control, a *control.Actor, op string) []jit.Event {
 	t.Helper()
 	ev, err := ctl.ListEvents(context.Background(), a, control.EventListFilter{Operation: op})
@@ -127,18 +146,7 @@ func TestExpiryWithInjectedClock(t *testing.T) {
 func TestAgentPresence(t *testing.T) {
 	ctl, clk, admin, _ := setup(t)
 	ctx := context.Background()
-	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enroller, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.10"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := ctl.Enroll(ctx, enroller, jit.Enrollment{Name: "web-1", OS: "linux"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := enroll(t, ctl, admin, "web-1")
 	agent, err := ctl.Authenticate(ctx, e.Secret, netip.MustParseAddr("198.51.100.10"))
 	if err != nil {
 		t.Fatal(err)
@@ -186,18 +194,7 @@ func TestOffboarding(t *testing.T) {
 		t.Fatalf("desired state still opens bob's grant: %+v %v", st, err)
 	}
 
-	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enroller, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.10"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := ctl.Enroll(ctx, enroller, jit.Enrollment{Name: "web-9", OS: "linux"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := enroll(t, ctl, admin, "web-9")
 	if err := ctl.DeleteVM(ctx, admin, e.VM.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -98,10 +98,8 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 		}
 		perVM = append(perVM, opened{vm, gs})
 	}
-	if err := tx.CreateRequest(*req); err != nil {
-		return nil, nil, err
-	}
-	var events []*jit.Event
+	// Supersede first: the lookups then read before anything of this
+	// request is written, and its inserts go to the database together.
 	for _, o := range perVM {
 		for _, g := range o.grants {
 			active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive, Port: g.Port, Source: g.Source})
@@ -115,6 +113,14 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 					}
 				}
 			}
+		}
+	}
+	if err := tx.CreateRequest(*req); err != nil {
+		return nil, nil, err
+	}
+	var events []*jit.Event
+	for _, o := range perVM {
+		for _, g := range o.grants {
 			if err := tx.CreateGrant(g); err != nil {
 				return nil, nil, err
 			}

@@ -20,7 +20,6 @@ const maxBatch = 256
 // disk flush, and, on PostgreSQL, one hold of the activity log's lock.
 type Batcher struct {
 	open    func(context.Context) (*Conn, error)
-	begin   string
 	dialect *Dialect
 	publish *Feed // nil when the database announces changes itself
 	log     *slog.Logger
@@ -28,7 +27,7 @@ type Batcher struct {
 	conn *Conn
 	head ChainHead // the log's head within the open transaction (see flush)
 	// spOpen is true while the previous job's savepoint is still open:
-	// the next job releases it and opens its own in one round trip.
+	// the next job releases it when it opens its own.
 	spOpen bool
 	jobs   chan *job
 	stop   chan struct{}
@@ -44,10 +43,10 @@ type job struct {
 }
 
 // NewBatcher starts a batcher. open returns the write connection (again
-// after a failure); begin is the statement that starts a transaction;
-// publish, when not nil, receives the VMs changed by each committed update.
-func NewBatcher(open func(context.Context) (*Conn, error), begin string, d *Dialect, publish *Feed, log *slog.Logger) *Batcher {
-	b := &Batcher{open: open, begin: begin, dialect: d, publish: publish, log: log,
+// after a failure); publish, when not nil, receives the VMs changed by each
+// committed update.
+func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *Feed, log *slog.Logger) *Batcher {
+	b := &Batcher{open: open, dialect: d, publish: publish, log: log,
 		jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
 	b.wg.Add(1)
 	go b.run()
@@ -120,9 +119,6 @@ func (b *Batcher) run() {
 		}
 		err := b.flush(ctx, ok)
 		if err == nil {
-			err = b.notify(ctx, ok)
-		}
-		if err == nil {
 			err = b.end(ctx, `COMMIT`)
 		} else {
 			b.end(ctx, `ROLLBACK`)
@@ -143,9 +139,10 @@ func (b *Batcher) run() {
 	}
 }
 
-// flush writes what the batch's updates deferred to the commit: one
-// revision bump per changed VM and the activity events, in job order, in
-// one statement each.
+// flush writes what the batch's updates deferred to the commit: the
+// activity events, in job order, one revision bump per changed VM and the
+// announcements of the changed VMs. The statements wait on the connection
+// and go with the COMMIT.
 func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
 	var ids []string
 	var events []*jit.Event
@@ -160,35 +157,18 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
 		}
 	}
 	t := &SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}
-	if err := t.bumpRevisions(ids); err != nil {
-		return fmt.Errorf("bump revisions: %w", err)
-	}
 	if err := t.appendEvents(&b.head, events); err != nil {
 		return fmt.Errorf("append activity events: %w", err)
 	}
-	return nil
-}
-
-// notify announces the VMs the batch changed, when the database carries
-// the announcements (PostgreSQL's NOTIFY, delivered at commit).
-func (b *Batcher) notify(ctx context.Context, jobs []*job) error {
-	if b.dialect.Notify == nil {
-		return nil
+	if err := t.bumpRevisions(ids); err != nil {
+		return fmt.Errorf("bump revisions: %w", err)
 	}
-	var ids []string
-	seen := map[string]bool{}
-	for _, j := range jobs {
-		for _, id := range j.tx.Changed {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
+	if b.dialect.Notify != nil && len(ids) > 0 {
+		for _, s := range b.dialect.Notify(ids) {
+			b.conn.Defer(s.Query, s.Args...)
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	return b.dialect.Notify(ctx, b.conn, ids)
+	return nil
 }
 
 // beginTx opens the connection if needed and begins a transaction.
@@ -201,24 +181,24 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 		}
 		b.conn = c
 	}
-	_, err := b.conn.ExecContext(ctx, b.begin)
-	if err == nil && b.dialect.LockChain != nil {
-		// Serialize write transactions across servers from their start:
-		// one lock order everywhere, so no deadlocks between replicas.
-		if err = b.dialect.LockChain(ctx, b.conn); err != nil {
-			b.conn.ExecContext(ctx, `ROLLBACK`)
-		}
-	}
-	if err != nil {
+	// On PostgreSQL this serializes write transactions across servers from
+	// their start: one lock order everywhere, so no deadlocks between
+	// replicas.
+	if _, err := b.conn.Send(ctx, b.dialect.Begin...); err != nil {
+		b.conn.ExecContext(ctx, `ROLLBACK`)
 		b.drop()
 		return fmt.Errorf("begin: %w", err)
 	}
 	return nil
 }
 
-// end commits or rolls back; on failure the connection is replaced.
+// end commits or rolls back, sending what waits on the connection with the
+// COMMIT; on failure the connection is replaced.
 func (b *Batcher) end(ctx context.Context, stmt string) error {
-	if _, err := b.conn.ExecContext(ctx, stmt); err != nil {
+	if stmt != `COMMIT` {
+		b.conn.Discard()
+	}
+	if _, err := b.conn.Send(ctx, Stmt{Query: stmt}); err != nil {
 		b.conn.ExecContext(ctx, `ROLLBACK`)
 		b.drop()
 		return err
@@ -235,26 +215,37 @@ func (b *Batcher) drop() {
 
 // runJob runs one job in a savepoint; on error or panic everything it
 // wrote is rolled back and the rest of the batch is unaffected. The
-// savepoint stays open until the next job or the commit, which saves a
-// round trip per job.
+// savepoint statements wait on the connection and travel with the job's
+// first round trip that carries writes (or with its writes at the end),
+// so they cost no round trip of their own; a job that wrote nothing never
+// sends them. The savepoint stays open until the next job or the commit.
 func (b *Batcher) runJob(j *job) (err error) {
-	q := b.conn
-	sp := `SAVEPOINT job`
+	c := b.conn
+	wasOpen, sends := b.spOpen, c.sends
 	if b.spOpen {
-		sp = `RELEASE SAVEPOINT job; SAVEPOINT job`
+		c.deferLazy(`RELEASE SAVEPOINT job`)
 	}
-	if _, err := q.ExecContext(j.ctx, sp); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
+	c.deferLazy(`SAVEPOINT job`)
 	b.spOpen = true
-	j.tx = &SQLTx{Ctx: j.ctx, Q: q, Dialect: b.dialect}
+	j.tx = &SQLTx{Ctx: j.ctx, Q: c, Dialect: b.dialect}
 	defer func() {
 		if p := recover(); p != nil {
 			b.log.Error("panic in update", "panic", p)
 			err = fmt.Errorf("panic in update: %v", p)
 		}
+		if err == nil {
+			if ferr := c.Flush(j.ctx); ferr != nil {
+				err = dbErr(ferr)
+			}
+		}
+		if c.sends == sends { // nothing of this job reached the database
+			c.Discard()
+			b.spOpen = wasOpen
+			return
+		}
 		if err != nil {
-			if _, rerr := q.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
+			c.Discard()
+			if _, rerr := c.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
 				err = errors.Join(err, rerr)
 			}
 		}

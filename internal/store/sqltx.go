@@ -24,13 +24,16 @@ type Querier interface {
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of ?.
 	Numbered bool
-	// LockChain runs when a write transaction begins, to serialize writers
-	// across connections (PostgreSQL); nil when writes are serial already.
-	LockChain func(ctx context.Context, q Querier) error
-	// Notify announces, inside the transaction about to commit, the VMs
-	// whose desired state it changed; nil when the adapter publishes
-	// changes itself after the commit.
-	Notify func(ctx context.Context, q Querier, vmIDs []string) error
+	// Begin starts a write transaction; on PostgreSQL it also takes the
+	// lock that serializes writers across servers.
+	Begin []Stmt
+	// Notify returns the statements that announce, inside the transaction
+	// about to commit, the VMs whose desired state it changed; nil when the
+	// adapter publishes changes itself after the commit.
+	Notify func(vmIDs []string) []Stmt
+	// Pipeline sends several statements in one round trip; nil when each
+	// statement is cheap (an embedded database).
+	Pipeline Pipeline
 }
 
 // ChainHead is the last event of the activity log as a write transaction
@@ -79,6 +82,25 @@ func (t *SQLTx) exec(q string, args ...any) (sql.Result, error) {
 	return r, nil
 }
 
+// deferrer is a connection that can hold writes back until its next round
+// trip (Conn).
+type deferrer interface {
+	Defer(q string, args ...any)
+	Flush(ctx context.Context) error
+}
+
+// write runs a write whose result nobody reads. On a Conn it waits for the
+// connection's next round trip and travels with it; a failure comes back
+// from that round trip (at the latest when the update ends).
+func (t *SQLTx) write(q string, args ...any) error {
+	if d, ok := t.Q.(deferrer); ok {
+		d.Defer(t.rebind(q), args...)
+		return nil
+	}
+	_, err := t.exec(q, args...)
+	return err
+}
+
 func (t *SQLTx) query(q string, args ...any) (*sql.Rows, error) {
 	r, err := t.Q.QueryContext(t.Ctx, t.rebind(q), args...)
 	if err != nil {
@@ -87,7 +109,19 @@ func (t *SQLTx) query(q string, args ...any) (*sql.Rows, error) {
 	return r, nil
 }
 
-func (t *SQLTx) row(q string, args ...any) *sql.Row {
+// scanner is a row to scan.
+type scanner interface{ Scan(...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (t *SQLTx) row(q string, args ...any) scanner {
+	if d, ok := t.Q.(deferrer); ok {
+		if err := d.Flush(t.Ctx); err != nil { // reads see the writes before them
+			return errRow{dbErr(err)}
+		}
+	}
 	return t.Q.QueryRowContext(t.Ctx, t.rebind(q), args...)
 }
 
@@ -197,7 +231,7 @@ func (t *SQLTx) ListGroups() ([]jit.Group, error) {
 
 const vmCols = `id, name, grp, backend, os, addresses, labels, external_id, created_at, revision, report`
 
-func scanVM(s interface{ Scan(...any) error }) (jit.VM, error) {
+func scanVM(s scanner) (jit.VM, error) {
 	var vm jit.VM
 	var addrs, labels string
 	var report sql.NullString
@@ -338,7 +372,7 @@ func (t *SQLTx) bumpRevisions(ids []string) error {
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
 		w, args := in(nil, nil, "id", ids[:n])
-		if _, err := t.exec(`UPDATE vms SET revision = revision + 1`+whereClause(w), args...); err != nil {
+		if err := t.write(`UPDATE vms SET revision = revision + 1`+whereClause(w), args...); err != nil {
 			return err
 		}
 		ids = ids[n:]
@@ -374,7 +408,7 @@ func (t *SQLTx) PutPolicy(p jit.Policy) error {
 	return err
 }
 
-func scanPolicy(s interface{ Scan(...any) error }) (jit.Policy, error) {
+func scanPolicy(s scanner) (jit.Policy, error) {
 	var vmID, body, by string
 	var upd int64
 	if err := s.Scan(&vmID, &body, &upd, &by); err != nil {
@@ -443,9 +477,8 @@ func (t *SQLTx) ListPolicies(f VMFilter) ([]jit.Policy, error) {
 // Requests and grants.
 
 func (t *SQLTx) CreateRequest(r jit.Request) error {
-	_, err := t.exec(`INSERT INTO requests (id, usr, address, justification, created_at) VALUES (?, ?, ?, ?, ?)`,
+	return t.write(`INSERT INTO requests (id, usr, address, justification, created_at) VALUES (?, ?, ?, ?, ?)`,
 		r.ID, r.User, r.Address, r.Justification, nanos(r.CreatedAt))
-	return err
 }
 
 func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
@@ -504,13 +537,12 @@ func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
 const grantCols = `id, request_id, vm_id, vm_name, grp, port, protocol, source, usr, start_time, end_time, status, ended_at, ended_by`
 
 func (t *SQLTx) CreateGrant(g jit.Grant) error {
-	_, err := t.exec(`INSERT INTO grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	return t.write(`INSERT INTO grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		g.ID, g.RequestID, g.VMID, g.VMName, g.Group, g.Port, g.Protocol, g.Source, g.User,
 		nanos(g.StartTime), nanos(g.EndTime), g.Status, nullNanos(g.EndedAt), g.EndedBy)
-	return err
 }
 
-func scanGrant(s interface{ Scan(...any) error }) (jit.Grant, error) {
+func scanGrant(s scanner) (jit.Grant, error) {
 	var g jit.Grant
 	var start, end int64
 	var ended sql.NullInt64
@@ -667,7 +699,7 @@ func (t *SQLTx) SetPasswordHash(name, hash string) error {
 
 const tokenCols = `id, hash, kind, usr, vm_id, grp, name, created_at, expires_at, uses_left`
 
-func scanToken(s interface{ Scan(...any) error }) (jit.Token, error) {
+func scanToken(s scanner) (jit.Token, error) {
 	var tk jit.Token
 	var hash string
 	var created int64
@@ -826,7 +858,7 @@ func (t *SQLTx) appendEvents(head *ChainHead, events []*jit.Event) error {
 		}
 		row := "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 		q := `INSERT INTO events (` + eventCols + `) VALUES ` + row + strings.Repeat(", "+row, len(chunk)-1)
-		if _, err := t.exec(q, args...); err != nil {
+		if err := t.write(q, args...); err != nil {
 			head.Known = false
 			return err
 		}
@@ -835,7 +867,7 @@ func (t *SQLTx) appendEvents(head *ChainHead, events []*jit.Event) error {
 	return nil
 }
 
-func scanEvent(s interface{ Scan(...any) error }) (jit.Event, error) {
+func scanEvent(s scanner) (jit.Event, error) {
 	var e jit.Event
 	var tm int64
 	var details string

@@ -71,22 +71,20 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	sdb.SetConnMaxIdleTime(5 * time.Minute)
 	db := &DB{log: log, cfg: cfg, db: sdb, dialect: store.Dialect{
 		Numbered: true,
-		LockChain: func(ctx context.Context, q store.Querier) error {
-			_, err := q.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(chainLockKey))
-			return err
-		},
-		Notify: func(ctx context.Context, q store.Querier, vmIDs []string) error {
+		Begin: []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`},
+			{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
+		Notify: func(vmIDs []string) []store.Stmt {
 			// One notification per chunk of ids; payloads stay well under
 			// PostgreSQL's 8000-byte limit.
+			var out []store.Stmt
 			for len(vmIDs) > 0 {
 				n := min(len(vmIDs), notifyChunk)
-				if _, err := q.ExecContext(ctx, `SELECT pg_notify('`+channel+`', $1)`, strings.Join(vmIDs[:n], ",")); err != nil {
-					return err
-				}
+				out = append(out, store.Stmt{Query: `SELECT pg_notify('` + channel + `', $1)`, Args: []any{strings.Join(vmIDs[:n], ",")}})
 				vmIDs = vmIDs[n:]
 			}
-			return nil
+			return out
 		},
+		Pipeline: pipeline,
 	}}
 	if err := sdb.PingContext(ctx); err != nil {
 		sdb.Close()
@@ -103,13 +101,40 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, sdb) },
-		`BEGIN ISOLATION LEVEL READ COMMITTED`, &db.dialect, nil, log)
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, sdb, pipeline) },
+		&db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop = stop
 	db.wg.Add(1)
 	go db.listener(lctx, conn)
 	return db, nil
+}
+
+// pipeline sends stmts in one round trip (pgx's batch, one Sync at the
+// end): PostgreSQL runs them in order and skips the rest after a failure.
+func pipeline(ctx context.Context, c *sql.Conn, stmts []store.Stmt) (int64, error) {
+	var n int64
+	err := c.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("postgres: unexpected driver connection %T", dc)
+		}
+		var b pgx.Batch
+		for _, s := range stmts {
+			b.Queue(s.Query, s.Args...)
+		}
+		br := sc.Conn().SendBatch(ctx, &b)
+		for range stmts {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			n = tag.RowsAffected()
+		}
+		return br.Close()
+	})
+	return n, err
 }
 
 // migrate applies the pending store.Migrations, each in a transaction of

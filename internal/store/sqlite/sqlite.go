@@ -84,15 +84,16 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	db.readers = make(chan *store.Conn, n)
 	for range n {
-		c, err := store.NewConn(ctx, r)
+		c, err := store.NewConn(ctx, r, nil)
 		if err != nil {
 			db.close()
 			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
 		db.readers <- c
 	}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, w) },
-		`BEGIN IMMEDIATE`, &db.dialect, &db.feed, log)
+	db.dialect.Begin = []store.Stmt{{Query: `BEGIN IMMEDIATE`}}
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, w, nil) },
+		&db.dialect, &db.feed, log)
 	return db, nil
 }
 

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UsersTokensBindings", testUsersTokensBindings},
 		{"RollbackLeavesNothing", testRollback},
 		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
+		{"FailedWritesAtUpdateEnd", testLateWriteFailure},
 		{"EventChain", testEventChain},
 		{"AppendSeveralEvents", testAppendSeveral},
 		{"Changes", testChanges},
@@ -382,6 +383,89 @@ func testConcurrentIsolation(t *testing.T, s store.Store) {
 			if i%2 == 1 {
 				t.Errorf("group %s of a failed update exists", g.Name)
 			}
+		}
+		return verify(t, tx, n/2)
+	})
+}
+
+// testLateWriteFailure runs concurrent updates whose inserts fail only in
+// the database (a grant id taken already), where an adapter may learn of
+// the failure only when it sends the update's writes at its end: each such
+// update reports the conflict and leaves nothing, the others all land, and
+// a read inside an update sees the writes made before it.
+func testLateWriteFailure(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "app")
+	grant := func(id, req string) jit.Grant {
+		return jit.Grant{ID: id, RequestID: req, VMID: vm.ID, VMName: vm.Name, Group: vm.Group, Port: 22, Protocol: "TCP",
+			Source: "198.51.100.7/32", User: "alice", StartTime: t0, EndTime: t0.Add(time.Hour), Status: jit.GrantActive}
+	}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateRequest(jit.Request{ID: "r-taken", User: "alice", CreatedAt: t0}); err != nil {
+			return err
+		}
+		return tx.CreateGrant(grant("taken", "r-taken"))
+	})
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Update(context.Background(), func(tx store.Tx) error {
+				req := fmt.Sprintf("r%02d", i)
+				if err := tx.CreateRequest(jit.Request{ID: req, User: "alice", CreatedAt: t0}); err != nil {
+					return err
+				}
+				id := fmt.Sprintf("g%02d", i)
+				if i%2 == 1 {
+					id = "taken"
+				}
+				if err := tx.CreateGrant(grant(id, req)); err != nil {
+					return err
+				}
+				if i%4 == 0 { // read after write, in the same update
+					g, err := tx.GetGrant(id)
+					if err != nil {
+						return fmt.Errorf("read own grant: %w", err)
+					}
+					if g.RequestID != req {
+						return fmt.Errorf("read own grant: request %q, want %q", g.RequestID, req)
+					}
+				}
+				return tx.AppendEvent(&jit.Event{Time: t0, Actor: "x", Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess})
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 1 {
+			if jit.ErrorCode(err) != jit.EConflict {
+				t.Errorf("update %d reusing a grant id: err = %v, want a conflict", i, err)
+			}
+		} else if err != nil {
+			t.Errorf("update %d: %v", i, err)
+		}
+	}
+	view(t, s, func(tx store.Tx) error {
+		reqs, err := tx.ListRequests(store.RequestFilter{User: "alice"})
+		if err != nil {
+			return err
+		}
+		if len(reqs) != 1+n/2 {
+			t.Errorf("requests = %d, want %d", len(reqs), 1+n/2)
+		}
+		for _, r := range reqs {
+			var i int
+			if _, err := fmt.Sscanf(r.ID, "r%d", &i); err == nil && i%2 == 1 {
+				t.Errorf("request %s of a failed update exists", r.ID)
+			}
+		}
+		g, err := tx.GetGrant("taken")
+		if err != nil || g.RequestID != "r-taken" {
+			t.Errorf("grant taken = %+v, %v", g, err)
+		}
+		active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
+		if err != nil || len(active) != 1+n/2 {
+			t.Errorf("active grants = %d, want %d (%v)", len(active), 1+n/2, err)
 		}
 		return verify(t, tx, n/2)
 	})

@@ -18,6 +18,12 @@ const maxBatch = 256
 // update that is waiting, each in a savepoint of its own, commits once and
 // answers them all. Many small durable transactions then share one
 // disk flush, and, on PostgreSQL, one hold of the activity log's lock.
+//
+// An update's writes wait on the connection (Conn.Defer) and travel with
+// the next update's first round trip, so that on PostgreSQL an access
+// request costs about one round trip inside the lock. A write that fails
+// there is reported to the update that made it, which is rolled back to
+// its savepoint; the round trip is then tried again for the next update.
 type Batcher struct {
 	open    func(context.Context) (*Conn, error)
 	dialect *Dialect
@@ -29,10 +35,15 @@ type Batcher struct {
 	// spOpen is true while the previous job's savepoint is still open:
 	// the next job releases it when it opens its own.
 	spOpen bool
-	jobs   chan *job
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	// batch is the open transaction's jobs, by owner number (index).
+	batch []*job
+	// spoiled is set when a statement failed before its job's savepoint
+	// was sent: on PostgreSQL nothing more of the transaction can commit.
+	spoiled error
+	jobs    chan *job
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 type job struct {
@@ -40,6 +51,7 @@ type job struct {
 	fn   func(Tx) error
 	done chan error
 	tx   *SQLTx
+	err  error // why the job failed, once it has
 }
 
 // NewBatcher starts a batcher. open returns the write connection (again
@@ -95,28 +107,37 @@ func (b *Batcher) run() {
 			first.done <- err
 			continue
 		}
-		var ok []*job
-		run := func(j *job) {
-			if err := b.runJob(j); err != nil {
-				j.done <- err
-				return
-			}
-			ok = append(ok, j)
-		}
-		run(first)
+		b.batch = append(b.batch[:0], first)
+		b.runJob(0)
 	more:
-		for len(ok) < maxBatch {
+		for len(b.batch) < maxBatch {
 			select {
 			case j := <-b.jobs:
-				run(j)
+				b.batch = append(b.batch, j)
+				b.runJob(len(b.batch) - 1)
 			default:
 				break more
 			}
 		}
+		b.settle(len(b.batch) - 1)
+		var ok []*job
+		for _, j := range b.batch {
+			switch {
+			case j.err != nil:
+				j.done <- j.err
+			case b.spoiled != nil:
+				j.done <- fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
+			default:
+				ok = append(ok, j)
+			}
+		}
+		b.spoiled = nil
+		clear(b.batch)
 		if len(ok) == 0 {
 			b.end(ctx, `ROLLBACK`)
 			continue
 		}
+		b.conn.owner = -1 // what follows is the batch's, not a job's
 		err := b.flush(ctx, ok)
 		if err == nil {
 			err = b.end(ctx, `COMMIT`)
@@ -179,13 +200,18 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 		if err != nil {
 			return jit.Errorf(jit.EUnavailable, "database unavailable: %v", err)
 		}
+		c.late = b.late
 		b.conn = c
 	}
+	b.conn.owner = -1
 	// On PostgreSQL this serializes write transactions across servers from
 	// their start: one lock order everywhere, so no deadlocks between
 	// replicas.
-	if _, err := b.conn.Send(ctx, b.dialect.Begin...); err != nil {
-		b.conn.ExecContext(ctx, `ROLLBACK`)
+	for _, s := range b.dialect.Begin {
+		b.conn.Defer(s.Query, s.Args...)
+	}
+	if err := b.conn.Flush(ctx); err != nil {
+		b.conn.Exec(ctx, `ROLLBACK`)
 		b.drop()
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -196,10 +222,11 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 // COMMIT; on failure the connection is replaced.
 func (b *Batcher) end(ctx context.Context, stmt string) error {
 	if stmt != `COMMIT` {
-		b.conn.Discard()
+		b.conn.pending, b.conn.writes = nil, 0
 	}
-	if _, err := b.conn.Send(ctx, Stmt{Query: stmt}); err != nil {
-		b.conn.ExecContext(ctx, `ROLLBACK`)
+	if _, err := b.conn.Exec(ctx, stmt); err != nil {
+		b.conn.pending, b.conn.writes = nil, 0
+		b.conn.Exec(ctx, `ROLLBACK`)
 		b.drop()
 		return err
 	}
@@ -213,41 +240,91 @@ func (b *Batcher) drop() {
 	}
 }
 
-// runJob runs one job in a savepoint; on error or panic everything it
-// wrote is rolled back and the rest of the batch is unaffected. The
-// savepoint statements wait on the connection and travel with the job's
-// first round trip that carries writes (or with its writes at the end),
-// so they cost no round trip of their own; a job that wrote nothing never
-// sends them. The savepoint stays open until the next job or the commit.
-func (b *Batcher) runJob(j *job) (err error) {
-	c := b.conn
-	wasOpen, sends := b.spOpen, c.sends
+// late is told by the connection that a write of job owner failed in a
+// later job's round trip: the job fails, and rolling back to its savepoint
+// (the newest, since nothing after the failure ran) undoes it.
+func (b *Batcher) late(owner int, err error) []Stmt {
+	if owner >= 0 && owner < len(b.batch) && b.batch[owner].err == nil {
+		b.batch[owner].err = dbErr(err)
+	}
+	return []Stmt{{Query: `ROLLBACK TO SAVEPOINT job`}}
+}
+
+// runJob runs job i of the batch in a savepoint; on error or panic
+// everything it wrote is rolled back and the rest of the batch is
+// unaffected. The savepoint statements wait on the connection and travel
+// with the job's first round trip that carries writes (or with its writes,
+// in the next job's first round trip), so they cost no round trip of their
+// own; a job that wrote nothing never sends them. The savepoint stays open
+// until the next job or the commit.
+func (b *Batcher) runJob(i int) {
+	j, c := b.batch[i], b.conn
+	c.owner = i
+	wasOpen, sends, failures := b.spOpen, c.sends, c.failures
 	if b.spOpen {
 		c.deferLazy(`RELEASE SAVEPOINT job`)
 	}
 	c.deferLazy(`SAVEPOINT job`)
 	b.spOpen = true
 	j.tx = &SQLTx{Ctx: j.ctx, Q: c, Dialect: b.dialect}
+	err := b.call(j)
+	if err == nil && c.failures != failures {
+		// On PostgreSQL the failed statement spoiled the transaction
+		// until the rollback to the savepoint.
+		err = jit.Errorf(jit.EInternal, "update went on after a database error")
+	}
+	if c.failures != failures && c.sends == sends && b.spoiled == nil {
+		b.spoiled = err
+	}
+	if c.sends == sends { // nothing of this job reached the database yet
+		if err != nil || c.writes == 0 || !hasWrites(c.pending, i) {
+			c.discard(i)
+			b.spOpen = wasOpen
+		}
+	} else if err != nil {
+		c.discard(i)
+		if _, rerr := c.Exec(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil && j.err == nil {
+		j.err = err
+	}
+}
+
+// hasWrites reports whether job owner has writes among stmts.
+func hasWrites(stmts []Stmt, owner int) bool {
+	for _, s := range stmts {
+		if s.owner == owner && !s.lazy {
+			return true
+		}
+	}
+	return false
+}
+
+// settle sends what the batch's last job (last) left waiting, so that its
+// fate is known before the commit is prepared.
+func (b *Batcher) settle(last int) {
+	c := b.conn
+	if c.writes == 0 {
+		return
+	}
+	if err := c.Flush(b.batch[last].ctx); err != nil {
+		j := b.batch[last]
+		if j.err == nil {
+			j.err = dbErr(err)
+		}
+		c.discard(last)
+		c.Exec(j.ctx, `ROLLBACK TO SAVEPOINT job`)
+	}
+}
+
+// call runs the job's function, turning a panic into an error.
+func (b *Batcher) call(j *job) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			b.log.Error("panic in update", "panic", p)
 			err = fmt.Errorf("panic in update: %v", p)
-		}
-		if err == nil {
-			if ferr := c.Flush(j.ctx); ferr != nil {
-				err = dbErr(ferr)
-			}
-		}
-		if c.sends == sends { // nothing of this job reached the database
-			c.Discard()
-			b.spOpen = wasOpen
-			return
-		}
-		if err != nil {
-			c.Discard()
-			if _, rerr := c.ExecContext(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
 		}
 	}()
 	return j.fn(j.tx)

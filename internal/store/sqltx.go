@@ -13,11 +13,29 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-// Querier is what SQLTx needs of a connection or transaction.
+// Querier is what SQLTx needs of a connection or transaction: Conn, or
+// TxQuerier over a database/sql transaction.
 type Querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	// Exec runs a statement and returns the number of rows it affected.
+	Exec(ctx context.Context, query string, args ...any) (int64, error)
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+}
+
+// TxQuerier is a Querier over a database/sql transaction.
+type TxQuerier struct{ Tx *sql.Tx }
+
+// Exec implements Querier.
+func (q TxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	r, err := q.Tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
+}
+
+// Query implements Querier.
+func (q TxQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
+	return q.Tx.QueryContext(ctx, query, args...)
 }
 
 // Dialect holds what differs between the SQL databases.
@@ -31,9 +49,6 @@ type Dialect struct {
 	// about to commit, the VMs whose desired state it changed; nil when the
 	// adapter publishes changes itself after the commit.
 	Notify func(vmIDs []string) []Stmt
-	// Pipeline sends several statements in one round trip; nil when each
-	// statement is cheap (an embedded database).
-	Pipeline Pipeline
 }
 
 // ChainHead is the last event of the activity log as a write transaction
@@ -74,35 +89,28 @@ func (t *SQLTx) rebind(q string) string {
 	return b.String()
 }
 
-func (t *SQLTx) exec(q string, args ...any) (sql.Result, error) {
-	r, err := t.Q.ExecContext(t.Ctx, t.rebind(q), args...)
+func (t *SQLTx) exec(q string, args ...any) (int64, error) {
+	n, err := t.Q.Exec(t.Ctx, t.rebind(q), args...)
 	if err != nil {
-		return nil, dbErr(err)
+		return 0, dbErr(err)
 	}
-	return r, nil
-}
-
-// deferrer is a connection that can hold writes back until its next round
-// trip (Conn).
-type deferrer interface {
-	Defer(q string, args ...any)
-	Flush(ctx context.Context) error
+	return n, nil
 }
 
 // write runs a write whose result nobody reads. On a Conn it waits for the
 // connection's next round trip and travels with it; a failure comes back
 // from that round trip (at the latest when the update ends).
 func (t *SQLTx) write(q string, args ...any) error {
-	if d, ok := t.Q.(deferrer); ok {
-		d.Defer(t.rebind(q), args...)
+	if c, ok := t.Q.(*Conn); ok {
+		c.Defer(t.rebind(q), args...)
 		return nil
 	}
 	_, err := t.exec(q, args...)
 	return err
 }
 
-func (t *SQLTx) query(q string, args ...any) (*sql.Rows, error) {
-	r, err := t.Q.QueryContext(t.Ctx, t.rebind(q), args...)
+func (t *SQLTx) query(q string, args ...any) (Rows, error) {
+	r, err := t.Q.Query(t.Ctx, t.rebind(q), args...)
 	if err != nil {
 		return nil, dbErr(err)
 	}
@@ -116,13 +124,31 @@ type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
 
-func (t *SQLTx) row(q string, args ...any) scanner {
-	if d, ok := t.Q.(deferrer); ok {
-		if err := d.Flush(t.Ctx); err != nil { // reads see the writes before them
-			return errRow{dbErr(err)}
+// firstRow scans the first row of its rows, or returns sql.ErrNoRows, and
+// closes them.
+type firstRow struct{ rows Rows }
+
+func (r firstRow) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
 		}
+		return sql.ErrNoRows
 	}
-	return t.Q.QueryRowContext(t.Ctx, t.rebind(q), args...)
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}
+
+// row runs a query for one row; the caller scans it at once.
+func (t *SQLTx) row(q string, args ...any) scanner {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return errRow{err}
+	}
+	return firstRow{rows}
 }
 
 // dbErr turns uniqueness violations into EConflict.
@@ -134,11 +160,7 @@ func dbErr(err error) error {
 	return err
 }
 
-func affected(r sql.Result, what, id string) error {
-	n, err := r.RowsAffected()
-	if err != nil {
-		return err
-	}
+func affected(n int64, what, id string) error {
 	if n == 0 {
 		return jit.Errorf(jit.ENotFound, "%s %s not found", what, id)
 	}
@@ -337,12 +359,12 @@ func (t *SQLTx) ListVMs(f VMFilter) ([]jit.VM, error) {
 }
 
 func (t *SQLTx) UpdateVM(vm jit.VM) error {
-	r, err := t.exec(`UPDATE vms SET os = ?, addresses = ?, labels = ?, external_id = ? WHERE id = ?`,
+	n, err := t.exec(`UPDATE vms SET os = ?, addresses = ?, labels = ?, external_id = ? WHERE id = ?`,
 		vm.OS, toJSON(vm.Addresses), toJSON(vm.Labels), vm.ExternalID, vm.ID)
 	if err != nil {
 		return err
 	}
-	return affected(r, "VM", vm.ID)
+	return affected(n, "VM", vm.ID)
 }
 
 func (t *SQLTx) DeleteVM(id string) error {
@@ -351,11 +373,11 @@ func (t *SQLTx) DeleteVM(id string) error {
 			return err
 		}
 	}
-	r, err := t.exec(`DELETE FROM vms WHERE id = ?`, id)
+	n, err := t.exec(`DELETE FROM vms WHERE id = ?`, id)
 	if err != nil {
 		return err
 	}
-	if err := affected(r, "VM", id); err != nil {
+	if err := affected(n, "VM", id); err != nil {
 		return err
 	}
 	t.Changed = append(t.Changed, id)
@@ -385,11 +407,11 @@ func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
 	if rep != nil {
 		v = toJSON(rep)
 	}
-	r, err := t.exec(`UPDATE vms SET report = ? WHERE id = ?`, v, vmID)
+	n, err := t.exec(`UPDATE vms SET report = ? WHERE id = ?`, v, vmID)
 	if err != nil {
 		return err
 	}
-	return affected(r, "VM", vmID)
+	return affected(n, "VM", vmID)
 }
 
 // Policies.
@@ -436,11 +458,7 @@ func (t *SQLTx) GetPolicy(vmID string) (jit.Policy, error) {
 }
 
 func (t *SQLTx) DeletePolicy(vmID string) error {
-	r, err := t.exec(`DELETE FROM policies WHERE vm_id = ?`, vmID)
-	if err != nil {
-		return err
-	}
-	n, err := r.RowsAffected()
+	n, err := t.exec(`DELETE FROM policies WHERE vm_id = ?`, vmID)
 	if err == nil && n == 0 {
 		return jit.Errorf(jit.ENotFound, "VM %s has no JIT policy", vmID)
 	}
@@ -615,12 +633,8 @@ func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
 }
 
 func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error) {
-	r, err := t.exec(`UPDATE grants SET status = ?, ended_at = ?, ended_by = ? WHERE id = ? AND status = 'active'`,
+	n, err := t.exec(`UPDATE grants SET status = ?, ended_at = ?, ended_by = ? WHERE id = ? AND status = 'active'`,
 		status, nanos(endedAt), endedBy, id)
-	if err != nil {
-		return false, err
-	}
-	n, err := r.RowsAffected()
 	return n == 1, err
 }
 
@@ -682,19 +696,19 @@ func (t *SQLTx) DeleteUser(name string) error {
 			return err
 		}
 	}
-	r, err := t.exec(`DELETE FROM users WHERE name = ?`, name)
+	n, err := t.exec(`DELETE FROM users WHERE name = ?`, name)
 	if err != nil {
 		return err
 	}
-	return affected(r, "user", name)
+	return affected(n, "user", name)
 }
 
 func (t *SQLTx) SetPasswordHash(name, hash string) error {
-	r, err := t.exec(`UPDATE users SET password_hash = ? WHERE name = ?`, hash, name)
+	n, err := t.exec(`UPDATE users SET password_hash = ? WHERE name = ?`, hash, name)
 	if err != nil {
 		return err
 	}
-	return affected(r, "user", name)
+	return affected(n, "user", name)
 }
 
 const tokenCols = `id, hash, kind, usr, vm_id, grp, name, created_at, expires_at, uses_left`
@@ -761,19 +775,19 @@ func (t *SQLTx) ListTokens(user string) ([]jit.Token, error) {
 }
 
 func (t *SQLTx) DeleteToken(id string) error {
-	r, err := t.exec(`DELETE FROM tokens WHERE id = ?`, id)
+	n, err := t.exec(`DELETE FROM tokens WHERE id = ?`, id)
 	if err != nil {
 		return err
 	}
-	return affected(r, "token", id)
+	return affected(n, "token", id)
 }
 
 func (t *SQLTx) UseToken(id string) error {
-	r, err := t.exec(`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND (uses_left IS NULL OR uses_left > 0)`, id)
+	n, err := t.exec(`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND (uses_left IS NULL OR uses_left > 0)`, id)
 	if err != nil {
 		return err
 	}
-	if n, err := r.RowsAffected(); err != nil || n == 0 {
+	if n == 0 {
 		return jit.Errorf(jit.EForbidden, "token %s has no uses left", id)
 	}
 	return nil
@@ -813,11 +827,11 @@ func (t *SQLTx) ListRoleBindings(user string) ([]jit.RoleBinding, error) {
 }
 
 func (t *SQLTx) DeleteRoleBinding(id string) error {
-	r, err := t.exec(`DELETE FROM role_bindings WHERE id = ?`, id)
+	n, err := t.exec(`DELETE FROM role_bindings WHERE id = ?`, id)
 	if err != nil {
 		return err
 	}
-	return affected(r, "role binding", id)
+	return affected(n, "role binding", id)
 }
 
 // Activity log.

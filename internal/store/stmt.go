@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 )
 
@@ -14,69 +13,124 @@ type Stmt struct {
 	// lazy statements (savepoints) may wait past a read: they change
 	// nothing a read could see.
 	lazy bool
+	// owner is the update that queued the statement (see Conn.Owner).
+	owner int
 }
 
-// Pipeline runs stmts in order on c in one round trip and returns the
-// number of rows the last one affected; it stops at the first failure.
-type Pipeline func(ctx context.Context, c *sql.Conn, stmts []Stmt) (int64, error)
+// Rows is the result of a query.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
+}
 
-// Conn is one database connection that keeps its prepared statements, so
-// that each query is parsed once per connection rather than once per call.
-// It is a Querier; one goroutine uses it at a time. Transactions on it are
-// plain BEGIN/COMMIT statements.
-//
-// Writes whose result nobody reads can be deferred (Defer): they wait on
-// the Conn and go to the database together with the next statement that
-// needs an answer, in one round trip when the database can pipeline. A
-// read first sends the writes waiting before it, so reads see them.
+// Pipe sends statements over one database connection. Stmts run in order
+// and stop at the first failure, whose index a Pipe returns with the
+// error (len(stmts) when the final query failed): the statements before it
+// ran, the others did not. A database that can pipeline sends them all in
+// one round trip.
+type Pipe interface {
+	// Exec runs stmts and returns the rows the last one affected.
+	Exec(ctx context.Context, stmts []Stmt) (n int64, failed int, err error)
+	// Query runs stmts and then q, and returns q's rows, which the caller
+	// closes before using the Pipe again.
+	Query(ctx context.Context, stmts []Stmt, q string, args []any) (rows Rows, failed int, err error)
+	Close() error
+}
+
+// Conn is the connection of one writer (or reader): a Querier over a Pipe
+// that can hold writes back. Writes whose result nobody reads wait on the
+// Conn (Defer) and travel with the next statement that needs an answer, in
+// one round trip when the database can pipeline. A read sends the writes
+// waiting before it in the same round trip, so it sees them. One goroutine
+// uses a Conn at a time. Transactions on it are plain BEGIN/COMMIT
+// statements.
 type Conn struct {
-	c       *sql.Conn
-	stmts   map[string]*sql.Stmt
-	pipe    Pipeline // nil: waiting statements run one at a time
+	pipe    Pipe
 	pending []Stmt
 	writes  int // how many of pending are not lazy
-	// sends counts the times waiting statements were sent.
-	sends int
+	// sends counts the round trips that carried waiting statements, and
+	// failures those whose error was returned to the caller.
+	sends, failures int
+	// owner tags the statements deferred from now on (an update of a
+	// batch); late, when set, is told when a statement of an earlier owner
+	// fails in a later owner's round trip, and returns what undoes the
+	// earlier owner's work before the round trip is tried again.
+	owner int
+	late  func(owner int, err error) []Stmt
 }
 
-// NewConn takes a connection from db. pipe, when not nil, sends several
-// statements in one round trip.
-func NewConn(ctx context.Context, db *sql.DB, pipe Pipeline) (*Conn, error) {
-	c, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Conn{c: c, stmts: map[string]*sql.Stmt{}, pipe: pipe}, nil
-}
-
-func (c *Conn) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	if st, ok := c.stmts[q]; ok {
-		return st, nil
-	}
-	st, err := c.c.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	c.stmts[q] = st
-	return st, nil
-}
+// NewConn makes a Conn over p.
+func NewConn(p Pipe) *Conn { return &Conn{pipe: p} }
 
 // Defer queues a write whose result nobody needs; it is sent with the next
-// Exec, Send or Flush, or before the next query. Its error, if any, is
-// returned by that call.
+// Exec, Query (which sends waiting writes first) or Flush. Its error, if any, is returned by that call (or,
+// for an earlier owner's write, reported to that owner).
 func (c *Conn) Defer(q string, args ...any) {
-	c.pending = append(c.pending, Stmt{Query: q, Args: args})
+	c.pending = append(c.pending, Stmt{Query: q, Args: args, owner: c.owner})
 	c.writes++
 }
 
 // deferLazy queues a statement that may wait past reads (a savepoint).
 func (c *Conn) deferLazy(q string) {
-	c.pending = append(c.pending, Stmt{Query: q, lazy: true})
+	c.pending = append(c.pending, Stmt{Query: q, lazy: true, owner: c.owner})
 }
 
-// Discard drops the waiting statements.
-func (c *Conn) Discard() {
-	c.pending, c.writes = c.pending[:0], 0
+// discard drops the waiting statements of owner.
+func (c *Conn) discard(owner int) {
+	kept := c.pending[:0]
+	c.writes = 0
+	for _, s := range c.pending {
+		if s.owner != owner {
+			kept = append(kept, s)
+			if !s.lazy {
+				c.writes++
+			}
+		}
+	}
+	clear(c.pending[len(kept):])
+	c.pending = kept
+}
+
+// take empties the queue and returns what was waiting.
+func (c *Conn) take() []Stmt {
+	p := c.pending
+	if len(p) > 0 {
+		c.sends++
+	}
+	c.pending, c.writes = nil, 0
+	return p
+}
+
+// retry decides, after a round trip of sent statements failed at index
+// failed, whether to try again: when the failing statement was an earlier
+// owner's, that owner is told and undone (in a round trip of its own: the
+// transaction accepts nothing else before), its other statements are
+// dropped, and the statements of later owners that did not run wait again.
+// A failed undo is returned as the current owner's failure.
+func (c *Conn) retry(ctx context.Context, sent []Stmt, failed int, err error) (bool, error) {
+	if c.late == nil || failed >= len(sent) || sent[failed].owner == c.owner {
+		return false, err
+	}
+	bad := sent[failed].owner
+	if _, _, uerr := c.pipe.Exec(ctx, c.late(bad, err)); uerr != nil {
+		return false, uerr
+	}
+	var redo []Stmt
+	for _, s := range sent[failed:] {
+		if s.owner != bad {
+			redo = append(redo, s)
+		}
+	}
+	c.pending = append(redo, c.pending...)
+	c.writes = 0
+	for _, s := range c.pending {
+		if !s.lazy {
+			c.writes++
+		}
+	}
+	return true, nil
 }
 
 // Flush sends the waiting statements when writes are among them.
@@ -84,92 +138,148 @@ func (c *Conn) Flush(ctx context.Context) error {
 	if c.writes == 0 {
 		return nil
 	}
-	_, err := c.Send(ctx)
+	_, err := c.send(ctx, nil)
 	return err
 }
 
-// Send runs the waiting statements and then stmts, in one round trip when
-// the database can pipeline, and returns the rows the last one affected.
-// The waiting statements are gone afterwards, sent or, after a failure,
-// dropped.
-func (c *Conn) Send(ctx context.Context, stmts ...Stmt) (int64, error) {
-	all := append(c.pending, stmts...)
-	if len(c.pending) > 0 {
-		c.sends++
-	}
-	c.Discard()
-	if len(all) == 0 {
-		return 0, nil
-	}
-	if c.pipe != nil && len(all) > 1 {
-		return c.pipe(ctx, c.c, all)
-	}
-	var n int64
-	for _, s := range all {
-		r, err := c.exec(ctx, s.Query, s.Args...)
+// Exec runs the waiting statements and then q, in one round trip when the
+// database can pipeline, and returns the rows q affected.
+func (c *Conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	return c.send(ctx, &Stmt{Query: q, Args: args})
+}
+
+// send runs the waiting statements and then final, if any, and returns
+// the rows the last one affected.
+func (c *Conn) send(ctx context.Context, final *Stmt) (int64, error) {
+	for {
+		sent := c.take()
+		stmts := sent
+		if final != nil {
+			f := *final
+			f.owner = c.owner
+			stmts = append(stmts, f)
+		}
+		if len(stmts) == 0 {
+			return 0, nil
+		}
+		n, failed, err := c.pipe.Exec(ctx, stmts)
 		if err != nil {
-			return 0, err
+			again, rerr := c.retry(ctx, sent, failed, err)
+			if again {
+				continue
+			}
+			c.failures++
+			return 0, rerr
 		}
-		if n, err = r.RowsAffected(); err != nil {
-			return 0, err
+		return n, nil
+	}
+}
+
+// Query runs the waiting statements when writes are among them and then
+// q, in one round trip when the database can pipeline.
+func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
+	for {
+		var sent []Stmt
+		if c.writes > 0 {
+			sent = c.take()
+		}
+		rows, failed, err := c.pipe.Query(ctx, sent, q, args)
+		if err != nil {
+			again, rerr := c.retry(ctx, sent, failed, err)
+			if again {
+				continue
+			}
+			c.failures++
+			return nil, rerr
+		}
+		return rows, nil
+	}
+}
+
+// Close closes the connection; what waits is dropped.
+func (c *Conn) Close() error {
+	c.pending, c.writes = nil, 0
+	return c.pipe.Close()
+}
+
+// SQLPipe is a Pipe over a database/sql connection that runs one statement
+// at a time through statements it prepares once.
+type SQLPipe struct {
+	c     *sql.Conn
+	stmts map[string]*sql.Stmt
+}
+
+// NewSQLPipe takes a connection from db.
+func NewSQLPipe(ctx context.Context, db *sql.DB) (*SQLPipe, error) {
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &SQLPipe{c: c, stmts: map[string]*sql.Stmt{}}, nil
+}
+
+func (p *SQLPipe) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := p.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := p.c.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	p.stmts[q] = st
+	return st, nil
+}
+
+func (p *SQLPipe) exec(ctx context.Context, s Stmt) (int64, error) {
+	var r sql.Result
+	var err error
+	if len(s.Args) == 0 {
+		r, err = p.c.ExecContext(ctx, s.Query) // BEGIN, COMMIT, SAVEPOINT and the like
+	} else {
+		var st *sql.Stmt
+		if st, err = p.stmt(ctx, s.Query); err == nil {
+			r, err = st.ExecContext(ctx, s.Args...)
 		}
 	}
-	return n, nil
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
 }
 
-func (c *Conn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	if len(args) == 0 {
-		return c.c.ExecContext(ctx, q) // BEGIN, COMMIT, SAVEPOINT and the like
+// Exec implements Pipe.
+func (p *SQLPipe) Exec(ctx context.Context, stmts []Stmt) (int64, int, error) {
+	var n int64
+	for i, s := range stmts {
+		var err error
+		if n, err = p.exec(ctx, s); err != nil {
+			return 0, i, err
+		}
 	}
-	st, err := c.stmt(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	return st.ExecContext(ctx, args...)
+	return n, 0, nil
 }
 
-// ExecContext runs q after the waiting statements, in the same round trip
-// when the database can pipeline.
-func (c *Conn) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	if len(c.pending) == 0 {
-		return c.exec(ctx, q, args...)
+// Query implements Pipe.
+func (p *SQLPipe) Query(ctx context.Context, stmts []Stmt, q string, args []any) (Rows, int, error) {
+	if _, failed, err := p.Exec(ctx, stmts); err != nil {
+		return nil, failed, err
 	}
-	n, err := c.Send(ctx, Stmt{Query: q, Args: args})
+	st, err := p.stmt(ctx, q)
 	if err != nil {
-		return nil, err
+		return nil, len(stmts), err
 	}
-	return driver.RowsAffected(n), nil
-}
-
-// QueryContext sends the waiting writes, then runs q through its prepared
-// statement.
-func (c *Conn) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	if err := c.Flush(ctx); err != nil {
-		return nil, err
-	}
-	st, err := c.stmt(ctx, q)
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, err
+		return nil, len(stmts), err
 	}
-	return st.QueryContext(ctx, args...)
-}
-
-// QueryRowContext runs q through its prepared statement. Unlike the other
-// calls it cannot report a failed send, so it sends nothing: callers Flush
-// first.
-func (c *Conn) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	st, err := c.stmt(ctx, q)
-	if err != nil {
-		return c.c.QueryRowContext(ctx, q, args...) // surfaces the error at Scan
-	}
-	return st.QueryRowContext(ctx, args...)
+	return rows, 0, nil
 }
 
 // Close closes the statements and returns the connection.
-func (c *Conn) Close() error {
+func (p *SQLPipe) Close() error {
 	var errs []error
-	for _, st := range c.stmts {
+	for _, st := range p.stmts {
 		errs = append(errs, st.Close())
 	}
-	return errors.Join(append(errs, c.c.Close())...)
+	return errors.Join(append(errs, p.c.Close())...)
 }

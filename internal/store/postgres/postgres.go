@@ -84,7 +84,6 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			}
 			return out
 		},
-		Pipeline: pipeline,
 	}}
 	if err := sdb.PingContext(ctx); err != nil {
 		sdb.Close()
@@ -101,7 +100,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		sdb.Close()
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, sdb, pipeline) },
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newPipe(ctx, cfg) },
 		&db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop = stop
@@ -110,31 +109,93 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	return db, nil
 }
 
-// pipeline sends stmts in one round trip (pgx's batch, one Sync at the
-// end): PostgreSQL runs them in order and skips the rest after a failure.
-func pipeline(ctx context.Context, c *sql.Conn, stmts []store.Stmt) (int64, error) {
+// pipe is the writer's store.Pipe: a pgx connection of its own that sends
+// several statements in one round trip (pgx's batch: one Sync at the end,
+// PostgreSQL runs them in order and skips the rest after a failure).
+type pipe struct{ c *pgx.Conn }
+
+func newPipe(ctx context.Context, cfg *pgx.ConnConfig) (*store.Conn, error) {
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewConn(pipe{c}), nil
+}
+
+func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any) pgx.BatchResults {
+	var b pgx.Batch
+	for _, s := range stmts {
+		b.Queue(s.Query, s.Args...)
+	}
+	if q != "" {
+		b.Queue(q, args...)
+	}
+	return p.c.SendBatch(ctx, &b)
+}
+
+// Exec implements store.Pipe.
+func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) {
+	if len(stmts) == 1 {
+		tag, err := p.c.Exec(ctx, stmts[0].Query, stmts[0].Args...)
+		return tag.RowsAffected(), 0, err
+	}
+	br := p.send(ctx, stmts, "", nil)
 	var n int64
-	err := c.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("postgres: unexpected driver connection %T", dc)
+	for i := range stmts {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return 0, i, err
 		}
-		var b pgx.Batch
-		for _, s := range stmts {
-			b.Queue(s.Query, s.Args...)
+		n = tag.RowsAffected()
+	}
+	return n, 0, br.Close()
+}
+
+// Query implements store.Pipe.
+func (p pipe) Query(ctx context.Context, stmts []store.Stmt, q string, args []any) (store.Rows, int, error) {
+	if len(stmts) == 0 {
+		rows, err := p.c.Query(ctx, q, args...)
+		if err != nil {
+			return nil, 0, err
 		}
-		br := sc.Conn().SendBatch(ctx, &b)
-		for range stmts {
-			tag, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return err
-			}
-			n = tag.RowsAffected()
+		return pipeRows{Rows: rows}, 0, nil
+	}
+	br := p.send(ctx, stmts, q, args)
+	for i := range stmts {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return nil, i, err
 		}
-		return br.Close()
-	})
-	return n, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, len(stmts), err
+	}
+	return pipeRows{rows, br}, 0, nil
+}
+
+// Close implements store.Pipe.
+func (p pipe) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return p.c.Close(ctx)
+}
+
+// pipeRows are a query's rows; closing them ends the batch they came in.
+type pipeRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r pipeRows) Close() error {
+	r.Rows.Close()
+	err := r.Rows.Err()
+	if r.br != nil {
+		err = errors.Join(err, r.br.Close())
+	}
+	return err
 }
 
 // migrate applies the pending store.Migrations, each in a transaction of
@@ -208,7 +269,7 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&store.SQLTx{Ctx: ctx, Q: tx, Dialect: &db.dialect})
+	return fn(&store.SQLTx{Ctx: ctx, Q: store.TxQuerier{Tx: tx}, Dialect: &db.dialect})
 }
 
 // Changes implements store.Store.

@@ -84,7 +84,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	db.readers = make(chan *store.Conn, n)
 	for range n {
-		c, err := store.NewConn(ctx, r, nil)
+		c, err := newConn(ctx, r)
 		if err != nil {
 			db.close()
 			return nil, fmt.Errorf("open %s: %w", path, err)
@@ -92,7 +92,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		db.readers <- c
 	}
 	db.dialect.Begin = []store.Stmt{{Query: `BEGIN IMMEDIATE`}}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return store.NewConn(ctx, w, nil) },
+	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newConn(ctx, w) },
 		&db.dialect, &db.feed, log)
 	return db, nil
 }
@@ -128,6 +128,16 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
+// newConn takes a connection from db; SQLite runs in the process, so
+// statements go one at a time.
+func newConn(ctx context.Context, db *sql.DB) (*store.Conn, error) {
+	p, err := store.NewSQLPipe(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return store.NewConn(p), nil
+}
+
 // Update implements store.Store.
 func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return db.batch.Update(ctx, fn)
@@ -144,10 +154,10 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	defer func() { db.readers <- c }()
 	// The snapshot must end even if ctx did: roll back without it.
 	bg := context.WithoutCancel(ctx)
-	if _, err := c.ExecContext(bg, `BEGIN`); err != nil {
+	if _, err := c.Exec(bg, `BEGIN`); err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
-	defer c.ExecContext(bg, `ROLLBACK`)
+	defer c.Exec(bg, `ROLLBACK`)
 	return fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
 }
 

@@ -46,10 +46,25 @@ func update(t *testing.T, s store.Store, fn func(store.Tx) error) {
 	}
 }
 
+// errReadOnly rolls back the updates that view runs its reads in.
+var errReadOnly = errors.New("reads only")
+
+// view runs fn's reads and checks twice: in a read transaction and inside
+// an update (rolled back), since a store may read through other
+// connections there.
 func view(t *testing.T, s store.Store, fn func(store.Tx) error) {
 	t.Helper()
 	if err := s.View(context.Background(), fn); err != nil {
 		t.Fatalf("view: %v", err)
+	}
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return errReadOnly
+	})
+	if !errors.Is(err, errReadOnly) {
+		t.Fatalf("reads inside an update: %v", err)
 	}
 }
 

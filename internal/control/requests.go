@@ -56,11 +56,19 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 	type opened struct {
 		vm     jit.VM
 		grants []jit.Grant
+		active []jit.Grant // the user's active grants the new ones may supersede
 	}
 	var perVM []opened
 	for i, vr := range r.VirtualMachines {
 		field := fmt.Sprintf("virtualMachines[%d]", i)
-		vm, polp, err := tx.GetVMPolicy(vr.ID)
+		who := jit.Requester{User: a.Name(), Address: a.Address}
+		var targets []store.GrantTarget
+		for _, pr := range vr.Ports {
+			if src, err := who.SourceOf(pr); err == nil && src.IsValid() {
+				targets = append(targets, store.GrantTarget{Port: pr.Number, Source: src.String()})
+			}
+		}
+		vm, polp, active, err := tx.GetVMAccess(vr.ID, a.Name(), targets)
 		if err == nil && !a.Can(jit.PermRead, vm.Group) {
 			err = jit.Errorf(jit.ENotFound, "VM %s not found", vr.ID) // other groups' VMs stay invisible
 		}
@@ -81,7 +89,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 		if len(ports) == 0 {
 			return nil, &vm, jit.Invalid(field+".ports", "name at least one port")
 		}
-		who := jit.Requester{User: a.Name(), Address: a.Address, AnySource: a.Can(jit.PermRequestAnySource, vm.Group)}
+		who.AnySource = a.Can(jit.PermRequestAnySource, vm.Group)
 		var gs []jit.Grant
 		for j, pr := range ports {
 			g, err := jit.PlanGrant(vm, pol, pr, fmt.Sprintf("%s.ports[%d]", field, j), who, now)
@@ -96,21 +104,18 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 			g.ID, g.RequestID = NewID(), req.ID
 			gs = append(gs, g)
 		}
-		perVM = append(perVM, opened{vm, gs})
+		perVM = append(perVM, opened{vm, gs, active})
 	}
-	// Supersede first: the lookups then read before anything of this
-	// request is written, and its inserts go to the database together.
+	// Supersede first, then write the request and its grants: its writes
+	// then go to the database together.
 	for _, o := range perVM {
-		for _, g := range o.grants {
-			active, err := tx.ListGrants(store.GrantFilter{VMID: o.vm.ID, Status: jit.GrantActive, Port: g.Port, Source: g.Source})
-			if err != nil {
-				return nil, nil, err
-			}
-			for _, old := range active {
-				if g.Overlaps(old) && old.Status == jit.GrantActive {
+		for _, old := range o.active {
+			for _, g := range o.grants {
+				if g.Overlaps(old) {
 					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID); err != nil {
 						return nil, nil, err
 					}
+					break
 				}
 			}
 		}

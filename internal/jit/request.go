@@ -112,13 +112,9 @@ func PlanGrant(vm VM, pol Policy, pr PortRequest, field string, who Requester, n
 	}
 
 	own := netip.PrefixFrom(who.Address, who.Address.BitLen())
-	src := own
-	if s := strings.TrimSpace(pr.AllowedSourceAddressPrefix); s != "" && !strings.EqualFold(s, "my-ip") {
-		p, err := ParsePrefix(s)
-		if err != nil {
-			return Grant{}, Invalid(field+".allowedSourceAddressPrefix", "%v", err)
-		}
-		src = p
+	src, err := who.SourceOf(pr)
+	if err != nil {
+		return Grant{}, Invalid(field+".allowedSourceAddressPrefix", "%v", err)
 	}
 	if !src.IsValid() {
 		return Grant{}, Invalid(field+".allowedSourceAddressPrefix", "the caller's address is unknown; name a source")
@@ -167,6 +163,16 @@ func PlanGrant(vm VM, pol Policy, pr PortRequest, field string, who Requester, n
 		Port: pr.Number, Protocol: proto, Source: src.String(), User: who.User,
 		StartTime: now.UTC(), EndTime: end.UTC(), Status: GrantActive,
 	}, nil
+}
+
+// SourceOf returns the source a port request asks access for: its
+// allowedSourceAddressPrefix, or the requester's own address when it names
+// none or "my-ip" (invalid when that address is unknown).
+func (who Requester) SourceOf(pr PortRequest) (netip.Prefix, error) {
+	if s := strings.TrimSpace(pr.AllowedSourceAddressPrefix); s != "" && !strings.EqualFold(s, "my-ip") {
+		return ParsePrefix(s)
+	}
+	return netip.PrefixFrom(who.Address, who.Address.BitLen()), nil
 }
 
 // Overlaps reports whether a newer grant g replaces the active grant o:

@@ -309,22 +309,64 @@ func (t *SQLTx) GetVM(id string) (jit.VM, error) {
 	return vm, err
 }
 
-func (t *SQLTx) GetVMPolicy(id string) (jit.VM, *jit.Policy, error) {
-	var vm jit.VM
-	var body sql.NullString
-	var upd sql.NullInt64
-	var by sql.NullString
-	row := t.row(`SELECT v.id, v.name, v.grp, v.backend, v.os, v.addresses, v.labels, v.external_id, v.created_at, v.revision, v.report,
-		p.body, p.updated_at, p.updated_by FROM vms v LEFT JOIN policies p ON p.vm_id = v.id WHERE v.id = ?`, id)
-	vm, err := scanVM(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &body, &upd, &by)...) }))
-	if errors.Is(err, sql.ErrNoRows) {
-		return vm, nil, jit.Errorf(jit.ENotFound, "VM %s not found", id)
+func (t *SQLTx) GetVMAccess(id, user string, targets []GrantTarget) (jit.VM, *jit.Policy, []jit.Grant, error) {
+	match := "1=0"
+	args := []any{user}
+	if len(targets) > 0 {
+		match = strings.TrimSuffix(strings.Repeat("(g.port = ? AND g.source = ?) OR ", len(targets)), " OR ")
+		for _, gt := range targets {
+			args = append(args, gt.Port, gt.Source)
+		}
 	}
-	if err != nil || !body.Valid {
-		return vm, nil, err
+	rows, err := t.query(`SELECT v.id, v.name, v.grp, v.backend, v.os, v.addresses, v.labels, v.external_id, v.created_at, v.revision, v.report,
+		p.body, p.updated_at, p.updated_by,
+		COALESCE(g.id, ''), COALESCE(g.request_id, ''), COALESCE(g.vm_id, ''), COALESCE(g.vm_name, ''), COALESCE(g.grp, ''),
+		COALESCE(g.port, 0), COALESCE(g.protocol, ''), COALESCE(g.source, ''), COALESCE(g.usr, ''), COALESCE(g.start_time, 0),
+		COALESCE(g.end_time, 0), COALESCE(g.status, ''), g.ended_at, COALESCE(g.ended_by, '')
+		FROM vms v LEFT JOIN policies p ON p.vm_id = v.id
+		LEFT JOIN grants g ON g.vm_id = v.id AND g.status = 'active' AND g.usr = ? AND (`+match+`)
+		WHERE v.id = ? ORDER BY g.start_time`, append(args, id)...)
+	if err != nil {
+		return jit.VM{}, nil, nil, err
+	}
+	defer rows.Close()
+	var vm jit.VM
+	var body, by sql.NullString
+	var upd sql.NullInt64
+	var active []jit.Grant
+	found := false
+	for rows.Next() {
+		// One row: the VM's columns, the policy's, then a grant's (empty
+		// when none matched); scanVM and scanGrant each decode their part.
+		var g jit.Grant
+		var vmDest []any
+		var gerr error
+		vm, err = scanVM(scanFunc(func(dest ...any) error {
+			vmDest = dest
+			g, gerr = scanGrant(scanFunc(func(gdest ...any) error {
+				return rows.Scan(append(append(vmDest, &body, &upd, &by), gdest...)...)
+			}))
+			return gerr
+		}))
+		if err != nil {
+			return vm, nil, nil, err
+		}
+		found = true
+		if g.ID != "" {
+			active = append(active, g)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return vm, nil, nil, err
+	}
+	if !found {
+		return vm, nil, nil, jit.Errorf(jit.ENotFound, "VM %s not found", id)
+	}
+	if !body.Valid {
+		return vm, nil, active, nil
 	}
 	p, err := decodePolicy(vm.ID, body.String, upd.Int64, by.String)
-	return vm, &p, err
+	return vm, &p, active, err
 }
 
 // scanFunc adapts a function to the Scan method scanVM takes.

@@ -35,9 +35,10 @@ type Tx interface {
 
 	CreateVM(vm *jit.VM) error
 	GetVM(id string) (jit.VM, error)
-	// GetVMPolicy returns a VM and its JIT policy (nil when it has none)
-	// in one query.
-	GetVMPolicy(id string) (jit.VM, *jit.Policy, error)
+	// GetVMAccess returns what an access request needs of a VM, in one
+	// query: the VM, its JIT policy (nil when it has none) and the active
+	// grants of user on it for any of the ports and sources in targets.
+	GetVMAccess(id, user string, targets []GrantTarget) (jit.VM, *jit.Policy, []jit.Grant, error)
 	ListVMs(f VMFilter) ([]jit.VM, error)
 	DeleteVM(id string) error
 	// UpdateVM changes the VM's OS, addresses, labels and external id.
@@ -103,6 +104,12 @@ type VMFilter struct {
 	Name    string
 	Backend string
 	Groups  []string
+}
+
+// GrantTarget is a port and source (a prefix in canonical form).
+type GrantTarget struct {
+	Port   int
+	Source string
 }
 
 // GrantFilter selects grants, newest first.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -185,20 +186,20 @@ func testPolicies(t *testing.T, s store.Store) {
 		return nil
 	})
 	view(t, s, func(tx store.Tx) error {
-		got, pol, err := tx.GetVMPolicy(vm.ID)
-		if err != nil || got.Name != "web" || pol == nil || len(pol.Ports) != 2 || pol.UpdatedBy != "admin" {
-			t.Errorf("GetVMPolicy = %+v, %+v, %v", got, pol, err)
+		got, pol, active, err := tx.GetVMAccess(vm.ID, "alice", []store.GrantTarget{{Port: 22, Source: "198.51.100.7/32"}})
+		if err != nil || got.Name != "web" || pol == nil || len(pol.Ports) != 2 || pol.UpdatedBy != "admin" || len(active) != 0 {
+			t.Errorf("GetVMAccess = %+v, %+v, %v, %v", got, pol, active, err)
 		}
 		return nil
 	})
 	update(t, s, func(tx store.Tx) error { return tx.DeletePolicy(vm.ID) })
 	view(t, s, func(tx store.Tx) error {
-		got, pol, err := tx.GetVMPolicy(vm.ID)
+		got, pol, _, err := tx.GetVMAccess(vm.ID, "alice", nil)
 		if err != nil || got.Name != "web" || pol != nil {
-			t.Errorf("GetVMPolicy without a policy = %+v, %+v, %v", got, pol, err)
+			t.Errorf("GetVMAccess without a policy = %+v, %+v, %v", got, pol, err)
 		}
-		if _, _, err := tx.GetVMPolicy("missing"); jit.ErrorCode(err) != jit.ENotFound {
-			t.Errorf("GetVMPolicy of a missing VM: %v", err)
+		if _, _, _, err := tx.GetVMAccess("missing", "alice", nil); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("GetVMAccess of a missing VM: %v", err)
 		}
 		return nil
 	})
@@ -261,6 +262,31 @@ func testGrants(t *testing.T, s store.Store) {
 		active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
 		if err != nil || len(active) != 2 {
 			t.Errorf("active = %d %v", len(active), err)
+		}
+		for _, c := range []struct {
+			user    string
+			targets []store.GrantTarget
+			want    []string
+		}{
+			{"alice", []store.GrantTarget{{Port: 22, Source: "198.51.100.7/32"}}, []string{"g1", "g3"}},
+			{"alice", []store.GrantTarget{{Port: 80, Source: "198.51.100.7/32"}, {Port: 22, Source: "198.51.100.7/32"}}, []string{"g1", "g3"}},
+			{"alice", []store.GrantTarget{{Port: 22, Source: "198.51.100.8/32"}}, nil},
+			{"alice", []store.GrantTarget{{Port: 80, Source: "198.51.100.7/32"}}, nil},
+			{"bob", []store.GrantTarget{{Port: 22, Source: "198.51.100.7/32"}}, nil},
+			{"alice", nil, nil},
+		} {
+			got, _, gs, err := tx.GetVMAccess(vm.ID, c.user, c.targets)
+			var ids []string
+			for _, g := range gs {
+				ids = append(ids, g.ID)
+				if g.Status != jit.GrantActive || g.VMID != vm.ID || g.Source != "198.51.100.7/32" || g.RequestID != "r1" {
+					t.Errorf("GetVMAccess grant = %+v", g)
+				}
+			}
+			slices.Sort(ids)
+			if err != nil || got.ID != vm.ID || !slices.Equal(ids, c.want) {
+				t.Errorf("GetVMAccess(%s, %v) = %s, %v, %v; want grants %v", c.user, c.targets, got.ID, ids, err, c.want)
+			}
 		}
 		next, _, _ := tx.NextGrantEnd()
 		if !next.Equal(t0.Add(time.Hour)) {

@@ -119,7 +119,11 @@ func (b *Batcher) run() {
 				break more
 			}
 		}
-		b.settle(len(b.batch) - 1)
+		// What the batch does now is its own, not a job's. Reading the
+		// log's head sends what the last job left waiting; a failure of
+		// its writes is reported to it (see late).
+		b.conn.owner = -1
+		herr := (&SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}).readHead(&b.head)
 		var ok []*job
 		for _, j := range b.batch {
 			switch {
@@ -127,6 +131,8 @@ func (b *Batcher) run() {
 				j.done <- j.err
 			case b.spoiled != nil:
 				j.done <- fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
+			case herr != nil:
+				j.done <- fmt.Errorf("read the activity log's head: %w", herr)
 			default:
 				ok = append(ok, j)
 			}
@@ -137,7 +143,6 @@ func (b *Batcher) run() {
 			b.end(ctx, `ROLLBACK`)
 			continue
 		}
-		b.conn.owner = -1 // what follows is the batch's, not a job's
 		err := b.flush(ctx, ok)
 		if err == nil {
 			err = b.end(ctx, `COMMIT`)
@@ -300,23 +305,6 @@ func hasWrites(stmts []Stmt, owner int) bool {
 		}
 	}
 	return false
-}
-
-// settle sends what the batch's last job (last) left waiting, so that its
-// fate is known before the commit is prepared.
-func (b *Batcher) settle(last int) {
-	c := b.conn
-	if c.writes == 0 {
-		return
-	}
-	if err := c.Flush(b.batch[last].ctx); err != nil {
-		j := b.batch[last]
-		if j.err == nil {
-			j.err = dbErr(err)
-		}
-		c.discard(last)
-		c.Exec(j.ctx, `ROLLBACK TO SAVEPOINT job`)
-	}
 }
 
 // call runs the job's function, turning a panic into an error.

@@ -885,17 +885,25 @@ func (t *SQLTx) AppendEvent(events ...*jit.Event) error {
 	return nil
 }
 
+// readHead reads the activity log's last event into head.
+func (t *SQLTx) readHead(head *ChainHead) error {
+	var seq sql.NullInt64
+	var prev sql.NullString
+	err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
+	return nil
+}
+
 // appendEvents writes events after head, chaining each to the one before,
 // and moves head on.
 func (t *SQLTx) appendEvents(head *ChainHead, events []*jit.Event) error {
 	if !head.Known {
-		var seq sql.NullInt64
-		var prev sql.NullString
-		err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		if err := t.readHead(head); err != nil {
 			return err
 		}
-		*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
 	}
 	for len(events) > 0 {
 		chunk := events[:min(len(events), 300)]

@@ -13,29 +13,11 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-// Querier is what SQLTx needs of a connection or transaction: Conn, or
-// TxQuerier over a database/sql transaction.
+// Querier is what SQLTx needs of a connection (Conn).
 type Querier interface {
 	// Exec runs a statement and returns the number of rows it affected.
 	Exec(ctx context.Context, query string, args ...any) (int64, error)
 	Query(ctx context.Context, query string, args ...any) (Rows, error)
-}
-
-// TxQuerier is a Querier over a database/sql transaction.
-type TxQuerier struct{ Tx *sql.Tx }
-
-// Exec implements Querier.
-func (q TxQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	r, err := q.Tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return 0, err
-	}
-	return r.RowsAffected()
-}
-
-// Query implements Querier.
-func (q TxQuerier) Query(ctx context.Context, query string, args ...any) (Rows, error) {
-	return q.Tx.QueryContext(ctx, query, args...)
 }
 
 // Dialect holds what differs between the SQL databases.

@@ -196,6 +196,9 @@ func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
 	}
 }
 
+// Failures counts the round trips whose error was returned to the caller.
+func (c *Conn) Failures() int { return c.failures }
+
 // Close closes the connection; what waits is dropped.
 func (c *Conn) Close() error {
 	c.pending, c.writes = nil, 0

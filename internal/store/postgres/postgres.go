@@ -1,19 +1,21 @@
 // Package postgres is the store for several ajard replicas sharing one
-// PostgreSQL database (github.com/jackc/pgx through database/sql, so that
-// store.SQLTx serves it unchanged).
+// PostgreSQL database, through github.com/jackc/pgx connections that send
+// several statements in one round trip (pipelining); store.SQLTx serves it
+// unchanged.
 //
 // Updates go through a store.Batcher: each replica commits concurrent
 // updates together, in one READ COMMITTED transaction that takes a
 // transaction advisory lock first. Writes of all replicas are thereby
 // serialized in one lock order (no deadlocks), and the activity log's hash
-// chain stays one linear chain however many replicas write. A changed VM is announced with NOTIFY in
-// the transaction that changed it; every replica LISTENs on a connection of
-// its own and hands what it hears to its Changes subscribers.
+// chain stays one linear chain however many replicas write. A changed VM
+// is announced with NOTIFY in the transaction that changed it; every
+// replica LISTENs on a connection of its own and hands what it hears to
+// its Changes subscribers. Reads run in REPEATABLE READ snapshots on a
+// pool of connections.
 package postgres
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +25,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -35,7 +36,7 @@ const (
 	// Advisory lock keys ("ajar" and a number).
 	chainLockKey   = 0x616a6172_00000001 // appends to the activity log
 	migrateLockKey = 0x616a6172_00000002 // schema migrations
-	// maxConns bounds the connections of one DB (the listener not counted).
+	// maxConns bounds the read connections of one DB.
 	maxConns = 32
 	// notifyChunk is how many VM ids one notification carries.
 	notifyChunk = 100
@@ -46,10 +47,17 @@ const (
 
 // DB is a store.Store on a PostgreSQL database.
 type DB struct {
-	log     *slog.Logger
-	cfg     *pgx.ConnConfig
-	db      *sql.DB
-	batch   *store.Batcher
+	log   *slog.Logger
+	cfg   *pgx.ConnConfig
+	batch *store.Batcher
+	// readers holds idle read connections; slots bounds how many exist.
+	readers chan *store.Conn
+	slots   chan struct{}
+	// ending counts the read connections whose ROLLBACK is on its way;
+	// endMu orders adding to it against Close waiting for it.
+	ending sync.WaitGroup
+	endMu  sync.Mutex
+
 	dialect store.Dialect
 	feed    store.Feed
 	closed  atomic.Bool
@@ -65,11 +73,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	sdb := stdlib.OpenDB(*cfg)
-	sdb.SetMaxOpenConns(maxConns)
-	sdb.SetMaxIdleConns(maxConns)
-	sdb.SetConnMaxIdleTime(5 * time.Minute)
-	db := &DB{log: log, cfg: cfg, db: sdb, dialect: store.Dialect{
+	db := &DB{log: log, cfg: cfg, readers: make(chan *store.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: store.Dialect{
 		Numbered: true,
 		Begin: []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`},
 			{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
@@ -85,19 +89,13 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			return out
 		},
 	}}
-	if err := sdb.PingContext(ctx); err != nil {
-		sdb.Close()
-		return nil, fmt.Errorf("postgres: connect: %w", err)
-	}
 	if err := db.migrate(ctx); err != nil {
-		sdb.Close()
 		return nil, err
 	}
 	// Listen before returning, so that no change committed after Open
 	// returns can be missed.
 	conn, err := db.listen(ctx)
 	if err != nil {
-		sdb.Close()
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
 	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newPipe(ctx, cfg) },
@@ -202,28 +200,33 @@ func (r pipeRows) Close() error {
 // its own that holds an advisory lock, so that replicas starting together
 // apply every step once.
 func (db *DB) migrate(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, db.cfg)
+	if err != nil {
+		return fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	for {
-		done, err := db.migrateStep(ctx)
+		done, err := db.migrateStep(ctx, conn)
 		if err != nil || done {
 			return err
 		}
 	}
 }
 
-func (db *DB) migrateStep(ctx context.Context) (done bool, err error) {
-	tx, err := db.db.BeginTx(ctx, nil)
+func (db *DB) migrateStep(ctx context.Context, conn *pgx.Conn) (done bool, err error) {
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return false, fmt.Errorf("migrate: %w", err)
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLockKey)); err != nil {
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLockKey)); err != nil {
 		return false, fmt.Errorf("migrate: lock: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
 		return false, fmt.Errorf("migrate: %w", err)
 	}
 	var have int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return false, fmt.Errorf("migrate: %w", err)
 	}
 	if have > len(store.Migrations) {
@@ -231,10 +234,10 @@ func (db *DB) migrateStep(ctx context.Context) (done bool, err error) {
 	}
 	if have < len(store.Migrations) {
 		v := have + 1
-		if _, err := tx.ExecContext(ctx, store.Migrations[v-1]); err != nil {
+		if _, err := tx.Exec(ctx, store.Migrations[v-1]); err != nil {
 			return false, fmt.Errorf("migrate to %d: %w", v, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
 			return false, fmt.Errorf("migrate to %d: %w", v, err)
 		}
 		defer func() {
@@ -243,7 +246,7 @@ func (db *DB) migrateStep(ctx context.Context) (done bool, err error) {
 			}
 		}()
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("migrate: commit: %w", err)
 	}
 	return have == len(store.Migrations), nil
@@ -259,17 +262,75 @@ func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return db.batch.Update(ctx, fn)
 }
 
-// View implements store.Store.
+// View implements store.Store on a read connection of the replica's
+// pool. The snapshot's BEGIN travels with its first query, and its
+// ROLLBACK is sent after View has returned, before the connection goes
+// back to the pool (an idle connection never holds a snapshot open).
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	if db.closed.Load() {
 		return jit.Errorf(jit.EUnavailable, "store is closed")
 	}
-	tx, err := db.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	c, err := db.reader(ctx)
 	if err != nil {
-		return fmt.Errorf("begin read: %w", err)
+		return err
 	}
-	defer tx.Rollback()
-	return fn(&store.SQLTx{Ctx: ctx, Q: store.TxQuerier{Tx: tx}, Dialect: &db.dialect})
+	failures := c.Failures()
+	c.Defer(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
+	err = fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
+	if c.Failures() != failures { // the connection may be broken
+		db.release(c, false)
+		return err
+	}
+	db.endMu.Lock()
+	if db.closed.Load() {
+		db.endMu.Unlock()
+		db.release(c, false)
+		return err
+	}
+	db.ending.Add(1)
+	db.endMu.Unlock()
+	go func() {
+		defer db.ending.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, rerr := c.Exec(ctx, `ROLLBACK`)
+		db.release(c, rerr == nil)
+	}()
+	return err
+}
+
+// reader takes an idle read connection, or opens one while fewer than
+// maxConns exist.
+func (db *DB) reader(ctx context.Context) (*store.Conn, error) {
+	select {
+	case c := <-db.readers:
+		return c, nil
+	default:
+	}
+	select {
+	case c := <-db.readers:
+		return c, nil
+	case db.slots <- struct{}{}:
+		c, err := newPipe(ctx, db.cfg)
+		if err != nil {
+			<-db.slots
+			return nil, jit.Errorf(jit.EUnavailable, "database unavailable: %v", err)
+		}
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// release returns a read connection to the pool when it is usable and
+// the store open, and closes it otherwise.
+func (db *DB) release(c *store.Conn, usable bool) {
+	if !usable || db.closed.Load() {
+		c.Close()
+		<-db.slots
+		return
+	}
+	db.readers <- c
 }
 
 // Changes implements store.Store.
@@ -279,11 +340,18 @@ func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscr
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
+		db.endMu.Lock()
 		db.closed.Store(true)
+		db.endMu.Unlock()
 		berr := db.batch.Close()
 		db.stop()
 		db.wg.Wait()
-		err = errors.Join(berr, db.db.Close())
+		db.ending.Wait()
+		err = berr
+		for len(db.readers) > 0 {
+			(<-db.readers).Close()
+			<-db.slots
+		}
 	})
 	return err
 }

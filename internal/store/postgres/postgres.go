@@ -277,8 +277,17 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	failures := c.Failures()
 	c.Defer(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
 	err = fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
-	if c.Failures() != failures { // the connection may be broken
+	if c.Failures() != failures {
+		// The connection may be broken, and when the server restarted so
+		// are the idle ones: open fresh connections from now on.
 		db.release(c, false)
+		for n := len(db.readers); n > 0; n-- {
+			select {
+			case idle := <-db.readers:
+				db.release(idle, false)
+			default:
+			}
+		}
 		return err
 	}
 	db.endMu.Lock()

@@ -233,6 +233,68 @@ func TestListenerReconnects(t *testing.T) {
 	expect("vm1")
 }
 
+// TestConnectionsLost cuts every connection of a replica (as a server
+// restart does): at most the first read and the first update after it
+// fail, with an error, and the replica carries on with fresh connections.
+func TestConnectionsLost(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db := open(t, dsn)
+	update(t, db, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}) })
+	// Fill the read pool with several connections.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			db.View(context.Background(), func(tx store.Tx) error {
+				_, err := tx.ListGroups()
+				time.Sleep(20 * time.Millisecond)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var killed int
+	err = conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed)
+	if err != nil || killed < 3 {
+		t.Fatalf("terminated %d connections: %v", killed, err)
+	}
+	read := func() error {
+		return db.View(ctx, func(tx store.Tx) error {
+			g, err := tx.GetGroup("prod")
+			if err == nil && g.Name != "prod" {
+				err = fmt.Errorf("group %+v", g)
+			}
+			return err
+		})
+	}
+	if err := read(); err != nil {
+		t.Logf("first read after the cut: %v", err)
+		if err := read(); err != nil {
+			t.Fatalf("second read after the cut: %v", err)
+		}
+	}
+	write := func(name string) error {
+		return db.Update(ctx, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: name, CreatedAt: t0}) })
+	}
+	if err := write("dev"); err != nil {
+		t.Logf("first update after the cut: %v", err)
+		if err := write("dev"); err != nil {
+			t.Fatalf("second update after the cut: %v", err)
+		}
+	}
+	for range 20 { // every read connection is fresh now
+		if err := read(); err != nil {
+			t.Fatalf("read after recovery: %v", err)
+		}
+	}
+}
+
 // TestNoDeadlockAcrossReplicas runs updates on two replicas that touch a
 // VM row and the activity log in opposite orders: writes are serialized
 // from their start, so none deadlocks, every update runs once, and the

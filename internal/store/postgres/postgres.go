@@ -40,6 +40,9 @@ const (
 	maxConns = 32
 	// notifyChunk is how many VM ids one notification carries.
 	notifyChunk = 100
+	// sweepEvery is how often idle read connections end the snapshot
+	// they still hold.
+	sweepEvery = 100 * time.Millisecond
 	// listenIdle is how long the listener waits for a notification before
 	// it pings the server to find out whether the connection still works.
 	listenIdle = 30 * time.Second
@@ -53,10 +56,6 @@ type DB struct {
 	// readers holds idle read connections; slots bounds how many exist.
 	readers chan *store.Conn
 	slots   chan struct{}
-	// ending counts the read connections whose ROLLBACK is on its way;
-	// endMu orders adding to it against Close waiting for it.
-	ending sync.WaitGroup
-	endMu  sync.Mutex
 
 	dialect store.Dialect
 	feed    store.Feed
@@ -102,8 +101,9 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		&db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop = stop
-	db.wg.Add(1)
+	db.wg.Add(2)
 	go db.listener(lctx, conn)
+	go db.sweep(lctx)
 	return db, nil
 }
 
@@ -263,9 +263,10 @@ func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 // View implements store.Store on a read connection of the replica's
-// pool. The snapshot's BEGIN travels with its first query, and its
-// ROLLBACK is sent after View has returned, before the connection goes
-// back to the pool (an idle connection never holds a snapshot open).
+// pool. The snapshot's BEGIN travels with its first query and its
+// ROLLBACK with the connection's next use or, when it idles, with the
+// sweeper's next round (see sweep), so a read costs one round trip per
+// query.
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	if db.closed.Load() {
 		return jit.Errorf(jit.EUnavailable, "store is closed")
@@ -290,22 +291,39 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 		}
 		return err
 	}
-	db.endMu.Lock()
-	if db.closed.Load() {
-		db.endMu.Unlock()
-		db.release(c, false)
-		return err
-	}
-	db.ending.Add(1)
-	db.endMu.Unlock()
-	go func() {
-		defer db.ending.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, rerr := c.Exec(ctx, `ROLLBACK`)
-		db.release(c, rerr == nil)
-	}()
+	c.Defer(`ROLLBACK`) // sent with the next use, or by the sweeper
+	db.release(c, true)
 	return err
+}
+
+// sweep ends, every sweepEvery, the snapshots that idle read connections
+// still hold (their ROLLBACK waits for the next use), so that no snapshot
+// stays open for long and holds back VACUUM.
+func (db *DB) sweep(ctx context.Context) {
+	defer db.wg.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		for n := len(db.readers); n > 0; n-- {
+			var c *store.Conn
+			select {
+			case c = <-db.readers:
+			default:
+			}
+			if c == nil {
+				break
+			}
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := c.Flush(fctx)
+			cancel()
+			db.release(c, err == nil)
+		}
+	}
 }
 
 // reader takes an idle read connection, or opens one while fewer than
@@ -349,13 +367,10 @@ func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscr
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
-		db.endMu.Lock()
 		db.closed.Store(true)
-		db.endMu.Unlock()
 		berr := db.batch.Close()
 		db.stop()
 		db.wg.Wait()
-		db.ending.Wait()
 		err = berr
 		for len(db.readers) > 0 {
 			(<-db.readers).Close()

@@ -295,6 +295,47 @@ func TestConnectionsLost(t *testing.T) {
 	}
 }
 
+// TestIdleReadersHoldNoSnapshot: read connections go back to the pool with
+// their snapshot still open (its ROLLBACK travels with the next use), and
+// the sweeper ends it soon when the connection idles: no connection stays
+// "idle in transaction", which would hold back VACUUM.
+func TestIdleReadersHoldNoSnapshot(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db := open(t, dsn)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			db.View(ctx, func(tx store.Tx) error {
+				_, err := tx.ListGroups()
+				time.Sleep(20 * time.Millisecond)
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	idleInTx := func() int {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for n := idleInTx(); n > 0; n = idleInTx() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still idle in a transaction 3s after the last read", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestNoDeadlockAcrossReplicas runs updates on two replicas that touch a
 // VM row and the activity log in opposite orders: writes are serialized
 // from their start, so none deadlocks, every update runs once, and the

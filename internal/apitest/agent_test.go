@@ -83,7 +83,10 @@ func TestAgent(t *testing.T) {
 		if st, body := call(t, s, agentTok, "GET", "/api/v1/grants", nil); st == http.StatusOK && len(groupsOf(t, body)) != 0 {
 			t.Errorf("an agent sees grants: %s", body)
 		}
-		for _, p := range []string{"/api/v1/vms/" + other.ID, "/api/v1/vms/" + other.ID + "/desired-state", "/api/v1/vms/" + other.ID + "/policy"} {
+		// Its own VM's desired state only (through /agent/desired-state):
+		// not its policy, its users' grants or its usage.
+		for _, p := range []string{"/api/v1/vms/" + other.ID, "/api/v1/vms/" + other.ID + "/desired-state", "/api/v1/vms/" + other.ID + "/policy",
+			"/api/v1/vms/" + en.VM.ID, "/api/v1/vms/" + en.VM.ID + "/policy", "/api/v1/vms/" + en.VM.ID + "/recommendation"} {
 			st, body := call(t, s, agentTok, "GET", p, nil)
 			wantError(t, st, body, http.StatusNotFound, jit.ENotFound, "-")
 		}
@@ -95,7 +98,7 @@ func TestAgent(t *testing.T) {
 			{"GET", "/api/v1/activity", nil, 403},
 			{"GET", "/api/v1/users", nil, 403},
 			{"POST", "/api/v1/requests", accessBody(en.VM.ID), 403},
-			{"PUT", "/api/v1/vms/" + en.VM.ID + "/policy", policyBody, 403},
+			{"PUT", "/api/v1/vms/" + en.VM.ID + "/policy", policyBody, 404}, // its own VM is invisible to it too
 			{"POST", "/api/v1/vms", map[string]any{"name": "sneaky", "group": "A"}, 403},
 			{"POST", "/api/v1/agent/enroll", jit.Enrollment{Name: "host-3"}, 403},
 		} {

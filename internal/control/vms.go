@@ -147,7 +147,7 @@ func getVM(tx store.Tx, a *Actor, id string) (jit.VM, error) {
 	if err != nil {
 		return vm, err
 	}
-	if !a.Can(jit.PermRead, vm.Group) && !(a != nil && a.Token.Kind == jit.TokenAgent && a.Token.VMID == id) {
+	if !a.Can(jit.PermRead, vm.Group) {
 		return jit.VM{}, jit.Errorf(jit.ENotFound, "VM %s not found", id)
 	}
 	return vm, nil

@@ -65,11 +65,19 @@ func (c *Control) RunWatchHub(ctx context.Context) error {
 	return nil
 }
 
-// DesiredState returns what the VM's enforcer must make true now.
+// DesiredState returns what the VM's enforcer must make true now, to
+// readers of its group and to its own agent (which may read nothing else
+// of it: not its policy, users or usage).
 func (c *Control) DesiredState(ctx context.Context, a *Actor, vmID string) (jit.DesiredState, error) {
 	var st jit.DesiredState
 	err := c.store.View(ctx, func(tx store.Tx) error {
-		vm, err := getVM(tx, a, vmID)
+		var vm jit.VM
+		var err error
+		if a != nil && a.Token.Kind == jit.TokenAgent && a.Token.VMID == vmID {
+			vm, err = tx.GetVM(vmID)
+		} else {
+			vm, err = getVM(tx, a, vmID)
+		}
 		if err != nil {
 			return err
 		}

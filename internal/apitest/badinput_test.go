@@ -79,6 +79,17 @@ func TestBadInput(t *testing.T) {
 			status: 400, code: jit.EInvalid, target: "ports.number", msg: []string{"number"}},
 		{name: "body over 1 MiB", token: admin, method: "POST", path: "/api/v1/vms", body: huge,
 			status: 413, code: jit.ETooLarge, target: "", msg: []string{"1048576"}},
+		{name: "NUL in a body string", token: req, method: "POST", path: "/api/v1/requests",
+			body:   []byte(`{"virtualMachines":[{"id":"` + pol.ID + `","ports":[{"number":22}]}],"justification":"fix\u0000it"}`),
+			status: 400, code: jit.EInvalid, target: "", msg: []string{"NUL"}},
+
+		// Path and query values no store keeps.
+		{name: "invalid UTF-8 grant id", token: req, method: "POST", path: "/api/v1/grants/%FF/revoke",
+			status: 400, code: jit.EInvalid, target: "", msg: []string{"path", "UTF-8"}},
+		{name: "NUL in a VM id", token: admin, method: "GET", path: "/api/v1/vms/a%00b",
+			status: 400, code: jit.EInvalid, target: "", msg: []string{"path", "NUL"}},
+		{name: "invalid UTF-8 query value", token: admin, method: "GET", path: "/api/v1/activity?actor=%FF",
+			status: 400, code: jit.EInvalid, target: "actor", msg: []string{"actor", "UTF-8"}},
 
 		// Policies.
 		{name: "port 0", token: admin, method: "PUT", path: polPath, body: badRule(map[string]any{"number": 0}),

@@ -32,6 +32,7 @@
 package azureapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,8 +152,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	var segs []string
 	for _, s := range strings.Split(strings.Trim(r.URL.EscapedPath(), "/"), "/") {
 		u, err := url.PathUnescape(s)
-		if err != nil {
-			return apiError(http.StatusBadRequest, "BadRequest", "malformed path %q", r.URL.Path)
+		if err != nil || !jit.Storable(u) {
+			return apiError(http.StatusBadRequest, "BadRequest", "malformed path %q: each segment must be UTF-8 text without NUL characters", strings.ToValidUTF8(r.URL.Path, "?"))
 		}
 		segs = append(segs, u)
 	}
@@ -277,14 +278,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // decode reads one JSON value of at most MaxBody bytes into v. Unknown
 // fields are ignored, as ARM does: clients send back read-only ones.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
-	dec := json.NewDecoder(r.Body)
-	err := dec.Decode(v)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err == nil && jit.EscapesNUL(data) {
+		return apiError(http.StatusBadRequest, "InvalidRequestContent", "text in the request body must not contain NUL characters (\\u0000)")
+	}
 	if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			return apiError(http.StatusBadRequest, "InvalidRequestContent", "the request body has data after the JSON value")
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err = dec.Decode(v); err == nil {
+			if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+				return apiError(http.StatusBadRequest, "InvalidRequestContent", "the request body has data after the JSON value")
+			}
+			return nil
 		}
-		return nil
 	}
 	var mbe *http.MaxBytesError
 	var te *json.UnmarshalTypeError

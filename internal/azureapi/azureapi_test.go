@@ -587,6 +587,8 @@ func TestREST(t *testing.T) {
 		{"unknown route", ajardtest.AdminToken, "GET", "/subscriptions/" + sub + "/providers/Microsoft.Compute/virtualMachines" + q, nil, 404, "NotFound"},
 		{"wrong method", ajardtest.AdminToken, "PATCH", base + q, nil, 405, "MethodNotAllowed"},
 		{"bad JSON", ajardtest.AdminToken, "PUT", base + q, "{", 400, "InvalidRequestContent"},
+		{"NUL in a body string", ajardtest.AdminToken, "PUT", base + q, `{"properties":{"virtualMachines":[{"id":"` + web4 + `\u0000","ports":[]}]}}`, 400, "InvalidRequestContent"},
+		{"invalid UTF-8 in the path", ajardtest.AdminToken, "GET", strings.Replace(base, "rg-a", "rg-%FF", 1) + q, nil, 400, "BadRequest"},
 		{"no properties", ajardtest.AdminToken, "PUT", base + q, map[string]any{}, 400, "BadRequest"},
 		{"both prefix fields", ajardtest.AdminToken, "PUT", base + q, map[string]any{"properties": map[string]any{"virtualMachines": []any{
 			map[string]any{"id": web4, "ports": []any{map[string]any{"number": 22, "protocol": "*", "allowedSourceAddressPrefix": "*",

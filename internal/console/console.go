@@ -97,6 +97,22 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
+	err := server.CheckText(r)
+	if err == nil && r.Method == http.MethodPost {
+		if perr := r.ParseForm(); perr == nil {
+			for k, vs := range r.PostForm {
+				for _, v := range vs {
+					if !jit.Storable(k) || !jit.Storable(v) {
+						err = jit.Invalid(k, "form fields must be UTF-8 text without NUL characters")
+					}
+				}
+			}
+		}
+	}
+	if err != nil {
+		c.renderError(w, r, nil, http.StatusBadRequest, jit.ErrorMessage(err))
+		return
+	}
 	c.handler.ServeHTTP(w, r)
 }
 

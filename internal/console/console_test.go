@@ -535,6 +535,21 @@ func TestFormsWithoutJavaScript(t *testing.T) {
 	if _, _, body := u.get(loc); !strings.Contains(body, "Port 2222 (TCP) is open for 127.0.0.1/32") {
 		t.Errorf("machine page after the request does not say what opened:\n%s", body)
 	}
+	// Text no store keeps is refused before it reaches one, and opens nothing.
+	for _, bad := range []url.Values{
+		{"port": {"2222/TCP"}, "source": {"my-ip"}, "duration": {"PT5M"}, "justification": {"fix\x00it"}},
+		{"port": {"2222/TCP"}, "source": {"my-ip"}, "duration": {"PT5M"}, "justification": {"\xff"}},
+	} {
+		if st, _, body := u.post("/machines/"+f.db.ID+"/request", bad); st != http.StatusBadRequest || !strings.Contains(body, "UTF-8 text without NUL") {
+			t.Errorf("request with justification %q: %d\n%s", bad.Get("justification"), st, body)
+		}
+	}
+	if st, _, _ := u.get("/machines/%FF"); st != http.StatusBadRequest {
+		t.Errorf("machine page of an invalid id: %d, want 400", st)
+	}
+	if gs, err := f.s.Admin.ListGrants(context.Background(), f.db.ID, jit.GrantActive, ""); err != nil || len(gs) != 1 {
+		t.Errorf("active grants after refused requests: %d %v, want the one opened before", len(gs), err)
+	}
 	if st, _, body := u.get("/machines/" + f.db.ID + "/disable"); st != http.StatusOK || !strings.Contains(body, `id="disable-confirm"`) {
 		t.Errorf("disable page: %d", st)
 	}

@@ -196,3 +196,25 @@ func TestAnchorCatchesTruncationAndRewrites(t *testing.T) {
 		t.Fatalf("log rewritten with fresh hashes: bad at %d (%s)", v.BadSeq, v.Problem)
 	}
 }
+
+func TestStorableText(t *testing.T) {
+	for s, want := range map[string]bool{"": true, "héllo": true, "a\x00b": false, "\xff": false, "ok\u2028": true} {
+		if got := Storable(s); got != want {
+			t.Errorf("Storable(%q) = %v, want %v", s, got, want)
+		}
+	}
+	for s, want := range map[string]bool{
+		`{"a":"x"}`:         false,
+		`{"a":"x\u0000"}`:   true,
+		`{"a":"x\\u0000"}`:  false, // an escaped backslash, then text
+		`{"a":"x\\\u0000"}`: true,
+		`{"a":"u0000"}`:     false,
+		`{"a":"\u00001"}`:   true,
+		`{"\u0000":1}`:      true,
+		`{"a":"\u0001"}`:    false,
+	} {
+		if got := EscapesNUL([]byte(s)); got != want {
+			t.Errorf("EscapesNUL(%s) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +62,9 @@ func (s *Server) api(h handler) http.HandlerFunc {
 			}
 		}()
 		a, err := s.authenticate(r)
+		if err == nil {
+			err = CheckText(r)
+		}
 		if err == nil {
 			err = h(w, r, a)
 		}
@@ -166,29 +170,49 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
+// CheckText refuses a request whose path or query holds what no store
+// keeps as text (invalid UTF-8, NUL characters), before it reaches one.
+func CheckText(r *http.Request) error {
+	if !jit.Storable(r.URL.Path) {
+		return jit.Invalid("", "the path must be UTF-8 text without NUL characters")
+	}
+	for k, vs := range r.URL.Query() {
+		for _, v := range vs {
+			if !jit.Storable(k) || !jit.Storable(v) {
+				k = strings.ToValidUTF8(k, "?")
+				return jit.Invalid(k, "query parameter %q must be UTF-8 text without NUL characters", k)
+			}
+		}
+	}
+	return nil
+}
+
 // decode reads one JSON value of at most MaxBody bytes into v, refusing
 // unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
-	dec := json.NewDecoder(r.Body)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &jit.Error{Code: jit.ETooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBody)}
+	}
+	if err != nil {
+		return jit.Invalid("", "reading the request body: %v", err)
+	}
+	if jit.EscapesNUL(data) {
+		return jit.Invalid("", "text in the request body must not contain NUL characters (\\u0000)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			var mbe *http.MaxBytesError
-			if errors.As(terr, &mbe) {
-				return &jit.Error{Code: jit.ETooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBody)}
-			}
 			return jit.Invalid("", "request body has data after the JSON value")
 		}
 		return nil
 	}
-	var mbe *http.MaxBytesError
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &mbe):
-		return &jit.Error{Code: jit.ETooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBody)}
 	case errors.Is(err, io.EOF):
 		return jit.Invalid("", "request body is empty; send a JSON object")
 	case errors.As(err, &se):

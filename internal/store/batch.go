@@ -52,7 +52,17 @@ type job struct {
 	done chan error
 	tx   *SQLTx
 	err  error // why the job failed, once it has
+	// sp is set once the job's savepoint exists on the server, wrote once
+	// one of its writes ran there.
+	sp, wrote bool
 }
+
+// The savepoint statements of jobs.
+const (
+	spSave     = `SAVEPOINT job`
+	spRelease  = `RELEASE SAVEPOINT job`
+	spRollback = `ROLLBACK TO SAVEPOINT job`
+)
 
 // NewBatcher starts a batcher. open returns the write connection (again
 // after a failure); publish, when not nil, receives the VMs changed by each
@@ -139,6 +149,7 @@ func (b *Batcher) run() {
 		}
 		b.spoiled = nil
 		clear(b.batch)
+		b.batch = b.batch[:0]
 		if len(ok) == 0 {
 			b.end(ctx, `ROLLBACK`)
 			continue
@@ -205,7 +216,7 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 		if err != nil {
 			return jit.Errorf(jit.EUnavailable, "database unavailable: %v", err)
 		}
-		c.late = b.late
+		c.track = b
 		b.conn = c
 	}
 	b.conn.owner = -1
@@ -245,54 +256,104 @@ func (b *Batcher) drop() {
 	}
 }
 
-// late is told by the connection that a write of job owner failed in a
-// later job's round trip: the job fails, and rolling back to its savepoint
-// (the newest, since nothing after the failure ran) undoes it.
-func (b *Batcher) late(owner int, err error) []Stmt {
-	if owner >= 0 && owner < len(b.batch) && b.batch[owner].err == nil {
-		b.batch[owner].err = dbErr(err)
+// job returns job i of the open batch, or nil.
+func (b *Batcher) job(i int) *job {
+	if i < 0 || i >= len(b.batch) {
+		return nil
 	}
-	return []Stmt{{Query: `ROLLBACK TO SAVEPOINT job`}}
+	return b.batch[i]
+}
+
+// spoil marks the open transaction as unable to commit.
+func (b *Batcher) spoil(err error) {
+	if b.spoiled == nil {
+		b.spoiled = err
+	}
+}
+
+// ran implements tracker.
+func (b *Batcher) ran(stmts []Stmt) {
+	for _, s := range stmts {
+		j := b.job(s.owner)
+		switch {
+		case j == nil:
+		case s.Query == spSave:
+			j.sp = true
+		case !s.lazy:
+			j.wrote = true
+		}
+	}
+}
+
+// failed implements tracker. A write of an earlier job that failed in a
+// later job's round trip fails that job, and rolling back to its savepoint
+// (the newest on the server, since nothing after the failure ran) undoes
+// it. When it is not known what failed, or a savepoint statement did, the
+// transaction's state is unknown and it is spoiled: nothing of it commits.
+func (b *Batcher) failed(s *Stmt, err error) []Stmt {
+	if s == nil || s.lazy {
+		b.spoil(err)
+		return nil
+	}
+	if s.owner < 0 || s.owner == b.conn.owner {
+		return nil // the caller's own failure: it gets the error
+	}
+	j := b.job(s.owner)
+	if j == nil || !j.sp {
+		b.spoil(err)
+		return nil
+	}
+	if j.err == nil {
+		j.err = dbErr(err)
+	}
+	return []Stmt{{Query: spRollback}}
 }
 
 // runJob runs job i of the batch in a savepoint; on error or panic
 // everything it wrote is rolled back and the rest of the batch is
 // unaffected. The savepoint statements wait on the connection and travel
-// with the job's first round trip that carries writes (or with its writes,
-// in the next job's first round trip), so they cost no round trip of their
-// own; a job that wrote nothing never sends them. The savepoint stays open
-// until the next job or the commit.
+// with the job's first round trip (its writes may wait for the next job's
+// first one), so they cost no round trip of their own; a job that sent
+// nothing drops them. The savepoint stays open until the next job or the
+// commit.
 func (b *Batcher) runJob(i int) {
 	j, c := b.batch[i], b.conn
 	c.owner = i
-	wasOpen, sends, failures := b.spOpen, c.sends, c.failures
+	wasOpen, failures := b.spOpen, c.failures
 	if b.spOpen {
-		c.deferLazy(`RELEASE SAVEPOINT job`)
+		c.deferLazy(spRelease)
 	}
-	c.deferLazy(`SAVEPOINT job`)
+	c.deferLazy(spSave)
 	b.spOpen = true
 	j.tx = &SQLTx{Ctx: j.ctx, Q: c, Dialect: b.dialect}
 	err := b.call(j)
-	if err == nil && c.failures != failures {
+	dbFailed := c.failures != failures
+	if err == nil && dbFailed {
 		// On PostgreSQL the failed statement spoiled the transaction
 		// until the rollback to the savepoint.
 		err = jit.Errorf(jit.EInternal, "update went on after a database error")
 	}
-	if c.failures != failures && c.sends == sends && b.spoiled == nil {
-		b.spoiled = err
-	}
-	if c.sends == sends { // nothing of this job reached the database yet
-		if err != nil || c.writes == 0 || !hasWrites(c.pending, i) {
+	if err == nil {
+		if !j.sp && !hasWrites(c.pending, i) { // it sent nothing and has nothing to send
 			c.discard(i)
 			b.spOpen = wasOpen
 		}
-	} else if err != nil {
-		c.discard(i)
-		if _, rerr := c.Exec(j.ctx, `ROLLBACK TO SAVEPOINT job`); rerr != nil {
+		return
+	}
+	c.discard(i)
+	switch {
+	case !j.sp: // nothing of it ran
+		if dbFailed {
+			b.spoil(err) // a failure without its savepoint in place
+		}
+		b.spOpen = wasOpen
+	case j.wrote || dbFailed:
+		if _, rerr := c.Exec(j.ctx, spRollback); rerr != nil {
 			err = errors.Join(err, rerr)
+			b.spoil(rerr)
 		}
 	}
-	if err != nil && j.err == nil {
+	if j.err == nil {
 		j.err = err
 	}
 }

@@ -26,53 +26,64 @@ type Rows interface {
 }
 
 // Pipe sends statements over one database connection. Stmts run in order
-// and stop at the first failure, whose index a Pipe returns with the
-// error (len(stmts) when the final query failed): the statements before it
-// ran, the others did not. A database that can pipeline sends them all in
-// one round trip.
+// and stop at the first failure. On a failure a Pipe returns how many
+// statements ran (succeeded) before it, so that stmts[ran] is the one that
+// failed and the rest did not run; or -1 when it cannot tell what ran. A
+// database that can pipeline sends them all in one round trip.
 type Pipe interface {
 	// Exec runs stmts and returns the rows the last one affected.
-	Exec(ctx context.Context, stmts []Stmt) (n int64, failed int, err error)
+	Exec(ctx context.Context, stmts []Stmt) (n int64, ran int, err error)
 	// Query runs stmts and then q, and returns q's rows, which the caller
-	// closes before using the Pipe again.
-	Query(ctx context.Context, stmts []Stmt, q string, args []any) (rows Rows, failed int, err error)
+	// closes before using the Pipe again (ran == len(stmts) when q failed).
+	Query(ctx context.Context, stmts []Stmt, q string, args []any) (rows Rows, ran int, err error)
+	// Closed reports whether the connection is known to be gone.
+	Closed() bool
 	Close() error
+}
+
+// tracker follows what a Conn's round trips did (the Batcher, which owns
+// the transaction's savepoints).
+type tracker interface {
+	// ran is told of statements that ran.
+	ran(stmts []Stmt)
+	// failed is told of a failed statement (nil when it is not known which
+	// failed). It returns what undoes the statement's owner's work when
+	// that owner is an earlier one and the round trip should be tried
+	// again for the others, and nil when the error goes to the caller.
+	failed(s *Stmt, err error) (undo []Stmt)
 }
 
 // Conn is the connection of one writer (or reader): a Querier over a Pipe
 // that can hold writes back. Writes whose result nobody reads wait on the
 // Conn (Defer) and travel with the next statement that needs an answer, in
-// one round trip when the database can pipeline. A read sends the writes
-// waiting before it in the same round trip, so it sees them. One goroutine
-// uses a Conn at a time. Transactions on it are plain BEGIN/COMMIT
-// statements.
+// one round trip when the database can pipeline; a read sends everything
+// waiting before it in the same round trip, so it sees the writes. One
+// goroutine uses a Conn at a time. Transactions on it are plain
+// BEGIN/COMMIT statements.
 type Conn struct {
 	pipe    Pipe
 	pending []Stmt
 	writes  int // how many of pending are not lazy
-	// sends counts the round trips that carried waiting statements, and
-	// failures those whose error was returned to the caller.
-	sends, failures int
-	// owner tags the statements deferred from now on (an update of a
-	// batch); late, when set, is told when a statement of an earlier owner
-	// fails in a later owner's round trip, and returns what undoes the
-	// earlier owner's work before the round trip is tried again.
+	// failures counts the errors returned to callers, rows' included.
+	failures int
+	// owner tags the statements queued from now on (an update of a batch).
 	owner int
-	late  func(owner int, err error) []Stmt
+	track tracker // nil outside a Batcher
 }
 
 // NewConn makes a Conn over p.
 func NewConn(p Pipe) *Conn { return &Conn{pipe: p} }
 
 // Defer queues a write whose result nobody needs; it is sent with the next
-// Exec, Query (which sends waiting writes first) or Flush. Its error, if any, is returned by that call (or,
+// Exec, Query or Flush. Its error, if any, is returned by that call (or,
 // for an earlier owner's write, reported to that owner).
 func (c *Conn) Defer(q string, args ...any) {
 	c.pending = append(c.pending, Stmt{Query: q, Args: args, owner: c.owner})
 	c.writes++
 }
 
-// deferLazy queues a statement that may wait past reads (a savepoint).
+// deferLazy queues a statement that needs no round trip of its own (a
+// savepoint): it goes with the next one, whatever it is.
 func (c *Conn) deferLazy(q string) {
 	c.pending = append(c.pending, Stmt{Query: q, lazy: true, owner: c.owner})
 }
@@ -80,57 +91,64 @@ func (c *Conn) deferLazy(q string) {
 // discard drops the waiting statements of owner.
 func (c *Conn) discard(owner int) {
 	kept := c.pending[:0]
-	c.writes = 0
 	for _, s := range c.pending {
 		if s.owner != owner {
 			kept = append(kept, s)
-			if !s.lazy {
-				c.writes++
-			}
 		}
 	}
 	clear(c.pending[len(kept):])
 	c.pending = kept
+	c.count()
 }
 
-// take empties the queue and returns what was waiting.
-func (c *Conn) take() []Stmt {
-	p := c.pending
-	if len(p) > 0 {
-		c.sends++
-	}
-	c.pending, c.writes = nil, 0
-	return p
-}
-
-// retry decides, after a round trip of sent statements failed at index
-// failed, whether to try again: when the failing statement was an earlier
-// owner's, that owner is told and undone (in a round trip of its own: the
-// transaction accepts nothing else before), its other statements are
-// dropped, and the statements of later owners that did not run wait again.
-// A failed undo is returned as the current owner's failure.
-func (c *Conn) retry(ctx context.Context, sent []Stmt, failed int, err error) (bool, error) {
-	if c.late == nil || failed >= len(sent) || sent[failed].owner == c.owner {
-		return false, err
-	}
-	bad := sent[failed].owner
-	if _, _, uerr := c.pipe.Exec(ctx, c.late(bad, err)); uerr != nil {
-		return false, uerr
-	}
-	var redo []Stmt
-	for _, s := range sent[failed:] {
-		if s.owner != bad {
-			redo = append(redo, s)
-		}
-	}
-	c.pending = append(redo, c.pending...)
+func (c *Conn) count() {
 	c.writes = 0
 	for _, s := range c.pending {
 		if !s.lazy {
 			c.writes++
 		}
 	}
-	return true, nil
+}
+
+// take empties the queue and returns what was waiting.
+func (c *Conn) take() []Stmt {
+	p := c.pending
+	c.pending, c.writes = nil, 0
+	return p
+}
+
+// recover handles a failed round trip of stmts, whose first nsent came
+// from the queue: it tells the tracker what ran and what failed and, when
+// the failure was an earlier owner's, undoes that owner's work and queues
+// again the later owners' statements that did not run (reporting true).
+func (c *Conn) recover(ctx context.Context, stmts []Stmt, nsent, ran int, err error) bool {
+	if ran >= 0 && c.track != nil {
+		c.track.ran(stmts[:ran])
+	}
+	if c.track == nil {
+		return false
+	}
+	var bad *Stmt
+	if ran >= 0 && ran < len(stmts) {
+		bad = &stmts[ran]
+	}
+	undo := c.track.failed(bad, err)
+	if undo == nil || bad == nil || ran >= nsent {
+		return false
+	}
+	if _, _, uerr := c.pipe.Exec(ctx, undo); uerr != nil {
+		c.track.failed(nil, uerr)
+		return false
+	}
+	var redo []Stmt
+	for _, s := range stmts[ran:nsent] {
+		if s.owner != bad.owner {
+			redo = append(redo, s)
+		}
+	}
+	c.pending = append(redo, c.pending...)
+	c.count()
+	return true
 }
 
 // Flush sends the waiting statements when writes are among them.
@@ -162,42 +180,70 @@ func (c *Conn) send(ctx context.Context, final *Stmt) (int64, error) {
 		if len(stmts) == 0 {
 			return 0, nil
 		}
-		n, failed, err := c.pipe.Exec(ctx, stmts)
-		if err != nil {
-			again, rerr := c.retry(ctx, sent, failed, err)
-			if again {
-				continue
+		n, ran, err := c.pipe.Exec(ctx, stmts)
+		if err == nil {
+			if c.track != nil {
+				c.track.ran(stmts)
 			}
-			c.failures++
-			return 0, rerr
+			return n, nil
 		}
-		return n, nil
+		if c.recover(ctx, stmts, len(sent), ran, err) {
+			continue
+		}
+		c.failures++
+		return 0, err
 	}
 }
 
-// Query runs the waiting statements when writes are among them and then
-// q, in one round trip when the database can pipeline.
+// Query runs the waiting statements and then q, in one round trip when the
+// database can pipeline.
 func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
 	for {
-		var sent []Stmt
-		if c.writes > 0 {
-			sent = c.take()
-		}
-		rows, failed, err := c.pipe.Query(ctx, sent, q, args)
-		if err != nil {
-			again, rerr := c.retry(ctx, sent, failed, err)
-			if again {
-				continue
+		sent := c.take()
+		st := Stmt{Query: q, Args: args, owner: c.owner}
+		rows, ran, err := c.pipe.Query(ctx, sent, q, args)
+		if err == nil {
+			if c.track != nil {
+				c.track.ran(sent)
 			}
-			c.failures++
-			return nil, rerr
+			return &connRows{Rows: rows, c: c, st: st}, nil
 		}
-		return rows, nil
+		if c.recover(ctx, append(sent, st), len(sent), ran, err) {
+			continue
+		}
+		c.failures++
+		return nil, err
 	}
 }
 
-// Failures counts the round trips whose error was returned to the caller.
+// connRows counts an error that comes with the rows (some databases report
+// a failed query only there) as the query's failure.
+type connRows struct {
+	Rows
+	c      *Conn
+	st     Stmt
+	failed bool
+}
+
+func (r *connRows) note(err error) error {
+	if err != nil && !r.failed {
+		r.failed = true
+		r.c.failures++
+		if r.c.track != nil {
+			r.c.track.failed(&r.st, err)
+		}
+	}
+	return err
+}
+
+func (r *connRows) Err() error   { return r.note(r.Rows.Err()) }
+func (r *connRows) Close() error { return r.note(r.Rows.Close()) }
+
+// Failures counts the errors returned to callers.
 func (c *Conn) Failures() int { return c.failures }
+
+// Closed reports whether the connection is known to be gone.
+func (c *Conn) Closed() bool { return c.pipe.Closed() }
 
 // Close closes the connection; what waits is dropped.
 func (c *Conn) Close() error {
@@ -259,13 +305,13 @@ func (p *SQLPipe) Exec(ctx context.Context, stmts []Stmt) (int64, int, error) {
 			return 0, i, err
 		}
 	}
-	return n, 0, nil
+	return n, len(stmts), nil
 }
 
 // Query implements Pipe.
 func (p *SQLPipe) Query(ctx context.Context, stmts []Stmt, q string, args []any) (Rows, int, error) {
-	if _, failed, err := p.Exec(ctx, stmts); err != nil {
-		return nil, failed, err
+	if _, ran, err := p.Exec(ctx, stmts); err != nil {
+		return nil, ran, err
 	}
 	st, err := p.stmt(ctx, q)
 	if err != nil {
@@ -275,8 +321,11 @@ func (p *SQLPipe) Query(ctx context.Context, stmts []Stmt, q string, args []any)
 	if err != nil {
 		return nil, len(stmts), err
 	}
-	return rows, 0, nil
+	return rows, len(stmts), nil
 }
+
+// Closed implements Pipe: database/sql hides a lost connection.
+func (p *SQLPipe) Closed() bool { return false }
 
 // Close closes the statements and returns the connection.
 func (p *SQLPipe) Close() error {

@@ -56,6 +56,7 @@ type DB struct {
 	// readers holds idle read connections; slots bounds how many exist.
 	readers chan *store.Conn
 	slots   chan struct{}
+	poolMu  sync.Mutex // orders returning a connection against Close
 
 	dialect store.Dialect
 	feed    store.Feed
@@ -131,11 +132,25 @@ func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any
 	return p.c.SendBatch(ctx, &b)
 }
 
+// ran turns the failure of statement i into what store.Pipe reports: i
+// statements ran, or -1 when pgx failed before sending any (preparing
+// them), since then it is unknown what the failure did to the transaction.
+func ran(i int, err error) int {
+	var pre pgx.ErrPreprocessingBatch
+	if errors.As(err, &pre) {
+		return -1
+	}
+	return i
+}
+
 // Exec implements store.Pipe.
 func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) {
 	if len(stmts) == 1 {
 		tag, err := p.c.Exec(ctx, stmts[0].Query, stmts[0].Args...)
-		return tag.RowsAffected(), 0, err
+		if err != nil {
+			return 0, 0, err
+		}
+		return tag.RowsAffected(), 1, nil
 	}
 	br := p.send(ctx, stmts, "", nil)
 	var n int64
@@ -143,11 +158,14 @@ func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) 
 		tag, err := br.Exec()
 		if err != nil {
 			br.Close()
-			return 0, i, err
+			return 0, ran(i, err), err
 		}
 		n = tag.RowsAffected()
 	}
-	return n, 0, br.Close()
+	if err := br.Close(); err != nil {
+		return 0, -1, err
+	}
+	return n, len(stmts), nil
 }
 
 // Query implements store.Pipe.
@@ -163,16 +181,19 @@ func (p pipe) Query(ctx context.Context, stmts []store.Stmt, q string, args []an
 	for i := range stmts {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
-			return nil, i, err
+			return nil, ran(i, err), err
 		}
 	}
 	rows, err := br.Query()
 	if err != nil {
 		br.Close()
-		return nil, len(stmts), err
+		return nil, ran(len(stmts), err), err
 	}
-	return pipeRows{rows, br}, 0, nil
+	return pipeRows{rows, br}, len(stmts), nil
 }
+
+// Closed implements store.Pipe.
+func (p pipe) Closed() bool { return p.c.IsClosed() }
 
 // Close implements store.Pipe.
 func (p pipe) Close() error {
@@ -275,24 +296,26 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	failures := c.Failures()
+	returned := false
+	defer func() {
+		switch {
+		case !returned: // fn panicked: the connection's state is unknown
+			db.release(c, false)
+		case c.Closed():
+			db.release(c, false)
+			if ctx.Err() == nil {
+				// Not our cancellation: the server went away, and the
+				// idle connections with it.
+				db.dropIdle()
+			}
+		default:
+			c.Defer(`ROLLBACK`) // sent with the next use, or by the sweeper
+			db.release(c, true)
+		}
+	}()
 	c.Defer(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
 	err = fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
-	if c.Failures() != failures {
-		// The connection may be broken, and when the server restarted so
-		// are the idle ones: open fresh connections from now on.
-		db.release(c, false)
-		for n := len(db.readers); n > 0; n-- {
-			select {
-			case idle := <-db.readers:
-				db.release(idle, false)
-			default:
-			}
-		}
-		return err
-	}
-	c.Defer(`ROLLBACK`) // sent with the next use, or by the sweeper
-	db.release(c, true)
+	returned = true
 	return err
 }
 
@@ -352,12 +375,27 @@ func (db *DB) reader(ctx context.Context) (*store.Conn, error) {
 // release returns a read connection to the pool when it is usable and
 // the store open, and closes it otherwise.
 func (db *DB) release(c *store.Conn, usable bool) {
-	if !usable || db.closed.Load() {
-		c.Close()
-		<-db.slots
+	db.poolMu.Lock()
+	if usable && !db.closed.Load() {
+		db.readers <- c // never blocks: at most maxConns exist
+		db.poolMu.Unlock()
 		return
 	}
-	db.readers <- c
+	db.poolMu.Unlock()
+	c.Close()
+	<-db.slots
+}
+
+// dropIdle closes the idle read connections.
+func (db *DB) dropIdle() {
+	for {
+		select {
+		case c := <-db.readers:
+			db.release(c, false)
+		default:
+			return
+		}
+	}
 }
 
 // Changes implements store.Store.
@@ -367,15 +405,13 @@ func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscr
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
+		db.poolMu.Lock()
 		db.closed.Store(true)
-		berr := db.batch.Close()
+		db.poolMu.Unlock()
+		err = db.batch.Close()
 		db.stop()
 		db.wg.Wait()
-		err = berr
-		for len(db.readers) > 0 {
-			(<-db.readers).Close()
-			<-db.slots
-		}
+		db.dropIdle()
 	})
 	return err
 }

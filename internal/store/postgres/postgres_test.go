@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -440,4 +441,157 @@ func BenchmarkAppendEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestFailedReadKeepsOthersWrites: an update whose first read fails on the
+// server (invalid UTF-8 in a parameter), between an update that wrote
+// through immediate statements and one that follows, fails alone: the
+// others' writes commit, and every update reported as committed is there.
+func TestFailedReadKeepsOthersWrites(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	hold, held := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // holds the batcher so that the three below share a batch
+		db.Update(ctx, func(tx store.Tx) error { close(held); <-hold; return nil })
+	})
+	<-held
+	errs := make([]error, 3)
+	jobs := []func(store.Tx) error{
+		func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "a", CreatedAt: t0}) },
+		func(tx store.Tx) error { _, err := tx.GetVM("\xff"); return err },
+		func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "c", CreatedAt: t0}) },
+	}
+	for i, fn := range jobs {
+		wg.Go(func() { errs[i] = db.Update(ctx, fn) })
+		time.Sleep(50 * time.Millisecond) // queue them in order
+	}
+	close(hold)
+	wg.Wait()
+	if errs[1] == nil {
+		t.Errorf("the update with an invalid id succeeded")
+	}
+	for _, i := range []int{0, 2} {
+		name := string(rune('a' + i))
+		err := db.View(ctx, func(tx store.Tx) error { _, err := tx.GetGroup(name); return err })
+		switch {
+		case errs[i] == nil && err != nil:
+			t.Errorf("update %d was reported committed but group %s is missing: %v", i, name, err)
+		case errs[i] != nil && err == nil:
+			t.Errorf("update %d failed (%v) but group %s exists", i, errs[i], name)
+		case errs[i] != nil:
+			t.Errorf("update %d failed because of another: %v", i, errs[i])
+		}
+	}
+}
+
+// TestCancelledReadLeavesPoolUsable: a read cancelled in the middle of a
+// long result (its connection is closed) does not hand a dead connection
+// to the next read.
+func TestCancelledReadLeavesPoolUsable(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	for range 10 {
+		update(t, db, func(tx store.Tx) error {
+			for range 1000 {
+				tx.AppendEvent(&jit.Event{Time: t0, Actor: "x", Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess,
+					Details: []byte(`{"pad":"` + strings.Repeat("x", 200) + `"}`)})
+			}
+			return nil
+		})
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	err := db.View(cctx, func(tx store.Tx) error {
+		n := 0
+		return tx.WalkEvents(func(*jit.Event) bool {
+			if n++; n == 1 {
+				cancel()
+			}
+			return true
+		})
+	})
+	if err == nil {
+		t.Logf("the cancelled read finished anyway")
+	}
+	for range 5 {
+		if err := db.View(ctx, func(tx store.Tx) error { _, err := tx.ListGroups(); return err }); err != nil {
+			t.Fatalf("read after a cancelled one: %v", err)
+		}
+	}
+}
+
+// TestBadReadKeepsPool: a read that fails on the server (not a lost
+// connection) neither closes the idle read connections nor its own.
+func TestBadReadKeepsPool(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db := open(t, dsn)
+	ctx := context.Background()
+	conns := func() int {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			db.View(ctx, func(tx store.Tx) error { <-start; _, err := tx.ListGroups(); return err })
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(start)
+	wg.Wait()
+	before := conns()
+	if err := db.View(ctx, func(tx store.Tx) error { _, err := tx.GetVM("\xff"); return err }); err == nil {
+		t.Fatalf("a read with an invalid id succeeded")
+	}
+	if after := conns(); after < before {
+		t.Errorf("connections %d before a failed read, %d after", before, after)
+	}
+	if err := db.View(ctx, func(tx store.Tx) error { _, err := tx.ListGroups(); return err }); err != nil {
+		t.Fatalf("read after a failed one: %v", err)
+	}
+}
+
+// TestPanickingReadReleasesItsConnection: a read whose function panics
+// leaves no connection holding a snapshot.
+func TestPanickingReadReleasesItsConnection(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db := open(t, dsn)
+	ctx := context.Background()
+	func() {
+		defer func() { recover() }()
+		db.View(ctx, func(tx store.Tx) error {
+			tx.ListGroups()
+			panic("boom")
+		})
+	}()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections idle in a transaction after a panicking read", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -19,9 +19,25 @@ import (
 // or added. Element timeouts are not compared. st's RemainingSeconds must
 // be current; a grant element with one second or less left may already be
 // gone without counting as drift.
+//
+// When the kernel's ruleset generation has not moved since this Firewall
+// applied or verified the same state (timeouts aside), nothing can differ and Check answers
+// without reading the table (one small netlink request instead of a dump
+// of every element).
 func (f *Firewall) Check(st jit.DesiredState) (drift bool, reason string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	gen, gerr := f.generation()
+	fp := fingerprint(st)
+	if gerr == nil && f.known && gen == f.knownGen && fp == f.knownFP {
+		return false, "", nil
+	}
+	f.known = false
+	defer func() {
+		if gerr == nil && err == nil && !drift {
+			f.known, f.knownGen, f.knownFP = true, gen, fp
+		}
+	}()
 	c, err := f.conn(context.Background(), 0)
 	if err != nil {
 		return false, "", fmt.Errorf("nftables: %w", err)

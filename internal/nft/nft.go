@@ -95,6 +95,13 @@ type Firewall struct {
 	netns int
 	log   *slog.Logger
 	mu    sync.Mutex
+	// known is set while the ruleset generation knownGen is one this
+	// Firewall wrote (Apply) or verified (Check) for a state whose
+	// fingerprint is knownFP: Check has nothing to compare until the
+	// generation or the state moves on.
+	known    bool
+	knownGen uint32
+	knownFP  [32]byte
 }
 
 // New returns a Firewall. It does not touch the kernel; see Works.
@@ -182,6 +189,8 @@ func (f *Firewall) Apply(ctx context.Context, _ jit.VM, st jit.DesiredState) err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	start := time.Now()
+	f.known = false
+	before, gerr := f.generation()
 	c, err := f.conn(ctx, p.batchSize())
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -207,6 +216,11 @@ func (f *Firewall) Apply(ctx context.Context, _ jit.VM, st jit.DesiredState) err
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", TableName, err)
 	}
+	// Our batch is one transaction: one generation on, unless another
+	// process committed too, and then the next Check compares.
+	if after, err := f.generation(); gerr == nil && err == nil && after == before+1 {
+		f.known, f.knownGen, f.knownFP = true, after, fingerprint(st)
+	}
 	f.log.Debug("nftables applied", "revision", st.Revision, "locked", len(st.Lock),
 		"grants", len(st.Grants), "elements", p.elemCount(), "took", time.Since(start))
 	return nil
@@ -219,6 +233,7 @@ func (f *Firewall) Remove(ctx context.Context, _ jit.VM) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.known = false
 	c, err := f.conn(ctx, 0)
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)

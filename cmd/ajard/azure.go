@@ -13,7 +13,9 @@ import (
 // runAzure runs the azure backend until ctx ends when ajard manages Azure
 // subscriptions (--azure-subscriptions): discovery, NSG enforcement and
 // POST /api/v1/azure/sync, through azidentity's default credential chain
-// (environment, workload identity, managed identity, Azure CLI, ...).
+// (environment, workload identity, managed identity, Azure CLI, ...). Of
+// several replicas, one discovers and enforces at a time (the others take
+// over when it stops); any of them answers POST /api/v1/azure/sync.
 // Without subscriptions it returns at once.
 func runAzure(ctx context.Context, cfg config, ctl *control.Control, api *server.Server, log *slog.Logger) {
 	if len(cfg.azureSubs) == 0 {
@@ -32,5 +34,8 @@ func runAzure(ctx context.Context, cfg config, ctl *control.Control, api *server
 	}, log)
 	api.HandleAzureSync(syncer)
 	log.Info("azure backend started", "subscriptions", cfg.azureSubs, "resourceGroups", cfg.azureGroups, "every", cfg.azureSyncEvery)
-	syncer.Run(ctx)
+	if err := syncer.RunLeading(ctx); err != nil {
+		log.Error("azure backend stopped", "err", err)
+	}
+
 }

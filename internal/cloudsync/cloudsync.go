@@ -109,6 +109,37 @@ func New(ctl *control.Control, d Discoverer, e Enforcer, cfg Config, logger *slo
 	return &Syncer{ctl: ctl, disc: d, enf: e, cfg: cfg, log: logger, synced: make(chan struct{}, 1)}
 }
 
+// RunLeading runs Run while this server leads the Azure backend among the
+// servers sharing its database (store.Store.Lead): of several replicas one
+// discovers and enforces at a time, and another takes over when it stops.
+// It returns when ctx ends or the store closes.
+func (s *Syncer) RunLeading(ctx context.Context) error {
+	for {
+		lost, err := s.ctl.Store().Lead(ctx, "azure")
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		s.log.Info("this server discovers and enforces Azure")
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lost:
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		err = s.Run(lctx)
+		cancel()
+		if ctx.Err() != nil || err != nil {
+			return err
+		}
+		s.log.Warn("this server no longer leads the Azure backend; another one may")
+	}
+}
+
 // Run discovers and enforces until ctx ends; it returns once every
 // goroutine it started has stopped.
 func (s *Syncer) Run(ctx context.Context) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/ajarhq/ajar/internal/store/postgres/pgtest"
 	"slices"
 	"strings"
 	"testing"
@@ -441,4 +442,32 @@ func TestRunStops(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not stop")
 	}
+}
+
+// TestOneReplicaEnforces: two servers with the Azure backend share a
+// PostgreSQL database; one of them leads and only its Azure sees writes;
+// when it stops, the other takes over and enforces what changed since.
+func TestOneReplicaEnforces(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := newReplica(t, dsn), newReplica(t, dsn)
+	nsgA, nsgB := jitWorld(a), jitWorld(b) // the same VMs in both Azures
+	a.start()
+	web := a.waitDiscovered("web1")
+	b.start() // b waits: a leads
+	a.enableJIT(web.ID, 22)
+	eventually(t, "the leader locks the port", 10*time.Second, func() bool {
+		return len(a.f.Rules(nsgA, true)) > 0
+	})
+	time.Sleep(time.Second) // time for b to write, if it wrongly did
+	if n := len(b.f.Rules(nsgB, true)); n != 0 || b.f.WriteCount() != 0 {
+		t.Fatalf("the replica that does not lead wrote %d times (%d ajar rules)", b.f.WriteCount(), n)
+	}
+	a.stop()
+	eventually(t, "the other replica takes over and locks the port", 15*time.Second, func() bool {
+		return len(b.f.Rules(nsgB, true)) > 0
+	})
+	b.request(web.ID, 22, "PT10M")
+	eventually(t, "the new leader opens the grant", 10*time.Second, func() bool {
+		return len(b.f.Rules(nsgB, true)) > len(a.f.Rules(nsgA, true))
+	})
 }

@@ -14,17 +14,21 @@ import (
 	"github.com/ajarhq/ajar/internal/azurensg/azurefake"
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/postgres"
 	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
-// world is one ajard's worth of parts, in process: a real SQLite store,
+// world is one ajard's worth of parts, in process: a real SQLite store
+// (or PostgreSQL, see newReplica),
 // the control plane with its expirer, and a Syncer whose real Azure SDK
 // clients talk to the in-memory Azure f.
 type world struct {
 	t      *testing.T
 	f      *azurefake.Azure
 	dbPath string
-	db     *sqlite.DB
+	dsn    string // a PostgreSQL database instead of dbPath, when set
+	db     store.Store
 	ctl    *control.Control
 	syncer *Syncer
 	log    *slog.Logger
@@ -49,7 +53,13 @@ func newWorld(t *testing.T) *world {
 // open opens the database and builds the control plane and the Syncer,
 // as ajard does when it starts.
 func (w *world) open() {
-	db, err := sqlite.Open(context.Background(), w.dbPath, w.log)
+	var db store.Store
+	var err error
+	if w.dsn != "" {
+		db, err = postgres.Open(context.Background(), w.dsn, w.log)
+	} else {
+		db, err = sqlite.Open(context.Background(), w.dbPath, w.log)
+	}
 	if err != nil {
 		w.t.Fatalf("open store: %v", err)
 	}
@@ -75,11 +85,23 @@ func (w *world) start() {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.ctl.RunExpirer(ctx) })
 	wg.Go(func() {
-		if err := w.syncer.Run(ctx); err != nil {
+		if err := w.syncer.RunLeading(ctx); err != nil {
 			w.t.Errorf("run: %v", err)
 		}
 	})
 	w.stop = func() { cancel(); wg.Wait(); w.stop = nil }
+}
+
+// newReplica is one of several servers sharing the PostgreSQL database
+// dsn, each with an Azure of its own (so that what each one writes to
+// Azure can be told apart).
+func newReplica(t *testing.T, dsn string) *world {
+	w := &world{t: t, f: azurefake.New(t), dsn: dsn}
+	w.f.SetPolls(0)
+	w.log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w.open()
+	t.Cleanup(w.close)
+	return w
 }
 
 func (w *world) close() {

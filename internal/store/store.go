@@ -23,6 +23,11 @@ type Store interface {
 	// committed transaction, including those committed by other servers
 	// sharing the database, until ctx ends.
 	Changes(ctx context.Context) <-chan string
+	// Lead waits until this server is the one of the servers sharing the
+	// database that leads the work called name (one at a time), and
+	// returns a channel closed when it has stopped leading: ctx ended, the
+	// store closed, or the database could no longer vouch for the lead.
+	Lead(ctx context.Context, name string) (<-chan struct{}, error)
 	Close() error
 }
 

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strings"
 	"sync"
@@ -36,10 +37,15 @@ const (
 	// Advisory lock keys ("ajar" and a number).
 	chainLockKey   = 0x616a6172_00000001 // appends to the activity log
 	migrateLockKey = 0x616a6172_00000002 // schema migrations
+	leadLockBase   = 0x616a6c64_00000000 // "ajld" | a hash of the lead's name (see Lead)
 	// maxConns bounds the read connections of one DB.
 	maxConns = 32
 	// notifyChunk is how many VM ids one notification carries.
 	notifyChunk = 100
+	// leadRetry is how often a replica tries to take a lead, and leadCheck
+	// how often the leader checks its lock's connection.
+	leadRetry = 2 * time.Second
+	leadCheck = 2 * time.Second
 	// sweepEvery is how often idle read connections end the snapshot
 	// they still hold.
 	sweepEvery = 100 * time.Millisecond
@@ -56,7 +62,10 @@ type DB struct {
 	// readers holds idle read connections; slots bounds how many exist.
 	readers chan *store.Conn
 	slots   chan struct{}
-	poolMu  sync.Mutex // orders returning a connection against Close
+	// closeMu orders what starts work (returning a read connection,
+	// holding a lead) against Close.
+	closeMu sync.Mutex
+	stopped <-chan struct{} // closed by Close
 
 	dialect store.Dialect
 	feed    store.Feed
@@ -101,7 +110,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newPipe(ctx, cfg) },
 		&db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
-	db.stop = stop
+	db.stop, db.stopped = stop, lctx.Done()
 	db.wg.Add(2)
 	go db.listener(lctx, conn)
 	go db.sweep(lctx)
@@ -375,13 +384,13 @@ func (db *DB) reader(ctx context.Context) (*store.Conn, error) {
 // release returns a read connection to the pool when it is usable and
 // the store open, and closes it otherwise.
 func (db *DB) release(c *store.Conn, usable bool) {
-	db.poolMu.Lock()
+	db.closeMu.Lock()
 	if usable && !db.closed.Load() {
 		db.readers <- c // never blocks: at most maxConns exist
-		db.poolMu.Unlock()
+		db.closeMu.Unlock()
 		return
 	}
-	db.poolMu.Unlock()
+	db.closeMu.Unlock()
 	c.Close()
 	<-db.slots
 }
@@ -401,13 +410,97 @@ func (db *DB) dropIdle() {
 // Changes implements store.Store.
 func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
 
+// Lead implements store.Store with a session advisory lock keyed by name,
+// held on a connection of its own: whoever holds it leads. It tries every
+// leadRetry; the holder checks its connection every leadCheck, and when
+// the connection fails the lead is over (PostgreSQL drops the lock with
+// the session, so another replica takes it over). A replica that dies
+// closes its connection with it; a host that vanishes from the network is
+// noticed by PostgreSQL's TCP keepalives (tcp_keepalives_idle).
+func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	key := int64(leadLockBase | uint64(h.Sum32()))
+	for {
+		if db.closed.Load() {
+			return nil, jit.Errorf(jit.EUnavailable, "store is closed")
+		}
+		conn, err := pgx.ConnectConfig(ctx, db.cfg)
+		for err == nil {
+			var ok bool
+			if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err == nil && ok {
+				db.closeMu.Lock()
+				if db.closed.Load() {
+					db.closeMu.Unlock()
+					conn.Close(context.Background())
+					return nil, jit.Errorf(jit.EUnavailable, "store is closed")
+				}
+				lost := make(chan struct{})
+				db.wg.Add(1)
+				db.closeMu.Unlock()
+				go db.hold(ctx, conn, lost)
+				return lost, nil
+			}
+			if err == nil {
+				err = sleep(ctx, leadRetry)
+			}
+		}
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		db.log.Warn("lead: database unavailable", "lead", name, "err", err, "retry_in", leadRetry)
+		if err := sleep(ctx, leadRetry); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// hold keeps conn, and the lock on it, until ctx ends, the store closes or
+// the connection fails; then it closes conn and lost.
+func (db *DB) hold(ctx context.Context, conn *pgx.Conn, lost chan struct{}) {
+	defer db.wg.Done()
+	defer close(lost)
+	defer conn.Close(context.Background())
+	t := time.NewTicker(leadCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-db.stopped:
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, leadCheck)
+		err := conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			db.log.Warn("lead lost: its database connection failed", "err", err)
+			return
+		}
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Close stops listening and closes the connections.
 func (db *DB) Close() error {
 	var err error
 	db.once.Do(func() {
-		db.poolMu.Lock()
+		db.closeMu.Lock()
 		db.closed.Store(true)
-		db.poolMu.Unlock()
+		db.closeMu.Unlock()
 		err = db.batch.Close()
 		db.stop()
 		db.wg.Wait()

@@ -595,3 +595,75 @@ func TestPanickingReadReleasesItsConnection(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestLead: of two replicas one leads at a time; the other takes over when
+// the leader lets go, and a leader whose connection is cut learns that it
+// no longer leads.
+func TestLead(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx := context.Background()
+	actx, stopA := context.WithCancel(ctx)
+	lostA, err := a.Lead(actx, "azure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type lead struct {
+		lost <-chan struct{}
+		err  error
+	}
+	bLeads := make(chan lead, 1)
+	go func() {
+		l, err := b.Lead(ctx, "azure")
+		bLeads <- lead{l, err}
+	}()
+	select {
+	case <-bLeads:
+		t.Fatalf("two replicas lead at once")
+	case <-time.After(3 * time.Second):
+	}
+	if _, err := a.Lead(ctx, "something else"); err != nil { // leads are independent
+		t.Fatal(err)
+	}
+	stopA()
+	select {
+	case <-lostA:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the leader's channel stayed open after its context ended")
+	}
+	var lb lead
+	select {
+	case lb = <-bLeads:
+		if lb.err != nil {
+			t.Fatal(lb.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the second replica did not take the lead within 10s")
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var killed int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
+		JOIN pg_stat_activity s ON s.pid = l.pid
+		WHERE l.locktype = 'advisory' AND s.datname = current_database() AND l.granted
+		AND s.query LIKE '%pg_try_advisory_lock%'`).Scan(&killed); err != nil || killed < 1 {
+		t.Fatalf("cut %d lead connections: %v", killed, err)
+	}
+	select {
+	case <-lb.lost:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a leader whose connection was cut still thinks it leads")
+	}
+	again, err := a.Lead(ctx, "azure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-again:
+		t.Fatalf("the new lead ended at once")
+	default:
+	}
+}

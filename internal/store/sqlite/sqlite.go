@@ -164,6 +164,15 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 // Changes implements store.Store.
 func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
 
+// Lead implements store.Store: one server uses a SQLite database, so it
+// leads at once, until ctx ends.
+func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return ctx.Done(), nil
+}
+
 // Close stops the writer after the updates already queued and closes the
 // database.
 func (db *DB) Close() error {

@@ -6,12 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-// maxBatch bounds how many updates one commit carries.
-const maxBatch = 256
+const (
+	// maxBatch bounds how many updates one commit carries.
+	maxBatch = 256
+	// batchTimeout bounds a batch, from its BEGIN (and its wait for the
+	// write lock) to its COMMIT.
+	batchTimeout = 30 * time.Second
+)
 
 // Batcher commits concurrent updates together (group commit): one
 // goroutine owns the write connection, begins a transaction, runs every
@@ -31,7 +37,8 @@ type Batcher struct {
 	log     *slog.Logger
 
 	conn *Conn
-	head ChainHead // the log's head within the open transaction (see flush)
+	ctx  context.Context // the open transaction's (see runBatch)
+	head ChainHead       // the log's head within the open transaction (see flush)
 	// spOpen is true while the previous job's savepoint is still open:
 	// the next job releases it when it opens its own.
 	spOpen bool
@@ -42,12 +49,14 @@ type Batcher struct {
 	spoiled error
 	jobs    chan *job
 	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	// mu orders queueing jobs against Close: once closed is set, nothing
+	// more is queued, so every queued job is answered.
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
 type job struct {
-	ctx  context.Context
 	fn   func(Tx) error
 	done chan error
 	tx   *SQLTx
@@ -78,20 +87,32 @@ func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *
 // Update runs fn in the next batch and returns once it is committed (or
 // rolled back, with fn's error).
 func (b *Batcher) Update(ctx context.Context, fn func(Tx) error) error {
-	j := &job{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
+	j := &job{fn: fn, done: make(chan error, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return jit.Errorf(jit.EUnavailable, "store is closed")
+	}
 	select {
 	case b.jobs <- j:
-	case <-b.stop:
-		return jit.Errorf(jit.EUnavailable, "store is closed")
 	case <-ctx.Done():
+		b.mu.RUnlock()
 		return ctx.Err()
 	}
+	b.mu.RUnlock()
 	return <-j.done
 }
 
 // Close stops the batcher after the updates already queued.
 func (b *Batcher) Close() error {
-	b.once.Do(func() { close(b.stop) })
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.stop)
+	b.mu.Unlock()
 	b.wg.Wait()
 	if b.conn != nil {
 		return b.conn.Close()
@@ -101,7 +122,6 @@ func (b *Batcher) Close() error {
 
 func (b *Batcher) run() {
 	defer b.wg.Done()
-	ctx := context.Background()
 	for {
 		var first *job
 		select {
@@ -113,66 +133,76 @@ func (b *Batcher) run() {
 				return
 			}
 		}
-		if err := b.beginTx(ctx); err != nil {
-			first.done <- err
-			continue
+		b.runBatch(first)
+	}
+}
+
+// runBatch runs first and the jobs waiting behind it in one transaction,
+// commits and answers them; it gives up after batchTimeout (a database
+// that stopped answering), and then every job gets an error.
+func (b *Batcher) runBatch(first *job) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	b.ctx = ctx
+	if err := b.beginTx(ctx); err != nil {
+		first.done <- err
+		return
+	}
+	b.batch = append(b.batch[:0], first)
+	b.runJob(0)
+more:
+	for len(b.batch) < maxBatch {
+		select {
+		case j := <-b.jobs:
+			b.batch = append(b.batch, j)
+			b.runJob(len(b.batch) - 1)
+		default:
+			break more
 		}
-		b.batch = append(b.batch[:0], first)
-		b.runJob(0)
-	more:
-		for len(b.batch) < maxBatch {
-			select {
-			case j := <-b.jobs:
-				b.batch = append(b.batch, j)
-				b.runJob(len(b.batch) - 1)
-			default:
-				break more
-			}
+	}
+	// What the batch does now is its own, not a job's. Reading the
+	// log's head sends what the last job left waiting; a failure of
+	// its writes is reported to it (see failed).
+	b.conn.setOwner(-1)
+	herr := (&SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}).readHead(&b.head)
+	var ok []*job
+	for _, j := range b.batch {
+		switch {
+		case j.err != nil:
+			j.done <- j.err
+		case b.spoiled != nil:
+			j.done <- fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
+		case herr != nil:
+			j.done <- fmt.Errorf("read the activity log's head: %w", herr)
+		default:
+			ok = append(ok, j)
 		}
-		// What the batch does now is its own, not a job's. Reading the
-		// log's head sends what the last job left waiting; a failure of
-		// its writes is reported to it (see late).
-		b.conn.owner = -1
-		herr := (&SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}).readHead(&b.head)
-		var ok []*job
-		for _, j := range b.batch {
-			switch {
-			case j.err != nil:
-				j.done <- j.err
-			case b.spoiled != nil:
-				j.done <- fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
-			case herr != nil:
-				j.done <- fmt.Errorf("read the activity log's head: %w", herr)
-			default:
-				ok = append(ok, j)
-			}
-		}
-		b.spoiled = nil
-		clear(b.batch)
-		b.batch = b.batch[:0]
-		if len(ok) == 0 {
-			b.end(ctx, `ROLLBACK`)
-			continue
-		}
-		err := b.flush(ctx, ok)
-		if err == nil {
-			err = b.end(ctx, `COMMIT`)
-		} else {
-			b.end(ctx, `ROLLBACK`)
-		}
-		if err != nil {
-			b.log.Error("commit failed", "err", err)
-			for _, j := range ok {
-				j.done <- fmt.Errorf("commit: %w", err)
-			}
-			continue
-		}
+	}
+	b.spoiled = nil
+	clear(b.batch)
+	b.batch = b.batch[:0]
+	if len(ok) == 0 {
+		b.end(ctx, `ROLLBACK`)
+		return
+	}
+	err := b.flush(ctx, ok)
+	if err == nil {
+		err = b.end(ctx, `COMMIT`)
+	} else {
+		b.end(ctx, `ROLLBACK`)
+	}
+	if err != nil {
+		b.log.Error("commit failed", "err", err)
 		for _, j := range ok {
-			if b.publish != nil {
-				b.publish.Publish(j.tx.Changed...)
-			}
-			j.done <- nil
+			j.done <- fmt.Errorf("commit: %w", err)
 		}
+		return
+	}
+	for _, j := range ok {
+		if b.publish != nil {
+			b.publish.Publish(j.tx.Changed...)
+		}
+		j.done <- nil
 	}
 }
 
@@ -210,7 +240,7 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
 
 // beginTx opens the connection if needed and begins a transaction.
 func (b *Batcher) beginTx(ctx context.Context) error {
-	b.head, b.spOpen = ChainHead{}, false
+	b.head, b.spOpen, b.spoiled = ChainHead{}, false, nil
 	if b.conn == nil {
 		c, err := b.open(ctx)
 		if err != nil {
@@ -219,7 +249,7 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 		c.track = b
 		b.conn = c
 	}
-	b.conn.owner = -1
+	b.conn.setOwner(-1)
 	// On PostgreSQL this serializes write transactions across servers from
 	// their start: one lock order everywhere, so no deadlocks between
 	// replicas.
@@ -318,14 +348,14 @@ func (b *Batcher) failed(s *Stmt, err error) []Stmt {
 // commit.
 func (b *Batcher) runJob(i int) {
 	j, c := b.batch[i], b.conn
-	c.owner = i
+	c.setOwner(i)
 	wasOpen, failures := b.spOpen, c.failures
 	if b.spOpen {
 		c.deferLazy(spRelease)
 	}
 	c.deferLazy(spSave)
 	b.spOpen = true
-	j.tx = &SQLTx{Ctx: j.ctx, Q: c, Dialect: b.dialect}
+	j.tx = &SQLTx{Ctx: b.ctx, Q: c, Dialect: b.dialect}
 	err := b.call(j)
 	dbFailed := c.failures != failures
 	if err == nil && dbFailed {
@@ -341,6 +371,7 @@ func (b *Batcher) runJob(i int) {
 		return
 	}
 	c.discard(i)
+	c.setOwner(i) // its rollback may go now
 	switch {
 	case !j.sp: // nothing of it ran
 		if dbFailed {
@@ -348,7 +379,7 @@ func (b *Batcher) runJob(i int) {
 		}
 		b.spOpen = wasOpen
 	case j.wrote || dbFailed:
-		if _, rerr := c.Exec(j.ctx, spRollback); rerr != nil {
+		if _, rerr := c.Exec(b.ctx, spRollback); rerr != nil {
 			err = errors.Join(err, rerr)
 			b.spoil(rerr)
 		}

@@ -269,15 +269,17 @@ func (t *SQLTx) CreateVM(vm *jit.VM) error {
 	if vm.Revision == 0 {
 		vm.Revision = 1
 	}
-	_, err := t.exec(`INSERT INTO vms (`+vmCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+	_, err := t.Q.Exec(t.Ctx, t.rebind(`INSERT INTO vms (`+vmCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`),
 		vm.ID, vm.Name, vm.Group, vm.Backend, vm.OS, toJSON(vm.Addresses), toJSON(vm.Labels), vm.ExternalID, nanos(vm.CreatedAt), vm.Revision)
-	if jit.ErrorCode(err) == jit.EConflict {
-		if vm.ExternalID != "" {
-			var n int
-			if t.row(`SELECT COUNT(*) FROM vms WHERE backend = ? AND lower(external_id) = lower(?)`, vm.Backend, vm.ExternalID).Scan(&n) == nil && n > 0 {
-				return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
-			}
-		}
+	if err == nil {
+		return nil
+	}
+	// Both databases name the violated index in the message (and on
+	// PostgreSQL nothing more can be asked in this transaction).
+	if strings.Contains(err.Error(), "vms_external_id") {
+		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
+	}
+	if err = dbErr(err); jit.ErrorCode(err) == jit.EConflict {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
 	}
 	return err

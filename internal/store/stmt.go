@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 )
 
 // Stmt is one SQL statement and its arguments.
@@ -68,7 +69,32 @@ type Conn struct {
 	failures int
 	// owner tags the statements queued from now on (an update of a batch).
 	owner int
-	track tracker // nil outside a Batcher
+	// ownerErr is the database error the current owner got, if any: on
+	// PostgreSQL nothing more of it can run before its savepoint is rolled
+	// back, so its further calls fail at once (see setOwner).
+	ownerErr error
+	track    tracker // nil outside a Batcher
+}
+
+// setOwner makes owner the one whose statements are queued from now on.
+func (c *Conn) setOwner(owner int) { c.owner, c.ownerErr = owner, nil }
+
+// fail counts err, returned to the current owner.
+func (c *Conn) fail(err error) error {
+	c.failures++
+	if c.track != nil && c.owner >= 0 && c.ownerErr == nil {
+		c.ownerErr = err
+	}
+	return err
+}
+
+// stuck returns the error that ends the current owner's use of the
+// connection, if any.
+func (c *Conn) stuck() error {
+	if c.ownerErr != nil {
+		return fmt.Errorf("an earlier statement of this update failed: %w", c.ownerErr)
+	}
+	return nil
 }
 
 // NewConn makes a Conn over p.
@@ -169,6 +195,9 @@ func (c *Conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 // send runs the waiting statements and then final, if any, and returns
 // the rows the last one affected.
 func (c *Conn) send(ctx context.Context, final *Stmt) (int64, error) {
+	if err := c.stuck(); err != nil {
+		return 0, err
+	}
 	for {
 		sent := c.take()
 		stmts := sent
@@ -190,14 +219,16 @@ func (c *Conn) send(ctx context.Context, final *Stmt) (int64, error) {
 		if c.recover(ctx, stmts, len(sent), ran, err) {
 			continue
 		}
-		c.failures++
-		return 0, err
+		return 0, c.fail(err)
 	}
 }
 
 // Query runs the waiting statements and then q, in one round trip when the
 // database can pipeline.
 func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
+	if err := c.stuck(); err != nil {
+		return nil, err
+	}
 	for {
 		sent := c.take()
 		st := Stmt{Query: q, Args: args, owner: c.owner}
@@ -211,8 +242,7 @@ func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
 		if c.recover(ctx, append(sent, st), len(sent), ran, err) {
 			continue
 		}
-		c.failures++
-		return nil, err
+		return nil, c.fail(err)
 	}
 }
 
@@ -228,7 +258,7 @@ type connRows struct {
 func (r *connRows) note(err error) error {
 	if err != nil && !r.failed {
 		r.failed = true
-		r.c.failures++
+		r.c.fail(err)
 		if r.c.track != nil {
 			r.c.track.failed(&r.st, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -28,6 +29,7 @@ type DB struct {
 	conn    *sql.Conn // migrations only
 	batch   *store.Batcher
 	readers chan *store.Conn
+	closed  chan struct{} // closed by Close
 	dialect store.Dialect
 	feed    store.Feed
 }
@@ -75,12 +77,13 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	db := &DB{log: log, read: r, write: w, conn: conn}
+	db := &DB{log: log, read: r, write: w, conn: conn, closed: make(chan struct{})}
 	if err := db.migrate(ctx); err != nil {
 		db.close()
 		return nil, err
 	}
 	db.conn.Close() // hand the one write connection back to the pool
+	db.conn = nil
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	db.readers = make(chan *store.Conn, n)
 	for range n {
@@ -148,6 +151,8 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 	var c *store.Conn
 	select {
 	case c = <-db.readers:
+	case <-db.closed:
+		return jit.Errorf(jit.EUnavailable, "store is closed")
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -176,6 +181,12 @@ func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
 // Close stops the writer after the updates already queued and closes the
 // database.
 func (db *DB) Close() error {
+	select {
+	case <-db.closed:
+		return nil
+	default:
+		close(db.closed)
+	}
 	var err error
 	if db.batch != nil {
 		err = db.batch.Close()
@@ -188,5 +199,8 @@ func (db *DB) close() error {
 	for db.readers != nil && len(db.readers) > 0 {
 		errs = append(errs, (<-db.readers).Close())
 	}
-	return errors.Join(append(errs, db.conn.Close(), db.write.Close(), db.read.Close())...)
+	if db.conn != nil {
+		errs = append(errs, db.conn.Close())
+	}
+	return errors.Join(append(errs, db.write.Close(), db.read.Close())...)
 }

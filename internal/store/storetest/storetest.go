@@ -23,12 +23,15 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		fn   func(*testing.T, store.Store)
 	}{
 		{"GroupsAndVMs", testGroupsAndVMs},
+		{"VMConflicts", testVMConflicts},
 		{"Policies", testPolicies},
 		{"Grants", testGrants},
 		{"UsersTokensBindings", testUsersTokensBindings},
 		{"RollbackLeavesNothing", testRollback},
 		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
 		{"FailedWritesAtUpdateEnd", testLateWriteFailure},
+		{"UpdateGoingOnAfterItsError", testGoingOnAfterError},
+		{"Closed", testClosed},
 		{"EventChain", testEventChain},
 		{"AppendSeveralEvents", testAppendSeveral},
 		{"Changes", testChanges},
@@ -155,6 +158,28 @@ func testGroupsAndVMs(t *testing.T, s store.Store) {
 	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.DeleteVM(vm.ID) })
 	if jit.ErrorCode(err) != jit.ENotFound {
 		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+// testVMConflicts: a second VM with a taken name or external id is refused
+// with the field that clashes.
+func testVMConflicts(t *testing.T, s store.Store) {
+	update(t, s, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}) })
+	mk := func(id, name, ext string) *jit.VM {
+		return &jit.VM{ID: id, Name: name, Group: "prod", Backend: jit.BackendAzure, OS: "linux", ExternalID: ext, CreatedAt: t0}
+	}
+	update(t, s, func(tx store.Tx) error { return tx.CreateVM(mk("v1", "web", "/subscriptions/s/vm/web")) })
+	for _, c := range []struct {
+		vm     *jit.VM
+		target string
+	}{
+		{mk("v2", "web", "/subscriptions/s/vm/other"), "name"},
+		{mk("v3", "web-2", "/SUBSCRIPTIONS/S/VM/WEB"), "externalId"},
+	} {
+		err := s.Update(context.Background(), func(tx store.Tx) error { return tx.CreateVM(c.vm) })
+		if jit.ErrorCode(err) != jit.EConflict || jit.ErrorTarget(err) != c.target {
+			t.Errorf("CreateVM(%s, %s) = %v (target %q), want a conflict on %s", c.vm.Name, c.vm.ExternalID, err, jit.ErrorTarget(err), c.target)
+		}
 	}
 }
 
@@ -510,6 +535,86 @@ func testLateWriteFailure(t *testing.T, s store.Store) {
 		}
 		return verify(t, tx, n/2)
 	})
+}
+
+// inOneBatch runs fns as concurrent updates queued in order behind one that
+// holds the writer, so that a store that batches runs them together, and
+// returns their errors.
+func inOneBatch(t *testing.T, s store.Store, fns ...func(store.Tx) error) []error {
+	t.Helper()
+	hold, held := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s.Update(context.Background(), func(tx store.Tx) error { close(held); <-hold; return nil })
+	})
+	<-held
+	errs := make([]error, len(fns))
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = s.Update(context.Background(), fn) })
+		time.Sleep(30 * time.Millisecond) // queue them in order
+	}
+	close(hold)
+	wg.Wait()
+	return errs
+}
+
+// testGoingOnAfterError: an update that ignores a database error of its
+// own and goes on reading and writing fails alone; the updates around it
+// commit.
+func testGoingOnAfterError(t *testing.T, s store.Store) {
+	update(t, s, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "taken", CreatedAt: t0}) })
+	errs := inOneBatch(t, s,
+		func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "a", CreatedAt: t0}) },
+		func(tx store.Tx) error {
+			tx.CreateGroup(jit.Group{Name: "taken", CreatedAt: t0}) // a conflict, ignored
+			tx.CreateRequest(jit.Request{ID: "r-b", User: "b", CreatedAt: t0})
+			_, err := tx.ListGroups()
+			if err != nil {
+				return nil // ignored too: the store must still fail this update
+			}
+			return tx.CreateGroup(jit.Group{Name: "b", CreatedAt: t0})
+		},
+		func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "c", CreatedAt: t0}) },
+	)
+	if errs[0] != nil || errs[2] != nil {
+		t.Errorf("updates around the failing one: %v, %v", errs[0], errs[2])
+	}
+	view(t, s, func(tx store.Tx) error {
+		for _, name := range []string{"a", "c"} {
+			if _, err := tx.GetGroup(name); err != nil {
+				t.Errorf("group %s: %v", name, err)
+			}
+		}
+		if errs[1] != nil {
+			if _, err := tx.GetGroup("b"); err == nil {
+				t.Errorf("group b of a failed update exists")
+			}
+			if reqs, _ := tx.ListRequests(store.RequestFilter{User: "b"}); len(reqs) != 0 {
+				t.Errorf("the request of a failed update exists")
+			}
+		}
+		return nil
+	})
+}
+
+// testClosed: once the store is closed, updates and reads fail at once.
+func testClosed(t *testing.T, s store.Store) {
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- s.Update(context.Background(), func(store.Tx) error { return nil }) }()
+	go func() { done <- s.View(context.Background(), func(store.Tx) error { return nil }) }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if jit.ErrorCode(err) != jit.EUnavailable {
+				t.Errorf("after Close: %v, want unavailable", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("an update or read after Close did not return")
+		}
+	}
 }
 
 func verify(t *testing.T, tx store.Tx, want int64) error {

@@ -115,24 +115,31 @@ func New(ctl *control.Control, d Discoverer, e Enforcer, cfg Config, logger *slo
 // It returns when ctx ends or the store closes.
 func (s *Syncer) RunLeading(ctx context.Context) error {
 	for {
-		lost, err := s.ctl.Store().Lead(ctx, "azure")
+		// The lead ends when Run has returned, not when ctx ends: another
+		// replica must not start while this one still writes to Azure.
+		leadCtx, endLead := context.WithCancel(context.WithoutCancel(ctx))
+		stopWaiting := context.AfterFunc(ctx, endLead)
+		lost, err := s.ctl.Store().Lead(leadCtx, "azure")
+		stopWaiting()
 		if err != nil {
+			endLead()
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 		s.log.Info("this server discovers and enforces Azure")
-		lctx, cancel := context.WithCancel(ctx)
+		rctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
 			case <-lost:
 				cancel()
-			case <-lctx.Done():
+			case <-rctx.Done():
 			}
 		}()
-		err = s.Run(lctx)
+		err = s.Run(rctx)
 		cancel()
+		endLead()
 		if ctx.Err() != nil || err != nil {
 			return err
 		}

@@ -47,8 +47,10 @@ type Batcher struct {
 	// spoiled is set when a statement failed before its job's savepoint
 	// was sent: on PostgreSQL nothing more of the transaction can commit.
 	spoiled error
-	jobs    chan *job
-	stop    chan struct{}
+	// failedQuery is the statement that failed last ("?": unknown).
+	failedQuery string
+	jobs        chan *job
+	stop        chan struct{}
 	// mu orders queueing jobs against Close: once closed is set, nothing
 	// more is queued, so every queued job is answered.
 	mu     sync.RWMutex
@@ -151,7 +153,7 @@ func (b *Batcher) runBatch(first *job) {
 	b.batch = append(b.batch[:0], first)
 	b.runJob(0)
 more:
-	for len(b.batch) < maxBatch {
+	for len(b.batch) < maxBatch && ctx.Err() == nil { // a batch past its time takes no more
 		select {
 		case j := <-b.jobs:
 			b.batch = append(b.batch, j)
@@ -187,7 +189,17 @@ more:
 	}
 	err := b.flush(ctx, ok)
 	if err == nil {
-		err = b.end(ctx, `COMMIT`)
+		// The COMMIT gets a time of its own: the batch's may be spent on
+		// waiting for the write lock.
+		cctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+		b.failedQuery = "?"
+		err = b.end(cctx, `COMMIT`)
+		cancel()
+		if err != nil && (b.failedQuery == "?" || b.failedQuery == `COMMIT`) {
+			// The COMMIT itself failed (or it is not known which
+			// statement did): it may have taken effect even so.
+			err = jit.Errorf(jit.EUnavailable, "the commit failed, and whether it took effect is unknown (check before retrying): %v", err)
+		}
 	} else {
 		b.end(ctx, `ROLLBACK`)
 	}
@@ -321,6 +333,10 @@ func (b *Batcher) ran(stmts []Stmt) {
 // it. When it is not known what failed, or a savepoint statement did, the
 // transaction's state is unknown and it is spoiled: nothing of it commits.
 func (b *Batcher) failed(s *Stmt, err error) []Stmt {
+	b.failedQuery = "?"
+	if s != nil {
+		b.failedQuery = s.Query
+	}
 	if s == nil || s.lazy {
 		b.spoil(err)
 		return nil

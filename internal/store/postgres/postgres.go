@@ -46,6 +46,9 @@ const (
 	// how often the leader checks its lock's connection.
 	leadRetry = 2 * time.Second
 	leadCheck = 2 * time.Second
+	// leadSettle is how long a new leader waits before it leads: longer
+	// than a former leader takes to find out (a check and its timeout).
+	leadSettle = 2*leadCheck + time.Second
 	// sweepEvery is how often idle read connections end the snapshot
 	// they still hold.
 	sweepEvery = 100 * time.Millisecond
@@ -412,51 +415,68 @@ func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscr
 
 // Lead implements store.Store with a session advisory lock keyed by name,
 // held on a connection of its own: whoever holds it leads. It tries every
-// leadRetry; the holder checks its connection every leadCheck, and when
-// the connection fails the lead is over (PostgreSQL drops the lock with
-// the session, so another replica takes it over). A replica that dies
-// closes its connection with it; a host that vanishes from the network is
-// noticed by PostgreSQL's TCP keepalives (tcp_keepalives_idle).
+// leadRetry; having taken the lock it waits leadSettle, so that a replica
+// that led until then has found out that it no longer does. The holder
+// checks its connection every leadCheck, and when the connection fails the
+// lead is over (PostgreSQL drops the lock with the session and another
+// replica takes it). The lock's session asks for TCP keepalives of a few
+// seconds, so that the server also drops the lock of a leader whose host
+// vanished without closing its connection.
 func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	key := int64(leadLockBase | uint64(h.Sum32()))
+	cfg := db.cfg.Copy()
+	cfg.RuntimeParams["tcp_keepalives_idle"] = "5"
+	cfg.RuntimeParams["tcp_keepalives_interval"] = "2"
+	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
 	for {
-		if db.closed.Load() {
-			return nil, jit.Errorf(jit.EUnavailable, "store is closed")
-		}
-		conn, err := pgx.ConnectConfig(ctx, db.cfg)
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		for err == nil {
 			var ok bool
-			if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err == nil && ok {
-				db.closeMu.Lock()
-				if db.closed.Load() {
-					db.closeMu.Unlock()
-					conn.Close(context.Background())
-					return nil, jit.Errorf(jit.EUnavailable, "store is closed")
-				}
-				lost := make(chan struct{})
-				db.wg.Add(1)
+			if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+				break
+			}
+			if !ok {
+				err = db.sleep(ctx, leadRetry)
+				continue
+			}
+			if err = db.sleep(ctx, leadSettle); err != nil {
+				break
+			}
+			if err = conn.Ping(ctx); err != nil {
+				break
+			}
+			db.closeMu.Lock()
+			if db.closed.Load() {
 				db.closeMu.Unlock()
-				go db.hold(ctx, conn, lost)
-				return lost, nil
+				err = errClosed
+				break
 			}
-			if err == nil {
-				err = sleep(ctx, leadRetry)
-			}
+			lost := make(chan struct{})
+			db.wg.Add(1)
+			db.closeMu.Unlock()
+			go db.hold(ctx, conn, lost)
+			return lost, nil
 		}
 		if conn != nil {
 			conn.Close(context.Background())
+		}
+		if db.closed.Load() {
+			return nil, errClosed
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		db.log.Warn("lead: database unavailable", "lead", name, "err", err, "retry_in", leadRetry)
-		if err := sleep(ctx, leadRetry); err != nil {
+		if err := db.sleep(ctx, leadRetry); err != nil {
 			return nil, err
 		}
 	}
 }
+
+// errClosed is what calls on a closed store return.
+var errClosed = jit.Errorf(jit.EUnavailable, "store is closed")
 
 // hold keeps conn, and the lock on it, until ctx ends, the store closes or
 // the connection fails; then it closes conn and lost.
@@ -484,13 +504,15 @@ func (db *DB) hold(ctx context.Context, conn *pgx.Conn, lost chan struct{}) {
 	}
 }
 
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d, or until ctx ends or the store closes.
+func (db *DB) sleep(ctx context.Context, d time.Duration) error {
 	select {
 	case <-time.After(d):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-db.stopped:
+		return errClosed
 	}
 }
 

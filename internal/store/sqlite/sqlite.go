@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -30,6 +31,7 @@ type DB struct {
 	batch   *store.Batcher
 	readers chan *store.Conn
 	closed  chan struct{} // closed by Close
+	once    sync.Once
 	dialect store.Dialect
 	feed    store.Feed
 }
@@ -170,22 +172,29 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
 
 // Lead implements store.Store: one server uses a SQLite database, so it
-// leads at once, until ctx ends.
+// leads at once, until ctx ends or the store closes.
 func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return ctx.Done(), nil
+	lost := make(chan struct{})
+	go func() {
+		defer close(lost)
+		select {
+		case <-ctx.Done():
+		case <-db.closed:
+		}
+	}()
+	return lost, nil
 }
 
 // Close stops the writer after the updates already queued and closes the
 // database.
 func (db *DB) Close() error {
-	select {
-	case <-db.closed:
+	first := false
+	db.once.Do(func() { first = true; close(db.closed) })
+	if !first {
 		return nil
-	default:
-		close(db.closed)
 	}
 	var err error
 	if db.batch != nil {

@@ -241,18 +241,7 @@ func TestConnectionsLost(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db := open(t, dsn)
 	update(t, db, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "prod", CreatedAt: t0}) })
-	// Fill the read pool with several connections.
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			db.View(context.Background(), func(tx store.Tx) error {
-				_, err := tx.ListGroups()
-				time.Sleep(20 * time.Millisecond)
-				return err
-			})
-		})
-	}
-	wg.Wait()
+	fillReadPool(db, 8)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -302,39 +291,8 @@ func TestConnectionsLost(t *testing.T) {
 // "idle in transaction", which would hold back VACUUM.
 func TestIdleReadersHoldNoSnapshot(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	db := open(t, dsn)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() {
-			db.View(ctx, func(tx store.Tx) error {
-				_, err := tx.ListGroups()
-				time.Sleep(20 * time.Millisecond)
-				return err
-			})
-		})
-	}
-	wg.Wait()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	idleInTx := func() int {
-		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND state = 'idle in transaction'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for n := idleInTx(); n > 0; n = idleInTx() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still idle in a transaction 3s after the last read", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fillReadPool(open(t, dsn), 6)
+	noneIdleInTransaction(t, dsn, "the last read")
 }
 
 // TestNoDeadlockAcrossReplicas runs updates on two replicas that touch a
@@ -527,28 +485,9 @@ func TestBadReadKeepsPool(t *testing.T) {
 	db := open(t, dsn)
 	ctx := context.Background()
 	conns := func() int {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
-		var n int
-		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return count(t, dsn, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range 8 {
-		wg.Go(func() {
-			db.View(ctx, func(tx store.Tx) error { <-start; _, err := tx.ListGroups(); return err })
-		})
-	}
-	time.Sleep(100 * time.Millisecond)
-	close(start)
-	wg.Wait()
+	fillReadPool(db, 8)
 	before := conns()
 	if err := db.View(ctx, func(tx store.Tx) error { _, err := tx.GetVM("\xff"); return err }); err == nil {
 		t.Fatalf("a read with an invalid id succeeded")
@@ -566,34 +505,14 @@ func TestBadReadKeepsPool(t *testing.T) {
 func TestPanickingReadReleasesItsConnection(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	db := open(t, dsn)
-	ctx := context.Background()
 	func() {
 		defer func() { recover() }()
-		db.View(ctx, func(tx store.Tx) error {
+		db.View(context.Background(), func(tx store.Tx) error {
 			tx.ListGroups()
 			panic("boom")
 		})
 	}()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		var n int
-		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND state = 'idle in transaction'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections idle in a transaction after a panicking read", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	noneIdleInTransaction(t, dsn, "a panicking read")
 }
 
 // TestLead: of two replicas one leads at a time; the other takes over when
@@ -667,4 +586,53 @@ func TestLead(t *testing.T) {
 		t.Fatalf("the new lead ended at once")
 	default:
 	}
+}
+
+// count runs a count(*) query on a connection of its own to dsn.
+func count(t *testing.T, dsn, q string) int {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// noneIdleInTransaction waits up to 3 s for no connection to the database
+// to be idle inside a transaction (holding a snapshot).
+func noneIdleInTransaction(t *testing.T, dsn, after string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n := count(t, dsn, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'idle in transaction'`)
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still idle in a transaction 3s after %s", n, after)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fillReadPool runs n reads at once, so that the read pool holds n
+// connections afterwards.
+func fillReadPool(db *postgres.DB, n int) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			db.View(context.Background(), func(tx store.Tx) error { <-start; _, err := tx.ListGroups(); return err })
+		})
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(start)
+	wg.Wait()
 }

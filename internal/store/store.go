@@ -1,7 +1,9 @@
 // Package store defines how ajar keeps its state: the Store interface that
 // every database adapter provides (store/sqlite, store/postgres), the Tx
-// with every read and write the rest of ajar needs, and the one SQL
-// implementation of Tx that both adapters share.
+// with every read and write the rest of ajar needs, and what both adapters
+// share: the one SQL implementation of Tx (SQLTx), group commit (Batcher)
+// and the connection that holds writes back and sends statements
+// pipelined (Conn over a Pipe).
 package store
 
 import (

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,8 +50,10 @@ type Batcher struct {
 	spoiled error
 	// failedQuery is the statement that failed last ("?": unknown).
 	failedQuery string
-	jobs        chan *job
-	stop        chan struct{}
+	// txid is the open transaction's id, when the database tells it.
+	txid string
+	jobs chan *job
+	stop chan struct{}
 	// mu orders queueing jobs against Close: once closed is set, nothing
 	// more is queued, so every queued job is answered.
 	mu     sync.RWMutex
@@ -198,7 +201,14 @@ more:
 		if err != nil && (b.failedQuery == "?" || b.failedQuery == `COMMIT`) {
 			// The COMMIT itself failed (or it is not known which
 			// statement did): it may have taken effect even so.
-			err = jit.Errorf(jit.EUnavailable, "the commit failed, and whether it took effect is unknown (check before retrying): %v", err)
+			switch ok, serr := b.committed(); {
+			case serr != nil:
+				b.log.Error("commit outcome unknown", "err", err, "lookup", serr)
+				err = jit.Errorf(jit.EUnavailable, "the commit failed, and whether it took effect is unknown (check before retrying): %v", err)
+			case ok:
+				b.log.Warn("the commit's answer was lost, but it committed", "err", err)
+				err = nil
+			}
 		}
 	} else {
 		b.end(ctx, `ROLLBACK`)
@@ -268,12 +278,55 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 	for _, s := range b.dialect.Begin {
 		b.conn.Defer(s.Query, s.Args...)
 	}
-	if err := b.conn.Flush(ctx); err != nil {
+	var err error
+	b.txid = ""
+	if b.dialect.TxID != "" { // in the same round trip as the BEGIN
+		err = (&SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}).row(b.dialect.TxID).Scan(&b.txid)
+	} else {
+		err = b.conn.Flush(ctx)
+	}
+	if err != nil {
 		b.conn.Exec(ctx, `ROLLBACK`)
 		b.drop()
 		return fmt.Errorf("begin: %w", err)
 	}
 	return nil
+}
+
+// committed looks up, on a connection of its own, whether the open
+// transaction (whose COMMIT got no answer) committed. It waits while the
+// transaction is still in progress (the server may still be finishing it).
+func (b *Batcher) committed() (bool, error) {
+	if b.txid == "" || b.dialect.TxStatus == "" {
+		return false, errors.New("this database cannot tell")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	c, err := b.open(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	for {
+		var st sql.NullString
+		if err := (&SQLTx{Ctx: ctx, Q: c, Dialect: b.dialect}).row(b.dialect.TxStatus, b.txid).Scan(&st); err != nil {
+			return false, err
+		}
+		switch st.String {
+		case "committed":
+			return true, nil
+		case "aborted":
+			return false, nil
+		case "in progress":
+		default:
+			return false, fmt.Errorf("transaction %s: status %q", b.txid, st.String)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return false, fmt.Errorf("transaction %s still in progress: %w", b.txid, ctx.Err())
+		}
+	}
 }
 
 // end commits or rolls back, sending what waits on the connection with the

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -13,10 +14,13 @@ import (
 )
 
 // fakePipe runs nothing: it answers every statement with success, except
-// those starting with failOn, whose failure it reports at their index.
+// those starting with failOn, whose failure it reports at their index; a
+// query for a transaction's id answers "42" and one for its status answers
+// status.
 type fakePipe struct {
 	mu     sync.Mutex
 	failOn string
+	status string
 	sent   []string
 }
 
@@ -37,12 +41,33 @@ func (p *fakePipe) Exec(_ context.Context, stmts []Stmt) (int64, int, error) {
 	return 1, ran, err
 }
 
-type noRows struct{}
+// oneRow is a result of one text column, or none when empty.
+type oneRow struct {
+	v    string
+	read bool
+}
 
-func (noRows) Next() bool        { return false }
-func (noRows) Scan(...any) error { return errors.New("no row") }
-func (noRows) Err() error        { return nil }
-func (noRows) Close() error      { return nil }
+func (r *oneRow) Next() bool {
+	ok := r.v != "" && !r.read
+	r.read = true
+	return ok
+}
+
+func (r *oneRow) Scan(dest ...any) error {
+	switch d := dest[0].(type) {
+	case *string:
+		*d = r.v
+	case *sql.NullString:
+		*d = sql.NullString{String: r.v, Valid: true}
+	default:
+		return errors.New("fake rows scan text only")
+	}
+	return nil
+}
+
+func (r *oneRow) Err() error   { return nil }
+func (r *oneRow) Close() error { return nil }
+
 func (p *fakePipe) Closed() bool { return false }
 func (p *fakePipe) Close() error { return nil }
 func (p *fakePipe) Query(_ context.Context, stmts []Stmt, q string, _ []any) (Rows, int, error) {
@@ -50,33 +75,50 @@ func (p *fakePipe) Query(_ context.Context, stmts []Stmt, q string, _ []any) (Ro
 	if err != nil {
 		return nil, ran, err
 	}
-	return noRows{}, len(stmts), nil
+	switch q {
+	case "TXID":
+		return &oneRow{v: "42"}, len(stmts), nil
+	case "STATUS":
+		return &oneRow{v: p.status}, len(stmts), nil
+	}
+	return &oneRow{}, len(stmts), nil
 }
 
-// TestCommitOutcome: when the COMMIT itself fails, an update is told that
-// whether it took effect is unknown; when a statement before it fails, it
-// is told it failed.
+// TestCommitOutcome: when the COMMIT itself fails, the transaction's fate
+// is looked up: an update is told it succeeded when it committed, that it
+// failed when it did not, and that the outcome is unknown when the
+// database cannot tell; when a statement before the COMMIT fails, it
+// failed.
 func TestCommitOutcome(t *testing.T) {
 	for _, c := range []struct {
-		failOn  string
-		unknown bool
+		failOn, status string
+		lookup         bool
+		want           string // "ok", "failed", "unknown"
 	}{
-		{"COMMIT", true},
-		{"INSERT INTO events", false},
+		{failOn: "COMMIT", want: "unknown"},
+		{failOn: "COMMIT", lookup: true, status: "committed", want: "ok"},
+		{failOn: "COMMIT", lookup: true, status: "aborted", want: "failed"},
+		{failOn: "INSERT INTO events", lookup: true, status: "committed", want: "failed"},
 	} {
-		p := &fakePipe{failOn: c.failOn}
-		b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p), nil },
-			&Dialect{Begin: []Stmt{{Query: "BEGIN"}}}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		p := &fakePipe{failOn: c.failOn, status: c.status}
+		d := &Dialect{Begin: []Stmt{{Query: "BEGIN"}}}
+		if c.lookup {
+			d.TxID, d.TxStatus = "TXID", "STATUS"
+		}
+		b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		err := b.Update(context.Background(), func(tx Tx) error {
 			return tx.AppendEvent(&jit.Event{Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess})
 		})
 		b.Close()
-		if err == nil {
-			t.Fatalf("failing %s: the update succeeded", c.failOn)
+		got := "failed"
+		switch {
+		case err == nil:
+			got = "ok"
+		case jit.ErrorCode(err) == jit.EUnavailable && strings.Contains(err.Error(), "unknown"):
+			got = "unknown"
 		}
-		unknown := jit.ErrorCode(err) == jit.EUnavailable && strings.Contains(err.Error(), "unknown")
-		if unknown != c.unknown {
-			t.Errorf("failing %s: %v (outcome unknown: %v, want %v)", c.failOn, err, unknown, c.unknown)
+		if got != c.want {
+			t.Errorf("failing %s, status %q: %v (%s), want %s", c.failOn, c.status, err, got, c.want)
 		}
 	}
 }

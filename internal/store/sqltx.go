@@ -27,6 +27,11 @@ type Dialect struct {
 	// Begin starts a write transaction; on PostgreSQL it also takes the
 	// lock that serializes writers across servers.
 	Begin []Stmt
+	// TxID, when set, is a query for the open transaction's id as text, and
+	// TxStatus one for whether the transaction with id $1 committed
+	// ("committed", "aborted" or "in progress"): with them a COMMIT whose
+	// answer was lost is looked up rather than reported as unknown.
+	TxID, TxStatus string
 	// Notify returns the statements that announce, inside the transaction
 	// about to commit, the VMs whose desired state it changed; nil when the
 	// adapter publishes changes itself after the commit.

@@ -89,6 +89,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		Numbered: true,
 		Begin: []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`},
 			{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
+		TxID:     `SELECT pg_current_xact_id()::text`,
+		TxStatus: `SELECT pg_xact_status($1::text::xid8)`,
 		Notify: func(vmIDs []string) []store.Stmt {
 			// One notification per chunk of ids; payloads stay well under
 			// PostgreSQL's 8000-byte limit.

@@ -269,9 +269,6 @@ func (r *connRows) note(err error) error {
 func (r *connRows) Err() error   { return r.note(r.Rows.Err()) }
 func (r *connRows) Close() error { return r.note(r.Rows.Close()) }
 
-// Failures counts the errors returned to callers.
-func (c *Conn) Failures() int { return c.failures }
-
 // Closed reports whether the connection is known to be gone.
 func (c *Conn) Closed() bool { return c.pipe.Closed() }
 

@@ -16,7 +16,7 @@ const (
 	// maxBatch bounds how many updates one commit carries.
 	maxBatch = 256
 	// batchTimeout bounds a batch, from its BEGIN (and its wait for the
-	// write lock) to its COMMIT.
+	// write lock) to its COMMIT, and then the COMMIT.
 	batchTimeout = 30 * time.Second
 )
 
@@ -31,6 +31,10 @@ const (
 // request costs about one round trip inside the lock. A write that fails
 // there is reported to the update that made it, which is rolled back to
 // its savepoint; the round trip is then tried again for the next update.
+// The Batcher tracks which savepoints and writes ran (it is the Conn's
+// tracker); when a failure leaves it unsure, the batch is spoiled and
+// every update of it fails, so that no update reported committed loses a
+// write and no failed one commits one.
 type Batcher struct {
 	open    func(context.Context) (*Conn, error)
 	dialect *Dialect
@@ -45,8 +49,10 @@ type Batcher struct {
 	spOpen bool
 	// batch is the open transaction's jobs, by owner number (index).
 	batch []*job
-	// spoiled is set when a statement failed before its job's savepoint
-	// was sent: on PostgreSQL nothing more of the transaction can commit.
+	// spoiled is set when a failure left the transaction in a state not
+	// known well enough to go on (it is not known what failed, a savepoint
+	// statement failed, or a job failed before its savepoint existed):
+	// nothing of the batch commits.
 	spoiled error
 	// failedQuery is the statement that failed last ("?": unknown).
 	failedQuery string

@@ -204,9 +204,12 @@ more:
 		b.failedQuery = "?"
 		err = b.end(cctx, `COMMIT`)
 		cancel()
-		if err != nil && (b.failedQuery == "?" || b.failedQuery == `COMMIT`) {
-			// The COMMIT itself failed (or it is not known which
-			// statement did): it may have taken effect even so.
+		// Unless a statement before the COMMIT is known to have failed,
+		// the COMMIT may have taken effect even so; a database that can
+		// tell (by transaction id) decides. (On PostgreSQL a lost answer
+		// shows on the pipeline's first unread result, so a failure of an
+		// earlier statement proves nothing there.)
+		if err != nil && (b.txid != "" || b.failedQuery == "?" || b.failedQuery == `COMMIT`) {
 			switch ok, serr := b.committed(); {
 			case serr != nil:
 				b.log.Error("commit outcome unknown", "err", err, "lookup", serr)
@@ -308,9 +311,16 @@ func (b *Batcher) committed() (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	c, err := b.open(ctx)
-	if err != nil {
-		return false, err
+	var c *Conn
+	var err error
+	for c == nil {
+		if c, err = b.open(ctx); err != nil {
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return false, err
+			}
+		}
 	}
 	defer c.Close()
 	for {
@@ -342,8 +352,7 @@ func (b *Batcher) end(ctx context.Context, stmt string) error {
 		b.conn.pending, b.conn.writes = nil, 0
 	}
 	if _, err := b.conn.Exec(ctx, stmt); err != nil {
-		b.conn.pending, b.conn.writes = nil, 0
-		b.conn.Exec(ctx, `ROLLBACK`)
+		// Closing the connection ends whatever is left of the transaction.
 		b.drop()
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -147,12 +148,15 @@ func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any
 }
 
 // ran turns the failure of statement i into what store.Pipe reports: i
-// statements ran, or -1 when pgx failed before sending any (preparing
-// them), since then it is unknown what the failure did to the transaction.
+// statements ran when the server refused statement i, and -1 otherwise
+// (pgx failed preparing the statements, or the connection failed: a lost
+// answer shows on the first result not read yet), since then it is unknown
+// what ran.
 func ran(i int, err error) int {
 	var pre pgx.ErrPreprocessingBatch
-	if errors.As(err, &pre) {
-		return -1
+	var pe *pgconn.PgError
+	if errors.As(err, &pre) || !errors.As(err, &pe) {
+		return -1 // not the server refusing statement i: the connection's failure
 	}
 	return i
 }
@@ -162,7 +166,7 @@ func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) 
 	if len(stmts) == 1 {
 		tag, err := p.c.Exec(ctx, stmts[0].Query, stmts[0].Args...)
 		if err != nil {
-			return 0, 0, err
+			return 0, ran(0, err), err
 		}
 		return tag.RowsAffected(), 1, nil
 	}
@@ -187,7 +191,7 @@ func (p pipe) Query(ctx context.Context, stmts []store.Stmt, q string, args []an
 	if len(stmts) == 0 {
 		rows, err := p.c.Query(ctx, q, args...)
 		if err != nil {
-			return nil, 0, err
+			return nil, ran(0, err), err
 		}
 		return pipeRows{Rows: rows}, 0, nil
 	}
@@ -428,12 +432,11 @@ func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	key := int64(leadLockBase | uint64(h.Sum32()))
-	cfg := db.cfg.Copy()
-	cfg.RuntimeParams["tcp_keepalives_idle"] = "5"
-	cfg.RuntimeParams["tcp_keepalives_interval"] = "2"
-	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
 	for {
-		conn, err := pgx.ConnectConfig(ctx, cfg)
+		conn, err := pgx.ConnectConfig(ctx, db.cfg)
+		if err == nil {
+			_, err = conn.Exec(ctx, `SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3`)
+		}
 		for err == nil {
 			var ok bool
 			if err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {

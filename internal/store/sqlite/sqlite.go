@@ -177,6 +177,11 @@ func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	select {
+	case <-db.closed:
+		return nil, jit.Errorf(jit.EUnavailable, "store is closed")
+	default:
+	}
 	lost := make(chan struct{})
 	go func() {
 		defer close(lost)

@@ -2,6 +2,7 @@ package jit
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,6 +17,18 @@ func TestISODuration(t *testing.T) {
 		{"PT0.5S", 500 * time.Millisecond, true}, {"pt5m", 5 * time.Minute, true}, {"P1DT2H", 26 * time.Hour, true},
 		{"3h", 0, false}, {"PTXH", 0, false}, {"P", 0, false}, {"PT", 0, false}, {"PT-1H", 0, false}, {"P1H", 0, false},
 		{"PT1D", 0, false}, {"PT1e3S", 0, false}, {"", 0, false}, {"PT1HT2M", 0, false},
+		{"P1W", 7 * 24 * time.Hour, true}, {"PT0000001H", time.Hour, true}, {"PT1.5H", 90 * time.Minute, true},
+		{"P400D", 400 * 24 * time.Hour, true}, {"PT0.000000001S", time.Nanosecond, true}, {"PT0S", 0, true},
+		// Not numbers, or numbers in forms ISO 8601 does not write.
+		{"PTNaNS", 0, false}, {"PTNANH", 0, false}, {"PTInfS", 0, false}, {"PT+1H", 0, false}, {"PT0x10S", 0, false},
+		{"PT1_0S", 0, false}, {"PT.5S", 0, false}, {"PT1.S", 0, false}, {"PT1.0000000001S", 0, false}, {"PT 1H", 0, false},
+		// Units repeated, out of order, with a fraction before the last.
+		{"PT1H1H", 0, false}, {"PT1M1H", 0, false}, {"PT1S0S", 0, false}, {"P1D1W", 0, false}, {"PT1.5H30M", 0, false},
+		{"P1DT", 0, false}, {"PT1H2", 0, false}, {"P1M", 0, false},
+		// Too long: in value (no wrap-around), in text.
+		{"P401D", 0, false}, {"PT9601H", 0, false}, {"PT9223372036854775807S", 0, false}, {"PT99999999999999999999999H", 0, false},
+		{"P400DT1S", 0, false}, {"PT1H" + strings.Repeat("0M", 100), 0, false},
+		{"PT" + strings.Repeat("0", 2000) + "1H", 0, false},
 	} {
 		got, err := ParseISODuration(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {

@@ -266,6 +266,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		}
 	}
 	w.Header().Set("x-ms-error-code", ae.Code)
+	if d := jit.ErrorRetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
+	}
 	writeJSON(w, ae.Status, ErrorBody{ErrorDetail{Code: ae.Code, Message: ae.Message, Target: ae.Target}})
 }
 

@@ -3,6 +3,8 @@ package jit
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 )
 
 // Error codes. The HTTP layer maps each to one status; clients map them back.
@@ -24,6 +26,9 @@ type Error struct {
 	Code    string
 	Message string
 	Target  string
+	// RetryAfter, when set (rate_limited, unavailable), is how long the
+	// caller should wait before trying again.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -78,4 +83,25 @@ func ErrorTarget(err error) string {
 		return e.Target
 	}
 	return ""
+}
+
+// RateLimited returns an ERateLimited error that asks to wait for retry.
+func RateLimited(retry time.Duration, format string, args ...any) *Error {
+	return &Error{Code: ERateLimited, Message: fmt.Sprintf(format, args...), RetryAfter: retry}
+}
+
+// ErrorRetryAfter returns how long err asks the caller to wait, 0 for no
+// advice.
+func ErrorRetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}
+
+// RetryAfterSeconds is the Retry-After header value for d: whole seconds,
+// rounded up, at least 1.
+func RetryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(max(int64((d+time.Second-1)/time.Second), 1), 10)
 }

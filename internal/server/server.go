@@ -161,6 +161,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == jit.EUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ajar"`)
 	}
+	if d := jit.ErrorRetryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
+	}
 	writeJSON(w, StatusOf(err), ErrorBody{ErrorDetail{Code: code, Message: jit.ErrorMessage(err), Target: jit.ErrorTarget(err)}})
 }
 

@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		st, err := agent.ReadStatus(*stateDir, fw)
+		st, err := agent.ReadStatus(ctx, *stateDir, fw)
 		if err != nil {
 			return err
 		}

@@ -24,9 +24,9 @@ import (
 type Firewall interface {
 	Apply(ctx context.Context, vm jit.VM, st jit.DesiredState) error
 	Remove(ctx context.Context, vm jit.VM) error
-	Check(st jit.DesiredState) (drift bool, reason string, err error)
+	Check(ctx context.Context, st jit.DesiredState) (drift bool, reason string, err error)
 	Works() error
-	KillConnections(g jit.GrantRule) error
+	KillConnections(ctx context.Context, g jit.GrantRule) error
 }
 
 // Agent runs on one enrolled host.
@@ -117,7 +117,7 @@ func (a *Agent) applyLocked(ctx context.Context, h held, why string) error {
 	if hadPrev && prev.State.CloseConnectionsOnExpiry {
 		for _, g := range prev.State.Grants {
 			if _, still := h.Deadlines[g.ID]; !still {
-				a.kill(g)
+				a.kill(ctx, g)
 			}
 		}
 	}
@@ -127,7 +127,7 @@ func (a *Agent) applyLocked(ctx context.Context, h held, why string) error {
 	return nil
 }
 
-func (a *Agent) kill(g jit.GrantRule) {
+func (a *Agent) kill(ctx context.Context, g jit.GrantRule) {
 	a.mu.Lock()
 	done := a.killed[g.ID]
 	a.killed[g.ID] = true
@@ -135,7 +135,7 @@ func (a *Agent) kill(g jit.GrantRule) {
 	if done {
 		return
 	}
-	if err := a.Firewall.KillConnections(g); err != nil {
+	if err := a.Firewall.KillConnections(ctx, g); err != nil {
 		a.Log.Error("cut connections of ended grant", "grant", g.ID, "err", err)
 	}
 }
@@ -204,11 +204,11 @@ func (a *Agent) guardOnce(ctx context.Context) {
 	if h.State.CloseConnectionsOnExpiry {
 		for _, g := range h.State.Grants {
 			if !now.Before(h.Deadlines[g.ID]) {
-				a.kill(g)
+				a.kill(ctx, g)
 			}
 		}
 	}
-	drift, reason, err := a.Firewall.Check(h.at(now))
+	drift, reason, err := a.Firewall.Check(ctx, h.at(now))
 	if err != nil {
 		a.Log.Error("check firewall", "err", err)
 		return
@@ -327,7 +327,7 @@ type Status struct {
 
 // ReadStatus reads the state folder and checks the firewall against the
 // cached state.
-func ReadStatus(dir string, fw Firewall) (Status, error) {
+func ReadStatus(ctx context.Context, dir string, fw Firewall) (Status, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return Status{}, err
@@ -344,7 +344,7 @@ func ReadStatus(dir string, fw Firewall) (Status, error) {
 	if ok {
 		st := h.at(time.Now())
 		s.Cached = &st
-		s.Drift, s.Reason, err = fw.Check(st)
+		s.Drift, s.Reason, err = fw.Check(ctx, st)
 	}
 	return s, err
 }

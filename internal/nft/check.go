@@ -24,10 +24,13 @@ import (
 // applied or verified the same state (timeouts aside), nothing can differ and Check answers
 // without reading the table (one small netlink request instead of a dump
 // of every element).
-func (f *Firewall) Check(st jit.DesiredState) (drift bool, reason string, err error) {
+func (f *Firewall) Check(ctx context.Context, st jit.DesiredState) (drift bool, reason string, err error) {
+	if err := ctx.Err(); err != nil {
+		return false, "", err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	gen, gerr := f.generation()
+	gen, gerr := f.generation(ctx)
 	fp := fingerprint(st)
 	if gerr == nil && f.known && gen == f.knownGen && fp == f.knownFP {
 		return false, "", nil
@@ -38,7 +41,7 @@ func (f *Firewall) Check(st jit.DesiredState) (drift bool, reason string, err er
 			f.known, f.knownGen, f.knownFP = true, gen, fp
 		}
 	}()
-	c, err := f.conn(context.Background(), 0)
+	c, err := f.conn(ctx, 0)
 	if err != nil {
 		return false, "", fmt.Errorf("nftables: %w", err)
 	}

@@ -1,9 +1,14 @@
+// The fingerprint of a desired state and the kernel's ruleset generation
+// let Check skip the table dump while neither has moved.
+
 package nft
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -33,12 +38,19 @@ func fingerprint(st jit.DesiredState) [sha256.Size]byte {
 // Firewall's namespace: it changes with every committed nftables
 // transaction, whoever makes it, so an unchanged generation means an
 // unchanged ruleset.
-func (f *Firewall) generation() (uint32, error) {
+func (f *Firewall) generation(ctx context.Context) (uint32, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: f.netns})
 	if err != nil {
 		return 0, fmt.Errorf("netlink: %w", err)
 	}
 	defer c.Close()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(defaultTimeout)
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, fmt.Errorf("netlink: %w", err)
+	}
 	msgs, err := c.Execute(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0}, // struct nfgenmsg

@@ -190,7 +190,7 @@ func (f *Firewall) Apply(ctx context.Context, _ jit.VM, st jit.DesiredState) err
 	defer f.mu.Unlock()
 	start := time.Now()
 	f.known = false
-	before, gerr := f.generation()
+	before, gerr := f.generation(ctx)
 	c, err := f.conn(ctx, p.batchSize())
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -218,7 +218,7 @@ func (f *Firewall) Apply(ctx context.Context, _ jit.VM, st jit.DesiredState) err
 	}
 	// Our batch is one transaction: one generation on, unless another
 	// process committed too, and then the next Check compares.
-	if after, err := f.generation(); gerr == nil && err == nil && after == before+1 {
+	if after, err := f.generation(ctx); gerr == nil && err == nil && after == before+1 {
 		f.known, f.knownGen, f.knownFP = true, after, fingerprint(st)
 	}
 	f.log.Debug("nftables applied", "revision", st.Revision, "locked", len(st.Lock),
@@ -250,7 +250,10 @@ func (f *Firewall) Remove(ctx context.Context, _ jit.VM) error {
 // KillConnections deletes the conntrack entries of connections from
 // g.Source to g.Port over g.Protocol, so that established connections a
 // grant let in stop at once (the next packet meets the lock).
-func (f *Firewall) KillConnections(g jit.GrantRule) error {
+func (f *Firewall) KillConnections(ctx context.Context, g jit.GrantRule) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	src, err := parseSource(g.Source)
 	if err != nil {
 		return jit.Invalid("source", "%v", err)
@@ -271,13 +274,23 @@ func (f *Firewall) KillConnections(g jit.GrantRule) error {
 		return fmt.Errorf("conntrack: %w", err)
 	}
 	defer c.Close()
+	// The conntrack socket has no deadline: closing it ends a blocked
+	// exchange when ctx does.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	flows, err := c.Dump(nil)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("conntrack dump: %w", err)
 	}
 	var errs error
 	n := 0
 	for _, fl := range flows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		o := fl.TupleOrig
 		if !want[o.Proto.Protocol] || o.Proto.DestinationPort != uint16(g.Port) ||
 			!src.Contains(o.IP.SourceAddress.Unmap()) {
@@ -439,13 +452,17 @@ func concatKey(a netip.Addr, port uint16) []byte {
 	return append(b, byte(port>>8), byte(port), 0, 0)
 }
 
-// Registers as nft allocates them for concatenations: the 16-byte register
-// 1 is 32-bit registers 8 to 11, register 2 is 12 to 15. The kernel dumps
-// 32-bit register 12 as 2, so 2 is used to compare equal in Check.
+// Registers as nft allocates them for an (address . port) concatenation:
+// the address goes into the 16-byte register 1 (32-bit registers 8 to 11),
+// the port into the 32-bit register right after the address. The kernel
+// dumps 32-bit register 12 (NFT_REG32_04) as the 16-byte register 2 it
+// starts, so that spelling is used and Check compares equal.
 const (
-	reg1     = 1
-	reg32At1 = 9 // 32-bit register after an IPv4 address in register 1
-	reg32At4 = 2 // register after an IPv6 address in register 1
+	reg1 = unix.NFT_REG_1
+	// regPortAfterIPv4 holds the port after a 4-byte address in register 1.
+	regPortAfterIPv4 = unix.NFT_REG32_01
+	// regPortAfterIPv6 holds the port after a 16-byte address in register 1.
+	regPortAfterIPv6 = unix.NFT_REG_2
 )
 
 // establishedRule: ct state established,related accept.
@@ -462,9 +479,9 @@ func establishedRule() []expr.Any {
 
 // grantRule: ip[6] saddr . tcp|udp dport @set accept.
 func grantRule(v6 bool, l4 byte, set string, id uint32) []expr.Any {
-	nfproto, off, alen, portReg := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4), uint32(reg32At1)
+	nfproto, off, alen, portReg := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4), uint32(regPortAfterIPv4)
 	if v6 {
-		nfproto, off, alen, portReg = unix.NFPROTO_IPV6, 8, 16, reg32At4
+		nfproto, off, alen, portReg = unix.NFPROTO_IPV6, 8, 16, regPortAfterIPv6
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},

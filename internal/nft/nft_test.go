@@ -364,7 +364,7 @@ func TestKillConnections(t *testing.T) {
 			}
 			defer other.Close()
 
-			if err := l.fw.KillConnections(grant); err != nil {
+			if err := l.fw.KillConnections(ctx, grant); err != nil {
 				t.Fatalf("KillConnections: %v", err)
 			}
 			if err := echo(c, 500*time.Millisecond); err == nil {
@@ -384,7 +384,7 @@ func TestCheck(t *testing.T) {
 	st := goldenState()
 	expectDrift := func(step string, want bool) {
 		t.Helper()
-		drift, reason, err := l.fw.Check(st)
+		drift, reason, err := l.fw.Check(ctx, st)
 		if err != nil {
 			t.Fatalf("%s: Check: %v", step, err)
 		}
@@ -442,19 +442,19 @@ func TestCheck(t *testing.T) {
 	reapply()
 	changed := st
 	changed.Lock = append([]jit.PortLock{{Port: 443, Protocol: jit.ProtoTCP}}, st.Lock...)
-	if drift, _, err := l.fw.Check(changed); err != nil || !drift {
+	if drift, _, err := l.fw.Check(ctx, changed); err != nil || !drift {
 		t.Fatalf("Check(another state) = %v, %v; want drift", drift, err)
 	}
 
 	// No lock: the table must be gone.
 	none := jit.DesiredState{}
-	if drift, _, err := l.fw.Check(none); err != nil || !drift {
+	if drift, _, err := l.fw.Check(ctx, none); err != nil || !drift {
 		t.Fatalf("Check(no lock) with the table present = %v, %v; want drift", drift, err)
 	}
 	if err := l.fw.Apply(ctx, jit.VM{}, none); err != nil {
 		t.Fatal(err)
 	}
-	if drift, reason, err := l.fw.Check(none); err != nil || drift {
+	if drift, reason, err := l.fw.Check(ctx, none); err != nil || drift {
 		t.Fatalf("Check(no lock) after Apply = %v (%s), %v; want none", drift, reason, err)
 	}
 }
@@ -585,7 +585,7 @@ func BenchmarkCheck10000(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		drift, reason, err := fw.Check(st)
+		drift, reason, err := fw.Check(context.Background(), st)
 		if err != nil || drift {
 			b.Fatalf("check: drift %v (%s), %v", drift, reason, err)
 		}
@@ -600,31 +600,32 @@ func TestGeneration(t *testing.T) {
 	requireNFT(t)
 	l := newLab(t)
 	st := goldenState()
-	g0, err := l.fw.generation()
+	ctx := context.Background()
+	g0, err := l.fw.generation(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.fw.Apply(context.Background(), jit.VM{}, st); err != nil {
+	if err := l.fw.Apply(ctx, jit.VM{}, st); err != nil {
 		t.Fatal(err)
 	}
-	g1, err := l.fw.generation()
+	g1, err := l.fw.generation(ctx)
 	if err != nil || g1 != g0+1 {
 		t.Fatalf("generation after one Apply = %d (%v), want %d", g1, err, g0+1)
 	}
 	for range 3 { // answered from the generation
-		if drift, reason, err := l.fw.Check(st); err != nil || drift {
+		if drift, reason, err := l.fw.Check(ctx, st); err != nil || drift {
 			t.Fatalf("Check after Apply = %v %q %v", drift, reason, err)
 		}
 	}
 	l.vm.Run(t, "nft", "add", "table", "inet", "other")
-	if g2, err := l.fw.generation(); err != nil || g2 <= g1 {
+	if g2, err := l.fw.generation(ctx); err != nil || g2 <= g1 {
 		t.Fatalf("generation after another process's commit = %d (%v), want more than %d", g2, err, g1)
 	}
-	if drift, reason, err := l.fw.Check(st); err != nil || drift {
+	if drift, reason, err := l.fw.Check(ctx, st); err != nil || drift {
 		t.Fatalf("Check after an unrelated table was added = %v %q %v", drift, reason, err)
 	}
 	l.vm.Run(t, "nft", "delete", "element", "inet", TableName, setGrant4TCP, "{ 198.51.100.7 . 22 }")
-	if drift, _, err := l.fw.Check(st); err != nil || !drift {
+	if drift, _, err := l.fw.Check(ctx, st); err != nil || !drift {
 		t.Fatalf("Check after a grant element was deleted = %v %v, want drift", drift, err)
 	}
 }

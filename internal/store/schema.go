@@ -99,4 +99,8 @@ var Migrations = []string{
 	);
 	CREATE INDEX events_vm ON events (vm_id, seq);
 	CREATE INDEX events_time ON events (time);`,
+	// Lists page by these keys, and a VM's usage figures (requests in 7
+	// days, last access and user) are index ranges of its grants.
+	`CREATE INDEX grants_vm_start ON grants (vm_id, start_time);
+	CREATE INDEX grants_user_start ON grants (usr, start_time);`,
 }

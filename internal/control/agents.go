@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -43,6 +45,9 @@ func (c *Control) Enroll(ctx context.Context, a *Actor, e jit.Enrollment) (jit.E
 	if a.Token.Kind != jit.TokenEnroll {
 		return jit.Enrolled{}, jit.Errorf(jit.EForbidden, "enrollment needs an enrollment token")
 	}
+	if len(e.Hostname) > MaxHostname {
+		return jit.Enrolled{}, jit.Invalid("hostname", "hostname is longer than %d bytes", MaxHostname)
+	}
 	n := jit.NewVM{Name: e.Name, Group: a.Token.Group, Backend: jit.BackendAgent, OS: e.OS, Addresses: e.Addresses,
 		Labels: map[string]string{"hostname": e.Hostname}}
 	if err := validateVM(&n); err != nil {
@@ -81,8 +86,8 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 	if err != nil {
 		return err
 	}
-	if len(r.Listening) > 4096 || len(r.Reason) > 1024 {
-		return jit.Invalid("listening", "report too large")
+	if err := checkReport(&r); err != nil {
+		return err
 	}
 	r.Time = c.Now()
 	return c.store.Update(ctx, func(tx store.Tx) error {
@@ -98,6 +103,50 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 		}
 		return nil
 	})
+}
+
+// Bounds on an agent's report, which every VM listing returns.
+const (
+	MaxHostname     = 253 // a DNS name
+	MaxReportOS     = 64
+	MaxReportReason = 1024
+	MaxSockets      = 1024 // listening or exposed sockets
+)
+
+// checkReport refuses a report with a field past its bound, naming the
+// field and the bound.
+func checkReport(r *jit.Report) error {
+	switch {
+	case len(r.Hostname) > MaxHostname:
+		return jit.Invalid("hostname", "hostname is longer than %d bytes", MaxHostname)
+	case len(r.OS) > MaxReportOS:
+		return jit.Invalid("os", "os is longer than %d bytes", MaxReportOS)
+	case len(r.Reason) > MaxReportReason:
+		return jit.Invalid("reason", "reason is longer than %d bytes", MaxReportReason)
+	}
+	for _, f := range []struct {
+		name  string
+		socks []jit.Socket
+	}{{"listening", r.Listening}, {"exposed", r.Exposed}} {
+		if len(f.socks) > MaxSockets {
+			return jit.Invalid(f.name, "at most %d %s sockets, got %d", MaxSockets, f.name, len(f.socks))
+		}
+		for i, s := range f.socks {
+			field := fmt.Sprintf("%s[%d]", f.name, i)
+			if s.Protocol != jit.ProtoTCP && s.Protocol != jit.ProtoUDP {
+				return jit.Invalid(field+".protocol", "protocol must be TCP or UDP")
+			}
+			if s.Port < 1 || s.Port > 65535 {
+				return jit.Invalid(field+".port", "port must be between 1 and 65535, got %d", s.Port)
+			}
+			if s.Address != "" {
+				if a, err := netip.ParseAddr(s.Address); err != nil || a.Zone() != "" {
+					return jit.Invalid(field+".address", "address must be an IP address")
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // RecordAgentEvent writes an agent's event (drift detected or repaired,

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -35,11 +36,14 @@ type Control struct {
 	kick      chan struct{}
 	soonestMu sync.Mutex
 	soonest   time.Time
+
+	refusals *buckets // logged refusals per principal (see logRefusal)
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
-	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1)}
+	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1),
+		refusals: newBuckets(RefusalBurst, RefusalEvery)}
 }
 
 // Store returns the store, for the adapters' own reads.
@@ -158,6 +162,10 @@ func (c *Control) Authenticate(ctx context.Context, secret string, addr netip.Ad
 	if a.Token.ExpiresAt != nil && !c.Now().Before(*a.Token.ExpiresAt) {
 		return nil, unauth
 	}
+	if a.Token.Kind == jit.TokenEnroll && (a.Token.UsesLeft == nil || *a.Token.UsesLeft <= 0) {
+		// Used up, it stands for no one: not even its refusals are logged.
+		return nil, jit.Errorf(jit.EUnauthorized, "enrollment token has no uses left")
+	}
 	return a, nil
 }
 
@@ -178,8 +186,11 @@ func (c *Control) event(a *Actor, op, outcome string, vm *jit.VM, details any) *
 }
 
 // logRefusal records a refused operation in its own transaction, since
-// the refused one changed nothing.
-func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.VM, cause error, details map[string]any) {
+// the refused one changed nothing, and returns the error to answer: cause,
+// or a rate_limited error once a's refusals pass their limit (see
+// RefusalBurst). Past the limit one summary event is logged instead of
+// each refusal. Details are cut to their bounds (see boundDetails).
+func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.VM, cause error, details map[string]any) error {
 	if details == nil {
 		details = map[string]any{}
 	}
@@ -187,10 +198,24 @@ func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.V
 	if t := jit.ErrorTarget(cause); t != "" {
 		details["target"] = t
 	}
+	b, ok, retry := c.refusals.take(principal(a), c.Now())
+	if !ok {
+		limited := jit.RateLimited(retry, "too many refused requests; try again in %s", retry.Round(time.Second))
+		if b.summarized {
+			return limited
+		}
+		details = map[string]any{"error": jit.ErrorMessage(limited), "rateLimited": true,
+			"note":        fmt.Sprintf("refusals past %d in a burst, then one every %s, are answered 429 and not logged", RefusalBurst, RefusalEvery),
+			"lastRefused": details}
+		cause = limited
+	} else if b.unlogged > 0 {
+		details["refusalsNotLogged"] = b.unlogged
+	}
 	err := c.store.Update(ctx, func(tx store.Tx) error {
-		return tx.AppendEvent(c.event(a, op, jit.OutcomeFailure, vm, details))
+		return tx.AppendEvent(c.event(a, op, jit.OutcomeFailure, vm, boundDetails(details)))
 	})
 	if err != nil {
 		c.log.Error("record refusal", "op", op, "err", err)
 	}
+	return cause
 }

@@ -38,7 +38,7 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 	}
 	if err != nil {
 		if code := jit.ErrorCode(err); code != jit.EInternal && code != jit.EUnavailable {
-			c.logRefusal(ctx, a, jit.OpRequestRefuse, refusedVM, err, map[string]any{"request": r})
+			err = c.logRefusal(ctx, a, jit.OpRequestRefuse, refusedVM, err, map[string]any{"request": r})
 		}
 		return jit.Request{}, err
 	}

@@ -75,8 +75,7 @@ func (c *Control) SignIn(ctx context.Context, user, password string, addr netip.
 		reason = "wrong password"
 	}
 	if reason != "" {
-		c.logRefusal(ctx, a, jit.OpSignIn, nil, refused, map[string]any{"via": "console", "reason": reason})
-		return "", nil, refused
+		return "", nil, c.logRefusal(ctx, a, jit.OpSignIn, nil, refused, map[string]any{"via": "console", "reason": reason})
 	}
 
 	now := c.Now()

@@ -24,9 +24,23 @@ type Querier interface {
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of ?.
 	Numbered bool
-	// Begin starts a write transaction; on PostgreSQL it also takes the
-	// lock that serializes writers across servers.
+	// Begin starts a write transaction.
 	Begin []Stmt
+	// ChainLock takes the lock that keeps the activity log one linear
+	// chain across servers (PostgreSQL); a batch takes it only when it
+	// appends events. Nil when Begin serializes writers already (SQLite).
+	ChainLock []Stmt
+	// Retry reports whether err means the database gave up on the
+	// transaction (a deadlock, a serialization failure) and it should run
+	// again; nil when that cannot happen.
+	Retry func(err error) bool
+	// Conflict reports whether err is a uniqueness violation, and names
+	// the violated index or columns as the database does.
+	Conflict func(err error) (index string, ok bool)
+	// Down reports whether err means the database cannot be used for now
+	// (unreachable, shutting down, out of disk): the error then reaches
+	// users as jit.EUnavailable.
+	Down func(err error) bool
 	// TxID, when set, is a query for the open transaction's id as text, and
 	// TxStatus one for whether the transaction with id $1 committed
 	// ("committed", "aborted" or "in progress"): with them a COMMIT whose
@@ -79,16 +93,17 @@ func (t *SQLTx) rebind(q string) string {
 func (t *SQLTx) exec(q string, args ...any) (int64, error) {
 	n, err := t.Q.Exec(t.Ctx, t.rebind(q), args...)
 	if err != nil {
-		return 0, dbErr(err)
+		return 0, t.dbErr(err)
 	}
 	return n, nil
 }
 
-// write runs a write whose result nobody reads. On a Conn it waits for the
-// connection's next round trip and travels with it; a failure comes back
-// from that round trip (at the latest when the update ends).
+// write runs a write whose result nobody reads. On a pipelined Conn it
+// waits for the connection's next round trip and travels with it; a
+// failure comes back from that round trip (at the latest when the update
+// ends, from Update).
 func (t *SQLTx) write(q string, args ...any) error {
-	if c, ok := t.Q.(*Conn); ok {
+	if c, ok := t.Q.(*Conn); ok && c.pipelined {
 		c.Defer(t.rebind(q), args...)
 		return nil
 	}
@@ -279,15 +294,24 @@ func (t *SQLTx) CreateVM(vm *jit.VM) error {
 	if err == nil {
 		return nil
 	}
-	// Both databases name the violated index in the message (and on
-	// PostgreSQL nothing more can be asked in this transaction).
-	if strings.Contains(err.Error(), "vms_external_id") {
+	// Both databases name the violated index (and on PostgreSQL nothing
+	// more can be asked in this transaction).
+	if idx, ok := t.conflict(err); ok && idx == "vms_external_id" {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
 	}
-	if err = dbErr(err); jit.ErrorCode(err) == jit.EConflict {
+	if err = t.dbErr(err); jit.ErrorCode(err) == jit.EConflict {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
 	}
 	return err
+}
+
+// conflict reports whether err is a uniqueness violation and of which
+// index.
+func (t *SQLTx) conflict(err error) (string, bool) {
+	if t.Dialect.Conflict == nil {
+		return "", false
+	}
+	return t.Dialect.Conflict(err)
 }
 
 func (t *SQLTx) GetVM(id string) (jit.VM, error) {
@@ -373,7 +397,27 @@ func (t *SQLTx) ListVMs(f VMFilter) ([]jit.VM, error) {
 		}
 	}
 	where, args = in(where, args, "grp", f.Groups)
-	rows, err := t.query(`SELECT `+vmCols+` FROM vms`+whereClause(where)+` ORDER BY grp, name`, args...)
+	where, args = in(where, args, "id", f.IDs)
+	switch f.Policy {
+	case WithPolicy:
+		where = append(where, "EXISTS (SELECT 1 FROM policies p WHERE p.vm_id = vms.id)")
+	case WithoutPolicy:
+		where = append(where, "NOT EXISTS (SELECT 1 FROM policies p WHERE p.vm_id = vms.id)")
+	}
+	order := ` ORDER BY grp, name`
+	if f.Desc {
+		order = ` ORDER BY grp DESC, name DESC`
+	}
+	switch {
+	case f.AfterGroup == "" && f.AfterName == "":
+	case f.Desc:
+		where = append(where, "(grp < ? OR (grp = ? AND name < ?))")
+		args = append(args, f.AfterGroup, f.AfterGroup, f.AfterName)
+	default:
+		where = append(where, "(grp > ? OR (grp = ? AND name > ?))")
+		args = append(args, f.AfterGroup, f.AfterGroup, f.AfterName)
+	}
+	rows, err := t.query(`SELECT `+vmCols+` FROM vms`+whereClause(where)+order+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -387,6 +431,53 @@ func (t *SQLTx) ListVMs(f VMFilter) ([]jit.VM, error) {
 		out = append(out, vm)
 	}
 	return out, rows.Err()
+}
+
+func limitClause(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return " LIMIT " + strconv.Itoa(n)
+}
+
+func (t *SQLTx) VMUsage(vmIDs []string, since, now time.Time) (map[string]VMUsage, error) {
+	out := make(map[string]VMUsage, len(vmIDs))
+	for len(vmIDs) > 0 {
+		chunk := vmIDs[:min(len(vmIDs), 500)]
+		vmIDs = vmIDs[len(chunk):]
+		// Each figure is one index range of grants (vm_id, start_time) or
+		// (vm_id, status): the cost follows the page, not the table.
+		where, args := in(nil, []any{nanos(since), nanos(now)}, "v.id", chunk)
+		rows, err := t.query(`SELECT v.id,
+			(SELECT COUNT(DISTINCT g.request_id) FROM grants g WHERE g.vm_id = v.id AND g.start_time >= ?),
+			(SELECT COUNT(*) FROM grants g WHERE g.vm_id = v.id AND g.status = 'active' AND g.end_time > ?),
+			l.start_time, l.usr
+			FROM vms v LEFT JOIN grants l ON l.id = (SELECT g.id FROM grants g WHERE g.vm_id = v.id ORDER BY g.start_time DESC, g.id LIMIT 1)`+
+			whereClause(where), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var u VMUsage
+			var last sql.NullInt64
+			var user sql.NullString
+			if err := rows.Scan(&id, &u.Approved, &u.ActiveGrants, &last, &user); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if last.Valid {
+				la := fromNanos(last.Int64)
+				u.LastAccess, u.LastUser = &la, user.String
+			}
+			out[id] = u
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func (t *SQLTx) UpdateVM(vm jit.VM) error {
@@ -448,13 +539,19 @@ func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
 // Policies.
 
 type policyBody struct {
-	Ports                    []jit.PortRule `json:"ports"`
-	RequireJustification     bool           `json:"requireJustification"`
-	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
+	Ports                    []jit.PortRule     `json:"ports"`
+	RequireJustification     bool               `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool               `json:"closeConnectionsOnExpiry"`
+	CreatedAt                int64              `json:"createdAt,omitempty"`
+	Written                  []jit.PortRuleText `json:"written,omitempty"`
 }
 
 func (t *SQLTx) PutPolicy(p jit.Policy) error {
-	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry})
+	var created int64
+	if !p.CreatedAt.IsZero() {
+		created = nanos(p.CreatedAt)
+	}
+	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, created, p.Written})
 	_, err := t.exec(`INSERT INTO policies (vm_id, body, updated_at, updated_by) VALUES (?, ?, ?, ?)
 		ON CONFLICT (vm_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
 		p.VMID, body, nanos(p.UpdatedAt), p.UpdatedBy)
@@ -476,7 +573,10 @@ func decodePolicy(vmID, body string, updated int64, by string) (jit.Policy, erro
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		return p, fmt.Errorf("policy of %s: %w", vmID, err)
 	}
-	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry
+	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, p.Written = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry, b.Written
+	if b.CreatedAt != 0 {
+		p.CreatedAt = fromNanos(b.CreatedAt)
+	}
 	return p, nil
 }
 
@@ -506,6 +606,7 @@ func (t *SQLTx) ListPolicies(f VMFilter) ([]jit.Policy, error) {
 		}
 	}
 	where, args = in(where, args, "v.grp", f.Groups)
+	where, args = in(where, args, "v.id", f.IDs)
 	rows, err := t.query(`SELECT p.vm_id, p.body, p.updated_at, p.updated_by FROM policies p JOIN vms v ON v.id = p.vm_id`+
 		whereClause(where)+` ORDER BY v.grp, v.name`, args...)
 	if err != nil {
@@ -537,10 +638,11 @@ func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
 		where = append(where, "usr = ?")
 		args = append(args, f.User)
 	}
-	q := `SELECT id, usr, address, justification, created_at FROM requests` + whereClause(where) + ` ORDER BY created_at DESC, id`
-	if f.Limit > 0 {
-		q += " LIMIT " + strconv.Itoa(f.Limit)
+	if !f.BeforeCreated.IsZero() {
+		where = append(where, "(created_at < ? OR (created_at = ? AND id > ?))")
+		args = append(args, nanos(f.BeforeCreated), nanos(f.BeforeCreated), f.BeforeID)
 	}
+	q := `SELECT id, usr, address, justification, created_at FROM requests` + whereClause(where) + ` ORDER BY created_at DESC, id` + limitClause(f.Limit)
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
@@ -614,10 +716,7 @@ func (t *SQLTx) GetGrant(id string) (jit.Grant, error) {
 }
 
 func (t *SQLTx) grants(where []string, args []any, limit int) ([]jit.Grant, error) {
-	q := `SELECT ` + grantCols + ` FROM grants` + whereClause(where) + ` ORDER BY start_time DESC, id`
-	if limit > 0 {
-		q += " LIMIT " + strconv.Itoa(limit)
-	}
+	q := `SELECT ` + grantCols + ` FROM grants` + whereClause(where) + ` ORDER BY start_time DESC, id` + limitClause(limit)
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
@@ -659,6 +758,10 @@ func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
 		where = append(where, "start_time >= ?")
 		args = append(args, nanos(f.Since))
 	}
+	if !f.BeforeStart.IsZero() {
+		where = append(where, "(start_time < ? OR (start_time = ? AND id > ?))")
+		args = append(args, nanos(f.BeforeStart), nanos(f.BeforeStart), f.BeforeID)
+	}
 	where, args = in(where, args, "grp", f.Groups)
 	return t.grants(where, args, f.Limit)
 }
@@ -666,6 +769,12 @@ func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
 func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error) {
 	n, err := t.exec(`UPDATE grants SET status = ?, ended_at = ?, ended_by = ? WHERE id = ? AND status = 'active'`,
 		status, nanos(endedAt), endedBy, id)
+	return n == 1, err
+}
+
+func (t *SQLTx) ShortenGrant(id string, end time.Time) (bool, error) {
+	n, err := t.exec(`UPDATE grants SET end_time = ? WHERE id = ? AND status = 'active' AND end_time > ?`,
+		nanos(end), id, nanos(end))
 	return n == 1, err
 }
 
@@ -959,9 +1068,7 @@ func (t *SQLTx) ListEvents(f EventFilter) ([]jit.Event, error) {
 	if f.Desc {
 		q += " DESC"
 	}
-	if f.Limit > 0 {
-		q += " LIMIT " + strconv.Itoa(f.Limit)
-	}
+	q += limitClause(f.Limit)
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err

@@ -47,6 +47,10 @@ type Tx interface {
 	// grants of user on it for any of the ports and sources in targets.
 	GetVMAccess(id, user string, targets []GrantTarget) (jit.VM, *jit.Policy, []jit.Grant, error)
 	ListVMs(f VMFilter) ([]jit.VM, error)
+	// VMUsage returns the usage figures of the VMs (at most a page of them)
+	// from the grants' indices: requests approved since since, the latest
+	// grant (last access and user), and the grants active at now.
+	VMUsage(vmIDs []string, since, now time.Time) (map[string]VMUsage, error)
 	DeleteVM(id string) error
 	// UpdateVM changes the VM's OS, addresses, labels and external id.
 	UpdateVM(vm jit.VM) error
@@ -72,6 +76,10 @@ type Tx interface {
 	// EndGrant moves an active grant to status; it reports false, and
 	// changes nothing, when the grant is no longer active.
 	EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error)
+	// ShortenGrant moves an active grant's end time earlier, to end; it
+	// reports false, and changes nothing, when the grant is no longer
+	// active or already ends by then.
+	ShortenGrant(id string, end time.Time) (bool, error)
 	// NextGrantEnd returns the earliest end time of the active grants.
 	NextGrantEnd() (time.Time, bool, error)
 
@@ -104,13 +112,35 @@ type Tx interface {
 	WalkEvents(fn func(*jit.Event) bool) error
 }
 
-// VMFilter selects VMs. Zero fields match everything; Groups, when not
-// nil, limits the result to those groups.
+// VMFilter selects VMs, in (group, name) order. Zero fields match
+// everything; Groups, when not nil, limits the result to those groups.
 type VMFilter struct {
 	Group   string
 	Name    string
 	Backend string
 	Groups  []string
+	IDs     []string // when not nil, only these VMs
+	// Policy selects VMs with a JIT policy ("with") or without ("without").
+	Policy string
+	// AfterGroup and AfterName page: only VMs sorted after that one (with
+	// Desc, before it, in reverse order).
+	AfterGroup, AfterName string
+	Desc                  bool
+	Limit                 int // 0 = no limit
+}
+
+// Values of VMFilter.Policy.
+const (
+	WithPolicy    = "with"
+	WithoutPolicy = "without"
+)
+
+// VMUsage is what a VM's grants say about its use.
+type VMUsage struct {
+	Approved     int // distinct requests with a grant started in the window
+	LastAccess   *time.Time
+	LastUser     string
+	ActiveGrants int
 }
 
 // GrantTarget is a port and source (a prefix in canonical form).
@@ -130,13 +160,21 @@ type GrantFilter struct {
 	// EndingBy selects active grants whose end time is at or before it.
 	EndingBy time.Time
 	Since    time.Time // start time at or after
-	Limit    int
+	// Before pages: only grants sorted after (start, id) — started before
+	// BeforeStart, or at it with a greater id.
+	BeforeStart time.Time
+	BeforeID    string
+	Limit       int
 }
 
 // RequestFilter selects requests, newest first.
 type RequestFilter struct {
-	User  string
-	Limit int
+	User string
+	// Before pages: only requests sorted after (created, id) — created
+	// before BeforeCreated, or at it with a greater id.
+	BeforeCreated time.Time
+	BeforeID      string
+	Limit         int
 }
 
 // EventFilter selects activity events in sequence order.

@@ -86,33 +86,38 @@ func checkChains(c *nftables.Conn, want *plan) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list chains: %w", err)
 	}
-	var ours []*nftables.Chain
+	got := map[string]*nftables.Chain{}
+	var names, wantNames []string
 	for _, ch := range chains {
 		if ch.Table != nil && ch.Table.Name == TableName {
-			ours = append(ours, ch)
+			got[ch.Name] = ch
+			names = append(names, ch.Name)
 		}
 	}
-	if len(ours) != 1 || ours[0].Name != ChainName {
-		names := make([]string, len(ours))
-		for i, ch := range ours {
-			names[i] = ch.Name
+	for _, pc := range want.chains {
+		wantNames = append(wantNames, pc.chain.Name)
+	}
+	slices.Sort(names)
+	slices.Sort(wantNames)
+	if !slices.Equal(names, wantNames) {
+		return fmt.Sprintf("chains are [%s], want [%s]", strings.Join(names, " "), strings.Join(wantNames, " ")), nil
+	}
+	for _, pc := range want.chains {
+		ch, w := got[pc.chain.Name], pc.chain
+		if ch.Type != w.Type || !eqPtr(ch.Hooknum, w.Hooknum) || !eqPtr(ch.Priority, w.Priority) || !eqPtr(ch.Policy, w.Policy) {
+			return fmt.Sprintf("chain %s changed (type, hook, priority or policy)", w.Name), nil
 		}
-		return fmt.Sprintf("chains are [%s], want [%s]", strings.Join(names, " "), ChainName), nil
-	}
-	ch, w := ours[0], want.chain
-	if ch.Type != w.Type || !eqPtr(ch.Hooknum, w.Hooknum) || !eqPtr(ch.Priority, w.Priority) || !eqPtr(ch.Policy, w.Policy) {
-		return fmt.Sprintf("chain %s changed (type, hook, priority or policy)", ChainName), nil
-	}
-	rules, err := c.GetRules(table, ch)
-	if err != nil {
-		return "", fmt.Errorf("list rules: %w", err)
-	}
-	if len(rules) != len(want.rules) {
-		return fmt.Sprintf("chain %s has %d rules, want %d", ChainName, len(rules), len(want.rules)), nil
-	}
-	for i, r := range rules {
-		if !sameExprs(r.Exprs, want.rules[i]) {
-			return fmt.Sprintf("chain %s rule %d changed", ChainName, i+1), nil
+		rules, err := c.GetRules(table, ch)
+		if err != nil {
+			return "", fmt.Errorf("list rules: %w", err)
+		}
+		if len(rules) != len(pc.rules) {
+			return fmt.Sprintf("chain %s has %d rules, want %d", w.Name, len(rules), len(pc.rules)), nil
+		}
+		for i, r := range rules {
+			if !sameExprs(r.Exprs, pc.rules[i]) {
+				return fmt.Sprintf("chain %s rule %d changed", w.Name, i+1), nil
+			}
 		}
 	}
 	return "", nil

@@ -12,16 +12,36 @@
 //     (source range . port) elements of concatenated interval sets, each
 //     element with a kernel timeout equal to the grant's remaining seconds,
 //     so grants close on time even if the agent dies;
-//   - one base chain input (filter hook, priority filter - 10, policy
+//   - a base chain input (filter hook, priority filter - 10, policy
 //     accept) that accepts established/related packets, accepts sources
-//     found in the grant sets, and drops the locked ports.
+//     found in the grant sets, and drops the locked ports;
+//   - a base chain output (filter hook output, same priority and policy)
+//     that keeps the host's own side of a locked port from starting a
+//     connection with an address no grant allows.
 //
-// Packets to ports outside the lock reach the end of the chain and its accept
-// policy, so they are left to the rest of the host's firewall; the same holds
-// for the established/related accept, which is why it need not be limited
-// to the JIT ports. The kernel refuses overlapping intervals, so grants
-// whose prefixes nest are flattened first: each address gets the longest
-// timeout of the grants covering it.
+// The output chain is what makes closing connections at expiry stick.
+// After KillConnections deletes a connection's conntrack entry, the next
+// packet the host sends on it would otherwise create a new entry through
+// TCP mid-stream pickup (nf_conntrack_tcp_loose, on by default), in the
+// host's direction, and the client's packets would then pass the input
+// chain as replies. So a packet of conntrack state new leaving a locked
+// port for an address outside the grants is dropped, unless it is an
+// opening SYN (a connection the host itself starts). The input chain needs
+// no such rule: a client's packet that would be picked up mid-stream is of
+// state new too, and is dropped by the lock unless a grant allows it. UDP
+// has no opening packet to tell a new exchange from an old one: a datagram
+// the host sends from a locked UDP port to an address no grant allows is
+// dropped whenever conntrack holds no entry for it, so after the entries
+// are deleted neither side's datagrams pass again, and a host service that
+// itself sends first from a locked UDP port reaches only granted
+// addresses. No sysctl is changed.
+//
+// Packets to ports outside the lock reach the end of the chains and their
+// accept policy, so they are left to the rest of the host's firewall; the
+// same holds for the established/related and SYN accepts, which is why they
+// need not be limited to the JIT ports. The kernel refuses overlapping
+// intervals, so grants whose prefixes nest are flattened first: each
+// address gets the longest timeout of the grants covering it.
 package nft
 
 import (
@@ -48,8 +68,9 @@ import (
 
 // Names of what ajar creates.
 const (
-	TableName = "ajar"
-	ChainName = "input"
+	TableName       = "ajar"
+	ChainName       = "input"
+	OutputChainName = "output"
 	// ChainPriority runs the chain just before the usual filter chains.
 	ChainPriority = -10
 )
@@ -209,9 +230,11 @@ func (f *Firewall) Apply(ctx context.Context, _ jit.VM, st jit.DesiredState) err
 			}
 		}
 	}
-	ch := c.AddChain(p.chain)
-	for _, exprs := range p.rules {
-		c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: exprs})
+	for _, pc := range p.chains {
+		ch := c.AddChain(pc.chain)
+		for _, exprs := range pc.rules {
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: exprs})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("apply table inet %s: %w", TableName, err)
@@ -322,11 +345,16 @@ type plannedSet struct {
 	elems []nftables.SetElement
 }
 
-// plan is everything Apply writes into the table.
-type plan struct {
-	sets  []plannedSet
+// plannedChain is one base chain of the table with its rules.
+type plannedChain struct {
 	chain *nftables.Chain
 	rules [][]expr.Any
+}
+
+// plan is everything Apply writes into the table.
+type plan struct {
+	sets   []plannedSet
+	chains []plannedChain
 }
 
 func (p *plan) elemCount() int {
@@ -380,24 +408,41 @@ func buildPlan(st jit.DesiredState, minSecs int64) (*plan, error) {
 	for _, s := range p.sets {
 		ids[s.set.Name] = s.set.ID
 	}
-	policy := nftables.ChainPolicyAccept
-	p.chain = &nftables.Chain{
-		Name:     ChainName,
-		Table:    table,
-		Type:     nftables.ChainTypeFilter,
-		Hooknum:  nftables.ChainHookInput,
-		Priority: nftables.ChainPriorityRef(ChainPriority),
-		Policy:   &policy,
+	chain := func(name string, hook *nftables.ChainHook) *nftables.Chain {
+		policy := nftables.ChainPolicyAccept
+		return &nftables.Chain{
+			Name:     name,
+			Table:    table,
+			Type:     nftables.ChainTypeFilter,
+			Hooknum:  hook,
+			Priority: nftables.ChainPriorityRef(ChainPriority),
+			Policy:   &policy,
+		}
 	}
-	p.rules = [][]expr.Any{
-		establishedRule(),
-		grantRule(false, unix.IPPROTO_TCP, setGrant4TCP, ids[setGrant4TCP]),
-		grantRule(false, unix.IPPROTO_UDP, setGrant4UDP, ids[setGrant4UDP]),
-		grantRule(true, unix.IPPROTO_TCP, setGrant6TCP, ids[setGrant6TCP]),
-		grantRule(true, unix.IPPROTO_UDP, setGrant6UDP, ids[setGrant6UDP]),
-		lockRule(unix.IPPROTO_TCP, setLockTCP, ids[setLockTCP]),
-		lockRule(unix.IPPROTO_UDP, setLockUDP, ids[setLockUDP]),
-	}
+	p.chains = []plannedChain{{
+		chain: chain(ChainName, nftables.ChainHookInput),
+		rules: [][]expr.Any{
+			establishedRule(),
+			grantRule(inbound, false, unix.IPPROTO_TCP, setGrant4TCP, ids[setGrant4TCP]),
+			grantRule(inbound, false, unix.IPPROTO_UDP, setGrant4UDP, ids[setGrant4UDP]),
+			grantRule(inbound, true, unix.IPPROTO_TCP, setGrant6TCP, ids[setGrant6TCP]),
+			grantRule(inbound, true, unix.IPPROTO_UDP, setGrant6UDP, ids[setGrant6UDP]),
+			lockRule(inbound, unix.IPPROTO_TCP, setLockTCP, ids[setLockTCP]),
+			lockRule(inbound, unix.IPPROTO_UDP, setLockUDP, ids[setLockUDP]),
+		},
+	}, {
+		chain: chain(OutputChainName, nftables.ChainHookOutput),
+		rules: [][]expr.Any{
+			establishedRule(),
+			synRule(),
+			grantRule(outbound, false, unix.IPPROTO_TCP, setGrant4TCP, ids[setGrant4TCP]),
+			grantRule(outbound, false, unix.IPPROTO_UDP, setGrant4UDP, ids[setGrant4UDP]),
+			grantRule(outbound, true, unix.IPPROTO_TCP, setGrant6TCP, ids[setGrant6TCP]),
+			grantRule(outbound, true, unix.IPPROTO_UDP, setGrant6UDP, ids[setGrant6UDP]),
+			lockRule(outbound, unix.IPPROTO_TCP, setLockTCP, ids[setLockTCP]),
+			lockRule(outbound, unix.IPPROTO_UDP, setLockUDP, ids[setLockUDP]),
+		},
+	}}
 	return p, nil
 }
 
@@ -465,23 +510,77 @@ const (
 	regPortAfterIPv6 = unix.NFT_REG_2
 )
 
-// establishedRule: ct state established,related accept.
-func establishedRule() []expr.Any {
+// direction says which way a rule looks at a packet: inbound packets (the
+// input chain) come from the client's address to the locked port, outbound
+// ones (the output chain) leave the locked port for the client's address.
+type direction bool
+
+const (
+	inbound  direction = false
+	outbound direction = true
+)
+
+// Offsets in the IPv4 and IPv6 headers of the source and destination
+// addresses, and in the TCP and UDP headers of the ports.
+const (
+	offIPv4Src, offIPv4Dst = 12, 16
+	offIPv6Src, offIPv6Dst = 8, 24
+	offSrcPort, offDstPort = 0, 2
+	offTCPFlags            = 13
+)
+
+// ctState returns the expressions matching ct state in states.
+func ctState(states uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Mask: binaryutil.NativeEndian.PutUint32(states),
 			Xor:  binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// establishedRule: ct state established,related accept.
+func establishedRule() []expr.Any {
+	return append(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
+		&expr.Verdict{Kind: expr.VerdictAccept})
+}
+
+// TCP flags (RFC 9293).
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// synRule: tcp flags & (fin|syn|rst|ack) == syn accept: a connection the
+// host opens itself, which the output chain's lock rules must not take for
+// a mid-stream pickup.
+func synRule() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: offTCPFlags, Len: 1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1,
+			Mask: []byte{tcpFIN | tcpSYN | tcpRST | tcpACK}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{tcpSYN}},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}
 }
 
-// grantRule: ip[6] saddr . tcp|udp dport @set accept.
-func grantRule(v6 bool, l4 byte, set string, id uint32) []expr.Any {
-	nfproto, off, alen, portReg := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4), uint32(regPortAfterIPv4)
+// grantRule: ip[6] saddr . tcp|udp dport @set accept (inbound), or
+// ip[6] daddr . tcp|udp sport @set accept (outbound).
+func grantRule(dir direction, v6 bool, l4 byte, set string, id uint32) []expr.Any {
+	nfproto, off, alen, portReg := byte(unix.NFPROTO_IPV4), uint32(offIPv4Src), uint32(4), uint32(regPortAfterIPv4)
+	if dir == outbound {
+		off = offIPv4Dst
+	}
 	if v6 {
-		nfproto, off, alen, portReg = unix.NFPROTO_IPV6, 8, 16, regPortAfterIPv6
+		nfproto, off, alen, portReg = unix.NFPROTO_IPV6, offIPv6Src, 16, regPortAfterIPv6
+		if dir == outbound {
+			off = offIPv6Dst
+		}
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
@@ -489,19 +588,32 @@ func grantRule(v6 bool, l4 byte, set string, id uint32) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{l4}},
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: alen},
-		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: localPort(dir), Len: 2},
 		&expr.Lookup{SourceRegister: reg1, SetName: set, SetID: id},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}
 }
 
-// lockRule: tcp|udp dport @set drop.
-func lockRule(l4 byte, set string, id uint32) []expr.Any {
-	return []expr.Any{
+// localPort is the offset of the host's own port in a packet going dir.
+func localPort(dir direction) uint32 {
+	if dir == outbound {
+		return offSrcPort
+	}
+	return offDstPort
+}
+
+// lockRule: tcp|udp dport @set drop (inbound), or ct state new tcp|udp
+// sport @set drop (outbound).
+func lockRule(dir direction, l4 byte, set string, id uint32) []expr.Any {
+	var exprs []expr.Any
+	if dir == outbound {
+		exprs = ctState(expr.CtStateBitNEW)
+	}
+	return append(exprs,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{l4}},
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: localPort(dir), Len: 2},
 		&expr.Lookup{SourceRegister: reg1, SetName: set, SetID: id},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	)
 }

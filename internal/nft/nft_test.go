@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -416,6 +417,11 @@ func TestCheck(t *testing.T) {
 	expectDrift("chain flushed", true)
 
 	reapply()
+	l.vm.Run(t, "nft", "delete", "rule", "inet", TableName, OutputChainName, "handle",
+		lastHandle(t, l.vm.Run(t, "nft", "-a", "list", "chain", "inet", TableName, OutputChainName)))
+	expectDrift("output rule deleted", true)
+
+	reapply()
 	l.vm.Run(t, "nft", "delete", "element", "inet", TableName, setGrant4TCP, "{ 198.51.100.7 . 22 }")
 	expectDrift("grant element deleted", true)
 
@@ -457,6 +463,18 @@ func TestCheck(t *testing.T) {
 	if drift, reason, err := l.fw.Check(ctx, none); err != nil || drift {
 		t.Fatalf("Check(no lock) after Apply = %v (%s), %v; want none", drift, reason, err)
 	}
+}
+
+var handleRE = regexp.MustCompile(`# handle (\d+)`)
+
+// lastHandle returns the handle of the last rule `nft -a list chain` shows.
+func lastHandle(t *testing.T, listing string) string {
+	t.Helper()
+	m := handleRE.FindAllStringSubmatch(listing, -1)
+	if len(m) < 2 { // the chain's own handle comes first
+		t.Fatalf("no rule handle in:\n%s", listing)
+	}
+	return m[len(m)-1][1]
 }
 
 func TestOtherTablesUntouched(t *testing.T) {
@@ -627,5 +645,138 @@ func TestGeneration(t *testing.T) {
 	l.vm.Run(t, "nft", "delete", "element", "inet", TableName, setGrant4TCP, "{ 198.51.100.7 . 22 }")
 	if drift, _, err := l.fw.Check(ctx, st); err != nil || !drift {
 		t.Fatalf("Check after a grant element was deleted = %v %v, want drift", drift, err)
+	}
+}
+
+// chatter is one side of a chatty session: it writes a tick every
+// tickEvery until closed and counts the bytes it receives.
+type chatter struct {
+	c        net.Conn
+	received atomic.Int64
+	wg       sync.WaitGroup
+}
+
+const tickEvery = 250 * time.Millisecond
+
+func chat(t *testing.T, c net.Conn) *chatter {
+	t.Helper()
+	ch := &chatter{c: c}
+	ch.wg.Go(func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			ch.received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	ch.wg.Go(func() {
+		for {
+			if _, err := c.Write([]byte("tick\n")); err != nil {
+				return
+			}
+			time.Sleep(tickEvery)
+		}
+	})
+	t.Cleanup(func() { c.Close(); ch.wg.Wait() })
+	return ch
+}
+
+// serveChatty accepts TCP connections on port inside ns and chats on each;
+// the chatters it starts arrive on the returned channel.
+func serveChatty(t *testing.T, ns *netns.NS, port int) <-chan *chatter {
+	t.Helper()
+	var ln net.Listener
+	err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen in %s: %v", ns.Name(), err)
+	}
+	out := make(chan *chatter, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case out <- chat(t, c):
+			default:
+				c.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return out
+}
+
+// TestChattySessionCutAtExpiry: a session in which both the VM and the
+// client send every 250 ms is cut when its grant ends and its connections
+// are killed, and stays cut: neither side's packets may bring a conntrack
+// entry back through TCP mid-stream pickup (nf_conntrack_tcp_loose stays
+// at its default of 1 in the VM's namespace).
+func TestChattySessionCutAtExpiry(t *testing.T) {
+	const chattyPort = 2223
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		t.Run(fam, func(t *testing.T) {
+			l := newLab(t)
+			if loose := strings.TrimSpace(l.vm.Run(t, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_loose")); loose != "1" {
+				t.Fatalf("nf_conntrack_tcp_loose = %s in the VM, want the default 1", loose)
+			}
+			src := l.a4
+			if fam == "IPv6" {
+				src = l.a6
+			}
+			ctx := context.Background()
+			lock := []jit.PortLock{{Port: chattyPort, Protocol: jit.ProtoTCP}}
+			grant := jit.GrantRule{ID: "g", Port: chattyPort, Protocol: jit.ProtoTCP,
+				Source: netip.PrefixFrom(src, src.BitLen()).String(), RemainingSeconds: 3600}
+			if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock, Grants: []jit.GrantRule{grant}}); err != nil {
+				t.Fatal(err)
+			}
+			accepted := serveChatty(t, l.vm, chattyPort)
+			c, err := l.dial(t, src, chattyPort)
+			if err != nil {
+				t.Fatalf("dial during grant: %v", err)
+			}
+			client := chat(t, c)
+			var vm *chatter
+			select {
+			case vm = <-accepted:
+			case <-time.After(2 * time.Second):
+				t.Fatal("VM did not accept the connection")
+			}
+			for i := 0; client.received.Load() == 0 || vm.received.Load() == 0; i++ {
+				if i == 40 {
+					t.Fatal("session carries no data during the grant")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+
+			// The grant ends and its connections are cut.
+			if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock}); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.fw.KillConnections(ctx, grant); err != nil {
+				t.Fatalf("KillConnections: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond) // what was on the wire arrives
+			toClient, toVM := client.received.Load(), vm.received.Load()
+			// Twelve ticks each way: each would re-create the entry if
+			// mid-stream pickup could.
+			time.Sleep(12 * tickEvery)
+			if n := client.received.Load() - toClient; n > 0 {
+				t.Errorf("client received %d bytes from the VM after the session was cut", n)
+			}
+			if n := vm.received.Load() - toVM; n > 0 {
+				t.Errorf("VM received %d bytes from the client after the session was cut", n)
+			}
+		})
 	}
 }

@@ -70,8 +70,28 @@ func (m *metrics) observe(w http.ResponseWriter, r *http.Request, next http.Hand
 	if sw.status == 0 {
 		sw.status = http.StatusOK
 	}
-	m.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+	m.requests.WithLabelValues(route, methodLabel(r.Method), codeLabel(sw.status)).Inc()
 	m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+}
+
+// methodLabel is the method label of a request: a method of RFC 9110 (or
+// PATCH), else "other". Labels come from a closed set, so that no request
+// can add series of its own.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// codeLabel is the status label: a status code of 100 to 599, else "other".
+func codeLabel(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code)
 }
 
 // serveMetrics serves the metrics to readers of every group (a monitoring

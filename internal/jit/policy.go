@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// MaxPolicyPorts is the most port rules a JIT policy may have.
+const MaxPolicyPorts = 64
+
 // ValidatePolicy checks p and puts it in canonical form: protocols upper
 // case, prefixes masked, durations in canonical ISO 8601, defaults filled
 // in. Errors name the field at fault, such as "ports[1].protocol".
@@ -14,8 +17,8 @@ func ValidatePolicy(p *Policy) error {
 	if len(p.Ports) == 0 {
 		return Invalid("ports", "a JIT policy needs at least one port")
 	}
-	if len(p.Ports) > 64 {
-		return Invalid("ports", "a JIT policy may have at most 64 ports, got %d", len(p.Ports))
+	if len(p.Ports) > MaxPolicyPorts {
+		return Invalid("ports", "a JIT policy may have at most %d ports, got %d", MaxPolicyPorts, len(p.Ports))
 	}
 	for i := range p.Ports {
 		r := &p.Ports[i]

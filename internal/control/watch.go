@@ -115,9 +115,13 @@ func desiredState(tx store.Tx, vm jit.VM, now time.Time) (jit.DesiredState, erro
 }
 
 // WatchDesiredState returns the VM's desired state as soon as its revision
-// is past after, waiting until ctx ends at the latest (then it returns the
-// current state, unchanged).
-func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, after int64) (jit.DesiredState, error) {
+// is past after, or, when wait runs out first, the current state
+// unchanged ("no change"). Running out of wait never fails the call: a
+// read already under way when it does finishes under ctx, which bounds
+// the whole call (the caller's connection).
+func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, after int64, wait time.Duration) (jit.DesiredState, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for {
 		ch := c.hub.wait(vmID)
 		st, err := c.DesiredState(ctx, a, vmID)
@@ -127,7 +131,10 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 		}
 		select {
 		case <-ch:
-		case <-ctx.Done():
+		case <-timer.C:
+			c.hub.cancel(vmID, ch)
+			return st, nil
+		case <-ctx.Done(): // the caller left, or the server stops
 			c.hub.cancel(vmID, ch)
 			return st, nil
 		}

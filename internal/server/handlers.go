@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"net/http"
@@ -429,15 +428,13 @@ func (s *Server) agentDesiredState(w http.ResponseWriter, r *http.Request, a *co
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	if r.URL.Query().Has("after") {
-		var cancel func()
-		ctx, cancel = context.WithTimeout(ctx, s.LongPoll)
-		defer cancel()
-	} else {
-		after = -1
+	// The long poll's time bounds only the wait for a change: a read the
+	// server is busy with when it runs out still answers.
+	wait := s.LongPoll
+	if !r.URL.Query().Has("after") {
+		after, wait = -1, 0
 	}
-	st, err := s.ctl.WatchDesiredState(ctx, a, a.Token.VMID, after)
+	st, err := s.ctl.WatchDesiredState(r.Context(), a, a.Token.VMID, after, wait)
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,11 @@ package nft
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -16,9 +18,12 @@ import (
 // Check reports whether table inet ajar in the kernel differs from what
 // Apply(st) would write: the table missing (or present when st has no
 // lock), disabled, or a chain, rule, set or grant element missing, changed
-// or added. Element timeouts are not compared. st's RemainingSeconds must
-// be current; a grant element with one second or less left may already be
-// gone without counting as drift.
+// or added. st's RemainingSeconds must be current. Grant sets are compared
+// by the addresses and ports they cover, timeouts aside, with the slack the
+// kernel's whole-second timeouts need: a grant with one second or less
+// left may already have lost its element, and a grant listed with
+// RemainingSeconds 0 has just ended, so its element is no drift while the
+// kernel is about to time it out (within endingSlack).
 //
 // When the kernel's ruleset generation has not moved since this Firewall
 // applied or verified the same state (timeouts aside), nothing can differ and Check answers
@@ -176,12 +181,22 @@ func checkSets(c *nftables.Conn, st jit.DesiredState, want *plan) (string, error
 	if !slices.Equal(names, wantNames) {
 		return fmt.Sprintf("sets are [%s], want [%s]", strings.Join(names, " "), strings.Join(wantNames, " ")), nil
 	}
-	// Elements a grant about to expire may already have lost.
-	lenient, err := buildPlan(st, 1)
+	// What the grant sets must hold (grants with more than a second left,
+	// which no rounding can have timed out yet), may hold (grants with
+	// time left) and may still hold for a moment (grants that just ended).
+	must, err := groupGrants(st.Grants, 1)
 	if err != nil {
 		return "", err
 	}
-	for i, w := range want.sets {
+	live, err := groupGrants(st.Grants, 0)
+	if err != nil {
+		return "", err
+	}
+	ending, err := groupGrants(st.Grants, -1)
+	if err != nil {
+		return "", err
+	}
+	for _, w := range want.sets {
 		g := got[w.set.Name]
 		if g.Interval != w.set.Interval || g.Concatenation != w.set.Concatenation ||
 			g.HasTimeout != w.set.HasTimeout || g.IsMap || g.Constant ||
@@ -192,12 +207,146 @@ func checkSets(c *nftables.Conn, st jit.DesiredState, want *plan) (string, error
 		if err != nil {
 			return "", fmt.Errorf("list elements of %s: %w", w.set.Name, err)
 		}
-		have := elemKeys(elems)
-		if !slices.Equal(have, elemKeys(w.elems)) && !slices.Equal(have, elemKeys(lenient.sets[i].elems)) {
-			return fmt.Sprintf("set %s has %d elements that differ from the %d wanted", w.set.Name, len(have), len(w.elems)), nil
+		k, isGrant := grantSets[w.set.Name]
+		if !isGrant {
+			if have := elemKeys(elems); !slices.Equal(have, elemKeys(w.elems)) {
+				return fmt.Sprintf("set %s has %d elements that differ from the %d wanted", w.set.Name, len(have), len(w.elems)), nil
+			}
+			continue
+		}
+		if reason := checkGrantElems(w.set.Name, k.v6, elems, must[k], live[k], ending[k]); reason != "" {
+			return reason, nil
 		}
 	}
 	return "", nil
+}
+
+// grantSets maps each grant set's name to its family and protocol.
+var grantSets = map[string]setKey{
+	setGrant4TCP: {false, jit.ProtoTCP}, setGrant4UDP: {false, jit.ProtoUDP},
+	setGrant6TCP: {true, jit.ProtoTCP}, setGrant6UDP: {true, jit.ProtoUDP},
+}
+
+// endingSlack is how soon the kernel must be about to time out an element
+// of a grant that just ended for it not to count as drift. A grant's
+// element gets its remaining time rounded to whole seconds, so it can
+// outlive the grant by half a second; an ended grant stays in the state
+// while its element may still be there, with up to a second to go, plus
+// the time an Apply takes to land.
+const endingSlack = 1500 * time.Millisecond
+
+// checkGrantElems compares one grant set's elements with the grants, by the
+// addresses they cover rather than element by element: how the kernel's
+// elements split or merge neighbouring addresses depends on the timeouts
+// they had when applied. Every address and port of must must be covered;
+// every element must lie within live, or within ending while the kernel is
+// about to time it out (a grant that just ended, whose element the kernel
+// may keep for up to half a second longer).
+func checkGrantElems(name string, v6 bool, elems []nftables.SetElement, must, live, ending portSpans) string {
+	alen := 4
+	if v6 {
+		alen = 16
+	}
+	liveCov, endingCov := coverOf(live), coverOf(ending)
+	have := cover{}
+	for _, e := range elems {
+		r, ok := grantRange(e, alen)
+		if !ok {
+			return fmt.Sprintf("set %s holds an element ajar does not write (%x-%x)", name, e.Key, e.KeyEnd)
+		}
+		if !liveCov.contains(r) &&
+			!(e.Timeout > 0 && e.Expires <= endingSlack && endingCov.contains(r)) {
+			return fmt.Sprintf("set %s holds %s, which no grant allows", name, r)
+		}
+		have.add(r)
+	}
+	have.merge()
+	for port, spans := range must {
+		for _, s := range spans {
+			if r := (portRange{port: port, lo: s.lo, hi: s.hi}); !have.contains(r) {
+				return fmt.Sprintf("set %s lacks %s of a grant", name, r)
+			}
+		}
+	}
+	return ""
+}
+
+// portRange is the addresses lo to hi on one port.
+type portRange struct {
+	port   uint16
+	lo, hi netip.Addr
+}
+
+func (r portRange) String() string {
+	if r.lo == r.hi {
+		return fmt.Sprintf("%s . %d", r.lo, r.port)
+	}
+	return fmt.Sprintf("%s-%s . %d", r.lo, r.hi, r.port)
+}
+
+// grantRange decodes a grant set element (address . port, as concatKey
+// writes it) into the range it covers; ok is false for an element ajar
+// would not write, such as one spanning several ports.
+func grantRange(e nftables.SetElement, alen int) (r portRange, ok bool) {
+	end := e.KeyEnd
+	if len(end) == 0 {
+		end = e.Key
+	}
+	if len(e.Key) != alen+4 || len(end) != alen+4 {
+		return r, false
+	}
+	lo, _ := netip.AddrFromSlice(e.Key[:alen])
+	hi, _ := netip.AddrFromSlice(end[:alen])
+	port := uint16(e.Key[alen])<<8 | uint16(e.Key[alen+1])
+	if port != uint16(end[alen])<<8|uint16(end[alen+1]) || hi.Less(lo) {
+		return r, false
+	}
+	return portRange{port: port, lo: lo, hi: hi}, true
+}
+
+// cover is the addresses a grant set covers: per port, ranges sorted by
+// start and, once merged, disjoint and not adjacent.
+type cover map[uint16][]portRange
+
+// coverOf returns the merged cover of a grant set's spans.
+func coverOf(ps portSpans) cover {
+	c := cover{}
+	for port, spans := range ps {
+		for _, s := range spans {
+			c.add(portRange{port: port, lo: s.lo, hi: s.hi})
+		}
+	}
+	c.merge()
+	return c
+}
+
+func (c cover) add(r portRange) { c[r.port] = append(c[r.port], r) }
+
+// merge sorts each port's ranges and joins those that overlap or touch.
+func (c cover) merge() {
+	for port, rs := range c {
+		slices.SortFunc(rs, func(a, b portRange) int { return a.lo.Compare(b.lo) })
+		out := rs[:0]
+		for _, r := range rs {
+			if n := len(out); n > 0 && (!out[n-1].hi.Next().IsValid() || !out[n-1].hi.Next().Less(r.lo)) {
+				if out[n-1].hi.Less(r.hi) {
+					out[n-1].hi = r.hi
+				}
+				continue
+			}
+			out = append(out, r)
+		}
+		c[port] = out
+	}
+}
+
+// contains reports whether r lies within one range of the merged cover c.
+func (c cover) contains(r portRange) bool {
+	rs := c[r.port]
+	i, _ := slices.BinarySearchFunc(rs, r.lo, func(x portRange, lo netip.Addr) int {
+		return x.hi.Compare(lo)
+	})
+	return i < len(rs) && !r.lo.Less(rs[i].lo) && !rs[i].hi.Less(r.hi)
 }
 
 // elemKeys returns the sorted (key, key end) pairs of elems.

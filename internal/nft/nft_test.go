@@ -780,3 +780,109 @@ func TestChattySessionCutAtExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckEndingGrant: a grant's element the kernel is about to time out
+// after the grant ended is no drift, nor are neighbouring grants the
+// kernel holds as one element; an element the kernel would keep, or one
+// no grant ever had, is drift.
+func TestCheckEndingGrant(t *testing.T) {
+	requireNFT(t)
+	l := newLab(t)
+	ctx := context.Background()
+	grant := func(src string, secs int64) jit.GrantRule {
+		return jit.GrantRule{ID: src, Port: 22, Protocol: jit.ProtoTCP, Source: src, RemainingSeconds: secs}
+	}
+	state := func(grants ...jit.GrantRule) jit.DesiredState {
+		return jit.DesiredState{Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}, Grants: grants}
+	}
+	apply := func(st jit.DesiredState) {
+		t.Helper()
+		if err := l.fw.Apply(ctx, jit.VM{}, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectDrift := func(step string, st jit.DesiredState, want bool) {
+		t.Helper()
+		drift, reason, err := l.fw.Check(ctx, st)
+		if err != nil {
+			t.Fatalf("%s: Check: %v", step, err)
+		}
+		if drift != want {
+			t.Fatalf("%s: drift = %v (%q), want %v\n%s", step, drift, reason, want,
+				l.vm.Run(t, "nft", "list", "set", "inet", TableName, setGrant4TCP))
+		}
+	}
+	nft := func(args ...string) { l.vm.Run(t, "nft", args...) }
+	elem := func(s string) string { return "{ " + s + " }" }
+
+	apply(state(grant("198.51.100.7/32", 1), grant("198.51.100.8/32", 3600)))
+	ended := state(grant("198.51.100.7/32", 0), grant("198.51.100.8/32", 3600))
+	if set := l.vm.Run(t, "nft", "list", "set", "inet", TableName, setGrant4TCP); !strings.Contains(set, "198.51.100.7 . 22") {
+		t.Fatalf("the ending grant's element is already gone:\n%s", set)
+	}
+	expectDrift("grant ended, its element about to time out", ended, false)
+
+	nft("delete", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.7 . 22"))
+	nft("add", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.7 . 22 timeout 1h"))
+	expectDrift("ended grant's element given an hour", ended, true)
+
+	apply(ended)
+	nft("add", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.9 . 22 timeout 1s"))
+	expectDrift("element no grant had, about to time out", ended, true)
+
+	// A grant with a second left may already have lost its element.
+	apply(state(grant("198.51.100.7/32", 1), grant("198.51.100.8/32", 3600)))
+	nft("delete", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.7 . 22"))
+	expectDrift("element of a grant with two seconds left gone", state(grant("198.51.100.7/32", 2), grant("198.51.100.8/32", 3600)), true)
+	expectDrift("element of a grant with a second left gone", state(grant("198.51.100.7/32", 1), grant("198.51.100.8/32", 3600)), false)
+
+	// Neighbours applied with equal timeouts are one element; a second
+	// later their rounded timeouts can differ, and the plan would write two.
+	apply(state(grant("198.51.100.20/32", 10), grant("198.51.100.21/32", 10)))
+	nft("add", "table", "inet", "other") // a new generation: Check reads the table
+	expectDrift("neighbours now with different timeouts", state(grant("198.51.100.20/32", 9), grant("198.51.100.21/32", 10)), false)
+	nft("delete", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.20-198.51.100.21 . 22"))
+	nft("add", "element", "inet", TableName, setGrant4TCP, elem("198.51.100.20-198.51.100.22 . 22 timeout 10s"))
+	expectDrift("neighbours' element widened", state(grant("198.51.100.20/32", 9), grant("198.51.100.21/32", 10)), true)
+}
+
+func TestCover(t *testing.T) {
+	a := netip.MustParseAddr
+	r := func(port uint16, lo, hi string) portRange { return portRange{port: port, lo: a(lo), hi: a(hi)} }
+	c := cover{}
+	for _, x := range []portRange{
+		r(22, "198.51.100.10", "198.51.100.10"), r(22, "198.51.100.11", "198.51.100.20"), // touching
+		r(22, "198.51.100.15", "198.51.100.30"), // overlapping
+		r(22, "198.51.100.40", "198.51.100.40"), r(23, "198.51.100.0", "198.51.100.255"),
+		r(24, "255.255.255.254", "255.255.255.255"), r(24, "255.255.255.250", "255.255.255.255"),
+	} {
+		c.add(x)
+	}
+	c.merge()
+	want := cover{
+		22: {r(22, "198.51.100.10", "198.51.100.30"), r(22, "198.51.100.40", "198.51.100.40")},
+		23: {r(23, "198.51.100.0", "198.51.100.255")},
+		24: {r(24, "255.255.255.250", "255.255.255.255")},
+	}
+	if diff := cmp.Diff(want, c, cmp.AllowUnexported(portRange{}), cmp.Comparer(func(x, y netip.Addr) bool { return x == y })); diff != "" {
+		t.Fatalf("merged cover (-want +got):\n%s", diff)
+	}
+	for _, tc := range []struct {
+		r    portRange
+		want bool
+	}{
+		{r(22, "198.51.100.10", "198.51.100.30"), true},
+		{r(22, "198.51.100.12", "198.51.100.12"), true},
+		{r(22, "198.51.100.30", "198.51.100.31"), false},
+		{r(22, "198.51.100.9", "198.51.100.10"), false},
+		{r(22, "198.51.100.35", "198.51.100.35"), false},
+		{r(22, "198.51.100.40", "198.51.100.40"), true},
+		{r(22, "198.51.100.41", "198.51.100.41"), false},
+		{r(25, "198.51.100.10", "198.51.100.10"), false},
+		{r(24, "255.255.255.255", "255.255.255.255"), true},
+	} {
+		if got := c.contains(tc.r); got != tc.want {
+			t.Errorf("contains(%v) = %v, want %v", tc.r, got, tc.want)
+		}
+	}
+}

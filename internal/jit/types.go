@@ -100,6 +100,23 @@ type Policy struct {
 	CloseConnectionsOnExpiry bool       `json:"closeConnectionsOnExpiry"`
 	UpdatedAt                time.Time  `json:"updatedAt"`
 	UpdatedBy                string     `json:"updatedBy"`
+	// CreatedAt is when the VM got this policy; changes to it keep it
+	// (zero for policies stored before it was kept). The Azure-compatible
+	// API shows the requests since then as the policy's history.
+	CreatedAt time.Time `json:"-"`
+	// Written is, per port of Ports, the rule as a client of the
+	// Azure-compatible API wrote it, shown back to it unchanged; nil when
+	// the policy was set otherwise.
+	Written []PortRuleText `json:"-"`
+}
+
+// PortRuleText is a port rule's values as a client wrote them, before
+// ValidatePolicy normalized them into its PortRule.
+type PortRuleText struct {
+	Protocol                     string   `json:"protocol,omitempty"`
+	AllowedSourceAddressPrefix   string   `json:"allowedSourceAddressPrefix,omitempty"`
+	AllowedSourceAddressPrefixes []string `json:"allowedSourceAddressPrefixes,omitempty"`
+	MaxRequestAccessDuration     string   `json:"maxRequestAccessDuration,omitempty"`
 }
 
 // Request is an approved access request and the grants it opened.

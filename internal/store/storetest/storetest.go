@@ -197,6 +197,9 @@ func testPolicies(t *testing.T, s store.Store) {
 	})
 	update(t, s, func(tx store.Tx) error { return tx.PutPolicy(p) })
 	p.Ports = append(p.Ports, jit.PortRule{Number: 3389, Protocol: "*", AllowedSourceAddressPrefixes: []string{"198.51.100.0/24"}, MaxRequestAccessDuration: "PT1H"})
+	p.CreatedAt = t0.Add(-time.Hour)
+	p.Written = []jit.PortRuleText{{Protocol: "tcp", AllowedSourceAddressPrefix: "*", MaxRequestAccessDuration: "PT3H"},
+		{Protocol: "*", AllowedSourceAddressPrefixes: []string{"198.51.100.7/24"}, MaxRequestAccessDuration: "PT60M"}}
 	update(t, s, func(tx store.Tx) error { return tx.PutPolicy(p) })
 	view(t, s, func(tx store.Tx) error {
 		got, err := tx.GetPolicy(vm.ID)
@@ -205,6 +208,9 @@ func testPolicies(t *testing.T, s store.Store) {
 		}
 		if len(got.Ports) != 2 || got.Ports[1].AllowedSourceAddressPrefixes[0] != "198.51.100.0/24" || !got.RequireJustification || got.UpdatedBy != "admin" {
 			t.Errorf("GetPolicy = %+v", got)
+		}
+		if !got.CreatedAt.Equal(p.CreatedAt) || fmt.Sprintf("%q", got.Written) != fmt.Sprintf("%q", p.Written) {
+			t.Errorf("GetPolicy: created %s, written %+v; want %s, %+v", got.CreatedAt, got.Written, p.CreatedAt, p.Written)
 		}
 		list, err := tx.ListPolicies(store.VMFilter{Group: "prod"})
 		if err != nil || len(list) != 1 {

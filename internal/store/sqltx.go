@@ -24,23 +24,9 @@ type Querier interface {
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of ?.
 	Numbered bool
-	// Begin starts a write transaction.
+	// Begin starts a write transaction; on PostgreSQL it also takes the
+	// lock that serializes writers across servers.
 	Begin []Stmt
-	// ChainLock takes the lock that keeps the activity log one linear
-	// chain across servers (PostgreSQL); a batch takes it only when it
-	// appends events. Nil when Begin serializes writers already (SQLite).
-	ChainLock []Stmt
-	// Retry reports whether err means the database gave up on the
-	// transaction (a deadlock, a serialization failure) and it should run
-	// again; nil when that cannot happen.
-	Retry func(err error) bool
-	// Conflict reports whether err is a uniqueness violation, and names
-	// the violated index or columns as the database does.
-	Conflict func(err error) (index string, ok bool)
-	// Down reports whether err means the database cannot be used for now
-	// (unreachable, shutting down, out of disk): the error then reaches
-	// users as jit.EUnavailable.
-	Down func(err error) bool
 	// TxID, when set, is a query for the open transaction's id as text, and
 	// TxStatus one for whether the transaction with id $1 committed
 	// ("committed", "aborted" or "in progress"): with them a COMMIT whose
@@ -93,17 +79,16 @@ func (t *SQLTx) rebind(q string) string {
 func (t *SQLTx) exec(q string, args ...any) (int64, error) {
 	n, err := t.Q.Exec(t.Ctx, t.rebind(q), args...)
 	if err != nil {
-		return 0, t.dbErr(err)
+		return 0, dbErr(err)
 	}
 	return n, nil
 }
 
-// write runs a write whose result nobody reads. On a pipelined Conn it
-// waits for the connection's next round trip and travels with it; a
-// failure comes back from that round trip (at the latest when the update
-// ends, from Update).
+// write runs a write whose result nobody reads. On a Conn it waits for the
+// connection's next round trip and travels with it; a failure comes back
+// from that round trip (at the latest when the update ends).
 func (t *SQLTx) write(q string, args ...any) error {
-	if c, ok := t.Q.(*Conn); ok && c.pipelined {
+	if c, ok := t.Q.(*Conn); ok {
 		c.Defer(t.rebind(q), args...)
 		return nil
 	}
@@ -294,24 +279,15 @@ func (t *SQLTx) CreateVM(vm *jit.VM) error {
 	if err == nil {
 		return nil
 	}
-	// Both databases name the violated index (and on PostgreSQL nothing
-	// more can be asked in this transaction).
-	if idx, ok := t.conflict(err); ok && idx == "vms_external_id" {
+	// Both databases name the violated index in the message (and on
+	// PostgreSQL nothing more can be asked in this transaction).
+	if strings.Contains(err.Error(), "vms_external_id") {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
 	}
-	if err = t.dbErr(err); jit.ErrorCode(err) == jit.EConflict {
+	if err = dbErr(err); jit.ErrorCode(err) == jit.EConflict {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
 	}
 	return err
-}
-
-// conflict reports whether err is a uniqueness violation and of which
-// index.
-func (t *SQLTx) conflict(err error) (string, bool) {
-	if t.Dialect.Conflict == nil {
-		return "", false
-	}
-	return t.Dialect.Conflict(err)
 }
 
 func (t *SQLTx) GetVM(id string) (jit.VM, error) {
@@ -539,19 +515,13 @@ func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
 // Policies.
 
 type policyBody struct {
-	Ports                    []jit.PortRule     `json:"ports"`
-	RequireJustification     bool               `json:"requireJustification"`
-	CloseConnectionsOnExpiry bool               `json:"closeConnectionsOnExpiry"`
-	CreatedAt                int64              `json:"createdAt,omitempty"`
-	Written                  []jit.PortRuleText `json:"written,omitempty"`
+	Ports                    []jit.PortRule `json:"ports"`
+	RequireJustification     bool           `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
 }
 
 func (t *SQLTx) PutPolicy(p jit.Policy) error {
-	var created int64
-	if !p.CreatedAt.IsZero() {
-		created = nanos(p.CreatedAt)
-	}
-	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, created, p.Written})
+	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry})
 	_, err := t.exec(`INSERT INTO policies (vm_id, body, updated_at, updated_by) VALUES (?, ?, ?, ?)
 		ON CONFLICT (vm_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
 		p.VMID, body, nanos(p.UpdatedAt), p.UpdatedBy)
@@ -573,10 +543,7 @@ func decodePolicy(vmID, body string, updated int64, by string) (jit.Policy, erro
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		return p, fmt.Errorf("policy of %s: %w", vmID, err)
 	}
-	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, p.Written = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry, b.Written
-	if b.CreatedAt != 0 {
-		p.CreatedAt = fromNanos(b.CreatedAt)
-	}
+	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry
 	return p, nil
 }
 
@@ -769,12 +736,6 @@ func (t *SQLTx) ListGrants(f GrantFilter) ([]jit.Grant, error) {
 func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error) {
 	n, err := t.exec(`UPDATE grants SET status = ?, ended_at = ?, ended_by = ? WHERE id = ? AND status = 'active'`,
 		status, nanos(endedAt), endedBy, id)
-	return n == 1, err
-}
-
-func (t *SQLTx) ShortenGrant(id string, end time.Time) (bool, error) {
-	n, err := t.exec(`UPDATE grants SET end_time = ? WHERE id = ? AND status = 'active' AND end_time > ?`,
-		nanos(end), id, nanos(end))
 	return n == 1, err
 }
 

@@ -202,8 +202,22 @@ func (a *Agent) guardOnce(ctx context.Context) {
 	}
 	now := time.Now()
 	if h.State.CloseConnectionsOnExpiry {
+		var ended []jit.GrantRule
+		a.mu.Lock()
 		for _, g := range h.State.Grants {
-			if !now.Before(h.Deadlines[g.ID]) {
+			if !now.Before(h.Deadlines[g.ID]) && !a.killed[g.ID] {
+				ended = append(ended, g)
+			}
+		}
+		a.mu.Unlock()
+		if len(ended) > 0 {
+			// The kernel may keep an ended grant's element for up to half
+			// a second (whole-second timeouts), and a packet arriving then
+			// would bring the cut connection back: take it out first.
+			if err := a.Firewall.Apply(ctx, jit.VM{ID: a.Config.VMID}, h.at(now)); err != nil {
+				a.Log.Error("apply before cutting connections of ended grants", "err", err)
+			}
+			for _, g := range ended {
 				a.kill(ctx, g)
 			}
 		}

@@ -111,19 +111,31 @@ func left(st jit.DesiredState, g jit.GrantRule) time.Duration {
 	return time.Duration(g.RemainingSeconds) * time.Second
 }
 
+// endedGrace is how long a grant stays in the state, with no seconds left,
+// after its deadline: its kernel element, whose timeout was rounded to
+// whole seconds, can outlive the deadline by half a second (plus the time
+// the Apply took), and the firewall's check must know that the element
+// belongs to a grant that just ended.
+const endedGrace = 1500 * time.Millisecond
+
 // at returns the state as of now: each grant's remaining seconds counted
 // down to the nearest second (kernel timeouts are whole seconds, so a
-// grant ends within half a second of its deadline), grants with nothing
-// left out, and never more than the server gave (a clock moved back
-// cannot lengthen a grant).
+// grant ends within half a second of its deadline), grants that ended in
+// the last endedGrace with 0 seconds left (Apply writes nothing for them),
+// older ones left out, and never more than the server gave (a clock moved
+// back cannot lengthen a grant).
 func (h held) at(now time.Time) jit.DesiredState {
 	st := h.State
 	st.Grants = make([]jit.GrantRule, 0, len(h.State.Grants))
 	for _, g := range h.State.Grants {
-		secs := int64((h.Deadlines[g.ID].Sub(now) + time.Second/2) / time.Second)
+		until := h.Deadlines[g.ID].Sub(now)
+		secs := int64((until + time.Second/2) / time.Second)
 		most := int64((left(h.State, g) + time.Second/2) / time.Second)
 		if secs = min(secs, most); secs <= 0 {
-			continue
+			if until <= -endedGrace {
+				continue
+			}
+			secs = 0
 		}
 		g.RemainingSeconds = secs
 		st.Grants = append(st.Grants, g)

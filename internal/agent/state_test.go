@@ -16,8 +16,14 @@ func TestHeldCountsDownAndNeverStretches(t *testing.T) {
 	if g := h.at(t0.Add(2600 * time.Millisecond)).Grants; len(g) != 1 || g[0].RemainingSeconds != 7 {
 		t.Fatalf("2.6 s later: %+v, want 7 s left (7.2 to the nearest second)", g)
 	}
-	if g := h.at(t0.Add(9400 * time.Millisecond)).Grants; len(g) != 0 {
-		t.Fatalf("0.4 s left: %+v, want the grant left out", g)
+	if g := h.at(t0.Add(9400 * time.Millisecond)).Grants; len(g) != 1 || g[0].RemainingSeconds != 0 {
+		t.Fatalf("0.4 s left: %+v, want the grant with 0 s left (ended; its element may linger)", g)
+	}
+	if g := h.at(t0.Add(11200 * time.Millisecond)).Grants; len(g) != 1 || g[0].RemainingSeconds != 0 {
+		t.Fatalf("1.4 s past the end: %+v, want the grant with 0 s left", g)
+	}
+	if g := h.at(t0.Add(11400 * time.Millisecond)).Grants; len(g) != 0 {
+		t.Fatalf("1.6 s past the end: %+v, want the grant left out", g)
 	}
 	if g := h.at(t0.Add(-time.Hour)).Grants; len(g) != 1 || g[0].RemainingSeconds != 10 {
 		t.Fatalf("clock moved back: %+v, want at most the 10 s the server sent", g)

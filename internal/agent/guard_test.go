@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/netns"
+	"github.com/ajarhq/ajar/internal/nft"
+)
+
+// guardedAgent returns an agent whose firewall is real nftables in a fresh
+// namespace, with no server: what guardOnce does is seen in its events.
+func guardedAgent(t *testing.T) (*Agent, *netns.NS) {
+	t.Helper()
+	netns.Require(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft(8) not installed (apt-get install nftables)")
+	}
+	ns := netns.New(t, "guard")
+	fw, err := nft.New(nft.Options{NetNS: int(ns.Open(t).Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{
+		Dir: t.TempDir(), Firewall: fw, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		events: make(chan jit.AgentEvent, 256), killed: map[string]bool{},
+	}, ns
+}
+
+// driftEvents drains the agent's queued events and returns the reasons of
+// the drift detections among them.
+func driftEvents(a *Agent) []string {
+	var reasons []string
+	for {
+		select {
+		case e := <-a.events:
+			if e.Operation == jit.OpDriftDetect {
+				reasons = append(reasons, string(e.Details))
+			}
+		default:
+			return reasons
+		}
+	}
+}
+
+// TestExpiriesAreNoDrift: twenty grants on neighbouring addresses end one
+// after another over two seconds while the guard checks ten times a second;
+// none of their endings is drift, and an element injected afterwards is.
+func TestExpiriesAreNoDrift(t *testing.T) {
+	a, ns := guardedAgent(t)
+	ctx := context.Background()
+	now := time.Now()
+	st := jit.DesiredState{Revision: 1, ServerTime: now, Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}}
+	const n = 20
+	for i := range n {
+		life := time.Second + time.Duration(i)*100*time.Millisecond // 1.0 s to 2.9 s
+		st.Grants = append(st.Grants, jit.GrantRule{ID: fmt.Sprint("g", i), Port: 22, Protocol: jit.ProtoTCP,
+			Source: fmt.Sprintf("198.51.100.%d/32", 100+i), EndTime: now.Add(life), RemainingSeconds: int64(life.Round(time.Second) / time.Second)})
+	}
+	if err := a.apply(ctx, hold(st, now), "test"); err != nil {
+		t.Fatal(err)
+	}
+	last := now.Add(time.Second + (n-1)*100*time.Millisecond)
+	checks := 0
+	for time.Now().Before(last.Add(2 * time.Second)) {
+		a.guardOnce(ctx)
+		checks++
+		time.Sleep(100 * time.Millisecond)
+	}
+	if reasons := driftEvents(a); len(reasons) > 0 {
+		t.Fatalf("%d drift events over %d expiries (%d checks): %v", len(reasons), n, checks, reasons)
+	}
+	if out := ns.Run(t, "nft", "list", "set", "inet", "ajar", "grant4_tcp"); regexpElements.MatchString(out) {
+		t.Fatalf("grant elements left after every grant ended:\n%s", out)
+	}
+
+	ns.Run(t, "nft", "add", "element", "inet", "ajar", "grant4_tcp", "{ 198.51.100.99 . 22 timeout 1h }")
+	a.guardOnce(ctx)
+	if reasons := driftEvents(a); len(reasons) != 1 {
+		t.Fatalf("injected element: drift events %v, want one", reasons)
+	}
+	if out := ns.Run(t, "nft", "list", "set", "inet", "ajar", "grant4_tcp"); regexpElements.MatchString(out) {
+		t.Fatalf("injected element not removed by the repair:\n%s", out)
+	}
+}
+
+var regexpElements = regexp.MustCompile(`elements = `)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -143,7 +144,7 @@ func (a *Agent) kill(ctx context.Context, g jit.GrantRule) {
 // watch long-polls the server for new desired states.
 func (a *Agent) watch(ctx context.Context) {
 	after := int64(-1)
-	backoff := time.Second
+	var retry backoff
 	for ctx.Err() == nil {
 		st, err := a.API.WatchDesiredState(ctx, after)
 		received := time.Now()
@@ -151,12 +152,12 @@ func (a *Agent) watch(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			a.Log.Warn("cannot reach the server; keeping the current state", "err", err, "retry", backoff)
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			wait := retry.next(err)
+			a.Log.Warn("cannot reach the server; keeping the current state", "err", err, "retry", wait)
+			sleep(ctx, wait)
 			continue
 		}
-		backoff = time.Second
+		retry = backoff{}
 		a.mu.Lock()
 		same := a.have && after >= 0 && st.Revision == a.cur.State.Revision
 		a.mu.Unlock()
@@ -304,7 +305,7 @@ func (a *Agent) sendEvents(ctx context.Context) {
 			return
 		case e = <-a.events:
 		}
-		backoff := time.Second
+		var retry backoff
 		for {
 			err := a.API.AgentEvent(ctx, e)
 			if err == nil || ctx.Err() != nil {
@@ -315,10 +316,40 @@ func (a *Agent) sendEvents(ctx context.Context) {
 				a.Log.Error("server refused event", "operation", e.Operation, "err", err)
 				break
 			}
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			sleep(ctx, retry.next(err))
 		}
 	}
+}
+
+// Retry waits: they start small and double up to a cap, each drawn at
+// random between half and all of its bound so that a fleet of agents does
+// not come back in step. While the server cannot be reached (or answers
+// that it is unavailable) the cap is short, so the agent is back within
+// about a second of the server; when the server answers with a refusal
+// (the token revoked, too many requests, a request it does not accept),
+// retrying fast cannot help and the cap is long.
+const (
+	retryFirst       = 100 * time.Millisecond
+	retryCapOutage   = time.Second
+	retryCapRefusals = 30 * time.Second
+)
+
+// backoff is the retry state of one loop; its zero value starts afresh.
+type backoff struct {
+	bound time.Duration
+}
+
+// next returns how long to wait after err and raises the bound.
+func (b *backoff) next(err error) time.Duration {
+	limit := retryCapOutage
+	switch jit.ErrorCode(err) {
+	case jit.EUnauthorized, jit.EForbidden, jit.ENotFound, jit.EInvalid, jit.EConflict, jit.ETooLarge, jit.ERateLimited:
+		limit = retryCapRefusals
+	}
+	b.bound = min(max(b.bound, retryFirst), limit)
+	d := b.bound/2 + rand.N(b.bound/2+1)
+	b.bound = min(2*b.bound, limit)
+	return d
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -92,3 +93,53 @@ func TestExpiriesAreNoDrift(t *testing.T) {
 }
 
 var regexpElements = regexp.MustCompile(`elements = `)
+
+func TestBackoff(t *testing.T) {
+	outage := []error{errors.New("dial tcp 198.51.100.1:8443: connect: connection refused"),
+		&jit.Error{Code: jit.EUnavailable, Message: "store unavailable"}, &jit.Error{Code: jit.EInternal, Message: "server answered 502 Bad Gateway"}}
+	refusal := []error{&jit.Error{Code: jit.EUnauthorized, Message: "token revoked"}, &jit.Error{Code: jit.ERateLimited, Message: "slow down"}}
+	for _, tc := range []struct {
+		name                string
+		errs                []error
+		limit, settledAbove time.Duration
+	}{
+		{"server unreachable or unavailable", outage, time.Second, 500 * time.Millisecond},
+		{"server refuses", refusal, 30 * time.Second, 15 * time.Second},
+	} {
+		firsts := map[time.Duration]bool{}
+		for range 50 {
+			var b backoff
+			var waits []time.Duration
+			for i := range 20 {
+				waits = append(waits, b.next(tc.errs[i%len(tc.errs)]))
+			}
+			if waits[0] < retryFirst/2 || waits[0] > retryFirst {
+				t.Fatalf("%s: first wait %v, want %v to %v", tc.name, waits[0], retryFirst/2, retryFirst)
+			}
+			firsts[waits[0]] = true
+			for i, w := range waits {
+				if w > tc.limit {
+					t.Fatalf("%s: wait %d is %v, above the cap %v (%v)", tc.name, i, w, tc.limit, waits)
+				}
+			}
+			if last := waits[len(waits)-1]; last < tc.settledAbove {
+				t.Fatalf("%s: wait after 20 failures %v, want at least %v (%v)", tc.name, last, tc.settledAbove, waits)
+			}
+			b = backoff{}
+			if w := b.next(tc.errs[0]); w > retryFirst {
+				t.Fatalf("%s: wait after a reset %v, want at most %v", tc.name, w, retryFirst)
+			}
+		}
+		if len(firsts) < 10 {
+			t.Errorf("%s: 50 agents drew only %d different first waits: no jitter", tc.name, len(firsts))
+		}
+	}
+	// An outage after refusals comes back to the short cap at once.
+	var b backoff
+	for range 10 {
+		b.next(refusal[0])
+	}
+	if w := b.next(outage[0]); w > retryCapOutage {
+		t.Fatalf("outage after refusals: wait %v, want at most %v", w, retryCapOutage)
+	}
+}

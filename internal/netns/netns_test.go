@@ -149,3 +149,31 @@ func TestCleanup(t *testing.T) {
 		t.Fatalf("namespace %s still exists after cleanup: %v", name, err)
 	}
 }
+
+func TestChat(t *testing.T) {
+	ns := New(t, "chat")
+	accepted := ns.ServeChat(t, "127.0.0.1:7070")
+	var c net.Conn
+	if err := ns.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", "127.0.0.1:7070", time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	client := Chat(t, c)
+	var server *Chatter
+	select {
+	case server = <-accepted:
+	case <-time.After(2 * time.Second):
+		t.Fatal("nothing accepted")
+	}
+	if quiet, got := Quiet(3*TickEvery, client, server); quiet || got[0] == 0 || got[1] == 0 {
+		t.Fatalf("received %v over three ticks, want bytes on both sides", got)
+	}
+	c.Close()
+	time.Sleep(50 * time.Millisecond)
+	if quiet, got := Quiet(2*TickEvery, client, server); !quiet {
+		t.Fatalf("received %v after the connection closed", got)
+	}
+}

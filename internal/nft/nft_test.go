@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -648,74 +647,6 @@ func TestGeneration(t *testing.T) {
 	}
 }
 
-// chatter is one side of a chatty session: it writes a tick every
-// tickEvery until closed and counts the bytes it receives.
-type chatter struct {
-	c        net.Conn
-	received atomic.Int64
-	wg       sync.WaitGroup
-}
-
-const tickEvery = 250 * time.Millisecond
-
-func chat(t *testing.T, c net.Conn) *chatter {
-	t.Helper()
-	ch := &chatter{c: c}
-	ch.wg.Go(func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := c.Read(buf)
-			ch.received.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	})
-	ch.wg.Go(func() {
-		for {
-			if _, err := c.Write([]byte("tick\n")); err != nil {
-				return
-			}
-			time.Sleep(tickEvery)
-		}
-	})
-	t.Cleanup(func() { c.Close(); ch.wg.Wait() })
-	return ch
-}
-
-// serveChatty accepts TCP connections on port inside ns and chats on each;
-// the chatters it starts arrive on the returned channel.
-func serveChatty(t *testing.T, ns *netns.NS, port int) <-chan *chatter {
-	t.Helper()
-	var ln net.Listener
-	err := ns.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen in %s: %v", ns.Name(), err)
-	}
-	out := make(chan *chatter, 4)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			select {
-			case out <- chat(t, c):
-			default:
-				c.Close()
-			}
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return out
-}
-
 // TestChattySessionCutAtExpiry: a session in which both the VM and the
 // client send every 250 ms is cut when its grant ends and its connections
 // are killed, and stays cut: neither side's packets may bring a conntrack
@@ -740,19 +671,19 @@ func TestChattySessionCutAtExpiry(t *testing.T) {
 			if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock, Grants: []jit.GrantRule{grant}}); err != nil {
 				t.Fatal(err)
 			}
-			accepted := serveChatty(t, l.vm, chattyPort)
+			accepted := l.vm.ServeChat(t, fmt.Sprintf(":%d", chattyPort))
 			c, err := l.dial(t, src, chattyPort)
 			if err != nil {
 				t.Fatalf("dial during grant: %v", err)
 			}
-			client := chat(t, c)
-			var vm *chatter
+			client := netns.Chat(t, c)
+			var vm *netns.Chatter
 			select {
 			case vm = <-accepted:
 			case <-time.After(2 * time.Second):
 				t.Fatal("VM did not accept the connection")
 			}
-			for i := 0; client.received.Load() == 0 || vm.received.Load() == 0; i++ {
+			for i := 0; client.Received.Load() == 0 || vm.Received.Load() == 0; i++ {
 				if i == 40 {
 					t.Fatal("session carries no data during the grant")
 				}
@@ -767,15 +698,10 @@ func TestChattySessionCutAtExpiry(t *testing.T) {
 				t.Fatalf("KillConnections: %v", err)
 			}
 			time.Sleep(100 * time.Millisecond) // what was on the wire arrives
-			toClient, toVM := client.received.Load(), vm.received.Load()
 			// Twelve ticks each way: each would re-create the entry if
 			// mid-stream pickup could.
-			time.Sleep(12 * tickEvery)
-			if n := client.received.Load() - toClient; n > 0 {
-				t.Errorf("client received %d bytes from the VM after the session was cut", n)
-			}
-			if n := vm.received.Load() - toVM; n > 0 {
-				t.Errorf("VM received %d bytes from the client after the session was cut", n)
+			if quiet, got := netns.Quiet(12*netns.TickEvery, client, vm); !quiet {
+				t.Errorf("bytes received after the session was cut: %d by the client, %d by the VM", got[0], got[1])
 			}
 		})
 	}

@@ -515,13 +515,19 @@ func (t *SQLTx) SetReport(vmID string, rep *jit.Report) error {
 // Policies.
 
 type policyBody struct {
-	Ports                    []jit.PortRule `json:"ports"`
-	RequireJustification     bool           `json:"requireJustification"`
-	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
+	Ports                    []jit.PortRule     `json:"ports"`
+	RequireJustification     bool               `json:"requireJustification"`
+	CloseConnectionsOnExpiry bool               `json:"closeConnectionsOnExpiry"`
+	CreatedAt                int64              `json:"createdAt,omitempty"`
+	Written                  []jit.PortRuleText `json:"written,omitempty"`
 }
 
 func (t *SQLTx) PutPolicy(p jit.Policy) error {
-	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry})
+	var created int64
+	if !p.CreatedAt.IsZero() {
+		created = nanos(p.CreatedAt)
+	}
+	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, created, p.Written})
 	_, err := t.exec(`INSERT INTO policies (vm_id, body, updated_at, updated_by) VALUES (?, ?, ?, ?)
 		ON CONFLICT (vm_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
 		p.VMID, body, nanos(p.UpdatedAt), p.UpdatedBy)
@@ -543,7 +549,10 @@ func decodePolicy(vmID, body string, updated int64, by string) (jit.Policy, erro
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		return p, fmt.Errorf("policy of %s: %w", vmID, err)
 	}
-	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry
+	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, p.Written = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry, b.Written
+	if b.CreatedAt != 0 {
+		p.CreatedAt = fromNanos(b.CreatedAt)
+	}
 	return p, nil
 }
 

@@ -56,47 +56,26 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	p.Name = r.PostForm.Get("user")
 	password := r.PostForm.Get("password")
 	addr := c.clientAddr(r)
-	name := p.Name
-	if len(name) > 64 { // longer is no user name; keep keys small
-		name = name[:64]
-	}
-	userKey, ak := "user:"+name, "addr:"+addrKey(addr)
 
-	// Each attempt counts as a failure until it succeeds.
-	userAt, userOK, retry := c.users.acquire(userKey)
-	addrAt, addrOK, addrRetry := time.Time{}, false, time.Time{}
-	if userOK {
-		if addrAt, addrOK, addrRetry = c.addrs.acquire(ak); !addrOK {
-			c.users.release(userKey, userAt)
-			retry = addrRetry
-		}
-	}
-	if !userOK || !addrOK {
-		c.log.Warn("sign-in refused: too many failures", "user", p.Name, "addr", addr)
-		wait := max(retry.Sub(c.ctl.Now()), 0)
-		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		p.Message = fmt.Sprintf("Too many failed sign-ins for this user or from this address. Try again in %s.", fmtWait(wait))
-		c.renderSignIn(w, r, http.StatusTooManyRequests, p)
-		return
-	}
-
+	// The control plane limits guesses (see control.SignIn).
 	secret, a, err := c.ctl.SignIn(r.Context(), p.Name, password, addr)
 	if err != nil {
 		status := http.StatusUnauthorized
-		if jit.ErrorCode(err) == jit.EUnauthorized {
+		switch jit.ErrorCode(err) {
+		case jit.EUnauthorized:
 			p.Message = "Wrong user name or password."
-		} else {
-			// Not the user's fault: take the attempt back.
-			c.users.release(userKey, userAt)
-			c.addrs.release(ak, addrAt)
+		case jit.ERateLimited:
+			wait := jit.ErrorRetryAfter(err)
+			w.Header().Set("Retry-After", jit.RetryAfterSeconds(wait))
+			status = http.StatusTooManyRequests
+			p.Message = fmt.Sprintf("Too many failed sign-ins for this user from this address, or too many at once. Try again in %s.", fmtWait(wait))
+		default:
 			c.log.Error("sign-in", "err", err)
 			status, p.Message = http.StatusInternalServerError, "Sign-in failed on the server; try again."
 		}
 		c.renderSignIn(w, r, status, p)
 		return
 	}
-	c.users.reset(userKey)
-	c.addrs.release(ak, addrAt)
 	c.setCookie(w, r, secret, *a.Token.ExpiresAt)
 	http.Redirect(w, r, p.Next, http.StatusSeeOther)
 }

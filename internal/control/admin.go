@@ -56,13 +56,16 @@ func (c *Control) CreateUser(ctx context.Context, a *Actor, n jit.NewUser) (jit.
 	if err := ValidName("name", n.Name); err != nil {
 		return u, err
 	}
+	if reservedName(n.Name) {
+		return u, jit.Invalid("name", "%q is reserved: the activity log names the server and unauthenticated callers so", n.Name)
+	}
 	if err := a.require(jit.PermAdmin, "", "manage users"); err != nil {
 		return u, err
 	}
 	hash := ""
 	if n.Password != "" {
 		var err error
-		if hash, err = HashPassword(n.Password); err != nil {
+		if hash, err = c.hashPassword(ctx, n.Password); err != nil {
 			return u, err
 		}
 	}
@@ -74,23 +77,75 @@ func (c *Control) CreateUser(ctx context.Context, a *Actor, n jit.NewUser) (jit.
 	})
 }
 
-// SetPassword sets a user's console password (admins, or users their own).
-func (c *Control) SetPassword(ctx context.Context, a *Actor, user, password string) error {
-	if user != a.Name() || a.Token.Kind != jit.TokenUser {
+// reservedName reports whether name is one the activity log uses for
+// actors that are not users: "system" (the server itself), "anonymous"
+// (unauthenticated callers) and agents ("agent:<vm id>", which ValidName
+// already refuses for its colon).
+func reservedName(name string) bool {
+	n := strings.ToLower(name)
+	return n == "system" || n == "anonymous" || strings.HasPrefix(n, "agent:")
+}
+
+// SetPassword sets a user's console password: admins anyone's, users
+// their own. A user changing their own password must give the current one
+// (unless they have none yet); an admin resetting another's need not.
+// Either way the user's console sessions end, all but the caller's own;
+// it returns how many ended.
+func (c *Control) SetPassword(ctx context.Context, a *Actor, user, current, password string) (int, error) {
+	self := user == a.Name() && a.Token.Kind == jit.TokenUser
+	if !self {
 		if err := a.require(jit.PermAdmin, "", "set other users' passwords"); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	hash, err := HashPassword(password)
-	if err != nil {
-		return err
+	if self {
+		var old string
+		err := c.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			_, old, err = tx.GetUser(user)
+			return err
+		})
+		if err != nil {
+			return 0, err
+		}
+		if old != "" {
+			if current == "" {
+				return 0, jit.Invalid("currentPassword", "changing your own password needs the current one")
+			}
+			ok, err := c.checkPassword(ctx, old, current)
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				return 0, c.logRefusal(ctx, a, jit.OpUserSetPassword, nil, jit.Invalid("currentPassword", "the current password is wrong"), map[string]any{"user": user})
+			}
+		}
 	}
-	return c.store.Update(ctx, func(tx store.Tx) error {
+	hash, err := c.hashPassword(ctx, password)
+	if err != nil {
+		return 0, err
+	}
+	ended := 0
+	err = c.store.Update(ctx, func(tx store.Tx) error {
+		ended = 0
 		if err := tx.SetPasswordHash(user, hash); err != nil {
 			return err
 		}
-		return tx.AppendEvent(c.event(a, jit.OpUserSetPassword, jit.OutcomeSuccess, nil, map[string]string{"user": user}))
+		tokens, err := tx.ListTokens(user)
+		if err != nil {
+			return err
+		}
+		for _, tk := range tokens {
+			if tk.Kind == jit.TokenUser && tk.Name == SessionName && tk.ID != a.Token.ID {
+				if err := tx.DeleteToken(tk.ID); err != nil {
+					return err
+				}
+				ended++
+			}
+		}
+		return tx.AppendEvent(c.event(a, jit.OpUserSetPassword, jit.OutcomeSuccess, nil, map[string]any{"user": user, "sessionsEnded": ended}))
 	})
+	return ended, err
 }
 
 // ListUsers lists users (admins only).
@@ -291,6 +346,46 @@ const (
 	// MinPassword is the shortest password accepted.
 	MinPassword = 12
 )
+
+// Concurrent argon2id hashing is capped: each takes argonMemory, so at
+// most one per core runs, and a caller waits at most HashWait for a turn
+// before getting 429 with Retry-After.
+const HashWait = 2 * time.Second
+
+// hashTurn waits for a turn to hash; done gives it back.
+func (c *Control) hashTurn(ctx context.Context) (done func(), err error) {
+	t := time.NewTimer(c.hashWait)
+	defer t.Stop()
+	select {
+	case c.hashing <- struct{}{}:
+		return func() { <-c.hashing }, nil
+	case <-t.C:
+		return nil, jit.RateLimited(c.hashWait, "too many password checks at once; try again in a moment")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Control) hashPassword(ctx context.Context, password string) (string, error) {
+	if len(password) < MinPassword || len(password) > 1024 {
+		return HashPassword(password) // the error, without hashing
+	}
+	done, err := c.hashTurn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	return HashPassword(password)
+}
+
+func (c *Control) checkPassword(ctx context.Context, hash, password string) (bool, error) {
+	done, err := c.hashTurn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	return CheckPassword(hash, password), nil
+}
 
 // HashPassword returns an argon2id hash of password in PHC string form.
 func HashPassword(password string) (string, error) {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -38,12 +39,17 @@ type Control struct {
 	soonest   time.Time
 
 	refusals *buckets // logged refusals per principal (see logRefusal)
+	guesses  *guesses // failed sign-ins (see SignIn)
+
+	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
+	hashWait time.Duration
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
 	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1),
-		refusals: newBuckets(RefusalBurst, RefusalEvery)}
+		refusals: newBuckets(RefusalBurst, RefusalEvery), guesses: newGuesses(),
+		hashing: make(chan struct{}, runtime.GOMAXPROCS(0)), hashWait: HashWait}
 }
 
 // Store returns the store, for the adapters' own reads.

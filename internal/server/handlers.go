@@ -325,11 +325,13 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.A
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	var in struct {
 		Password string `json:"password"`
+		// CurrentPassword is needed to change one's own password.
+		CurrentPassword string `json:"currentPassword"`
 	}
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	if err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.Password); err != nil {
+	if _, err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.CurrentPassword, in.Password); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

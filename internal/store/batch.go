@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,15 +27,18 @@ const (
 // answers them all. Many small durable transactions then share one
 // disk flush, and, on PostgreSQL, one hold of the activity log's lock.
 //
-// An update's writes wait on the connection (Conn.Defer) and travel with
-// the next update's first round trip, so that on PostgreSQL an access
-// request costs about one round trip inside the lock. A write that fails
-// there is reported to the update that made it, which is rolled back to
-// its savepoint; the round trip is then tried again for the next update.
-// The Batcher tracks which savepoints and writes ran (it is the Conn's
-// tracker); when a failure leaves it unsure, the batch is spoiled and
-// every update of it fails, so that no update reported committed loses a
-// write and no failed one commits one.
+// On a pipelined connection (PostgreSQL) an update's writes wait on the
+// connection and travel with its next read, and what is left goes in one
+// round trip when the update returns; its savepoint travels with its first
+// round trip. An update whose statement failed is rolled back to its
+// savepoint and fails alone. When a failure leaves the transaction's state
+// unknown (a connection failure, a savepoint that did not run), nothing of
+// the batch commits and every update of it fails.
+//
+// The activity log's lock (Dialect.ChainLock) is taken only by a batch
+// that appends events, just before it reads the log's head. A database
+// that then reports a deadlock or a serialization failure (Dialect.Retry)
+// has the whole batch run again, with the lock taken first.
 type Batcher struct {
 	open    func(context.Context) (*Conn, error)
 	dialect *Dialect
@@ -42,20 +46,13 @@ type Batcher struct {
 	log     *slog.Logger
 
 	conn *Conn
-	ctx  context.Context // the open transaction's (see runBatch)
-	head ChainHead       // the log's head within the open transaction (see flush)
+	ctx  context.Context // the open transaction's (see attempt)
 	// spOpen is true while the previous job's savepoint is still open:
 	// the next job releases it when it opens its own.
 	spOpen bool
-	// batch is the open transaction's jobs, by owner number (index).
-	batch []*job
 	// spoiled is set when a failure left the transaction in a state not
-	// known well enough to go on (it is not known what failed, a savepoint
-	// statement failed, or a job failed before its savepoint existed):
-	// nothing of the batch commits.
+	// known well enough to go on: nothing of the batch commits.
 	spoiled error
-	// failedQuery is the statement that failed last ("?": unknown).
-	failedQuery string
 	// txid is the open transaction's id, when the database tells it.
 	txid string
 	jobs chan *job
@@ -72,9 +69,6 @@ type job struct {
 	done chan error
 	tx   *SQLTx
 	err  error // why the job failed, once it has
-	// sp is set once the job's savepoint exists on the server, wrote once
-	// one of its writes ran there.
-	sp, wrote bool
 }
 
 // The savepoint statements of jobs.
@@ -83,6 +77,10 @@ const (
 	spRelease  = `RELEASE SAVEPOINT job`
 	spRollback = `ROLLBACK TO SAVEPOINT job`
 )
+
+// maxTries bounds how often a batch runs when the database asks for a
+// retry.
+const maxTries = 5
 
 // NewBatcher starts a batcher. open returns the write connection (again
 // after a failure); publish, when not nil, receives the VMs changed by each
@@ -149,99 +147,104 @@ func (b *Batcher) run() {
 }
 
 // runBatch runs first and the jobs waiting behind it in one transaction,
-// commits and answers them; it gives up after batchTimeout (a database
-// that stopped answering), and then every job gets an error.
+// commits and answers them; a batch the database asks to retry runs
+// again, with the activity log's lock taken first.
 func (b *Batcher) runBatch(first *job) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	b.ctx = ctx
-	if err := b.beginTx(ctx); err != nil {
-		first.done <- err
-		return
-	}
-	b.batch = append(b.batch[:0], first)
-	b.runJob(0)
-more:
-	for len(b.batch) < maxBatch && ctx.Err() == nil { // a batch past its time takes no more
-		select {
-		case j := <-b.jobs:
-			b.batch = append(b.batch, j)
-			b.runJob(len(b.batch) - 1)
-		default:
-			break more
+	jobs := []*job{first}
+	chainFirst := false
+	for try := 1; ; try++ {
+		var err error
+		jobs, err = b.attempt(jobs, try == 1, chainFirst)
+		if try < maxTries && b.retry(err) {
+			b.log.Warn("the database asked to retry a batch", "err", err, "updates", len(jobs), "try", try)
+			for _, j := range jobs {
+				j.err, j.tx = nil, nil
+			}
+			chainFirst = true
+			continue
 		}
-	}
-	// What the batch does now is its own, not a job's. Reading the
-	// log's head sends what the last job left waiting; a failure of
-	// its writes is reported to it (see failed).
-	b.conn.setOwner(-1)
-	herr := (&SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}).readHead(&b.head)
-	var ok []*job
-	for _, j := range b.batch {
-		switch {
-		case j.err != nil:
-			j.done <- j.err
-		case b.spoiled != nil:
-			j.done <- fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
-		case herr != nil:
-			j.done <- fmt.Errorf("read the activity log's head: %w", herr)
-		default:
-			ok = append(ok, j)
-		}
-	}
-	b.spoiled = nil
-	clear(b.batch)
-	b.batch = b.batch[:0]
-	if len(ok) == 0 {
-		b.end(ctx, `ROLLBACK`)
-		return
-	}
-	err := b.flush(ctx, ok)
-	if err == nil {
-		// The COMMIT gets a time of its own: the batch's may be spent on
-		// waiting for the write lock.
-		cctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		b.failedQuery = "?"
-		err = b.end(cctx, `COMMIT`)
-		cancel()
-		// Unless a statement before the COMMIT is known to have failed,
-		// the COMMIT may have taken effect even so; a database that can
-		// tell (by transaction id) decides. (On PostgreSQL a lost answer
-		// shows on the pipeline's first unread result, so a failure of an
-		// earlier statement proves nothing there.)
-		if err != nil && (b.txid != "" || b.failedQuery == "?" || b.failedQuery == `COMMIT`) {
-			switch ok, serr := b.committed(); {
-			case serr != nil:
-				b.log.Error("commit outcome unknown", "err", err, "lookup", serr)
-				err = jit.Errorf(jit.EUnavailable, "the commit failed, and whether it took effect is unknown (check before retrying): %v", err)
-			case ok:
-				b.log.Warn("the commit's answer was lost, but it committed", "err", err)
-				err = nil
+		for _, j := range jobs {
+			switch {
+			case j.err != nil:
+				j.done <- j.err
+			case err != nil:
+				j.done <- err
+			default:
+				if b.publish != nil {
+					b.publish.Publish(j.tx.Changed...)
+				}
+				j.done <- nil
 			}
 		}
-	} else {
-		b.end(ctx, `ROLLBACK`)
-	}
-	if err != nil {
-		b.log.Error("commit failed", "err", err)
-		for _, j := range ok {
-			j.done <- fmt.Errorf("commit: %w", err)
-		}
 		return
-	}
-	for _, j := range ok {
-		if b.publish != nil {
-			b.publish.Publish(j.tx.Changed...)
-		}
-		j.done <- nil
 	}
 }
 
+// retry reports whether the database asked to retry the batch, which
+// failed with err (nothing of it committed).
+func (b *Batcher) retry(err error) bool {
+	return err != nil && b.dialect.Retry != nil && b.dialect.Retry(err)
+}
+
+// attempt runs jobs in one transaction (and, when gather is set, the jobs
+// queued behind them) and commits. It returns the jobs it ran, each with
+// its own error, and the error of the batch (every job without one of its
+// own fails with it). It gives up after batchTimeout (a database that
+// stopped answering).
+func (b *Batcher) attempt(jobs []*job, gather, chainFirst bool) ([]*job, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	b.ctx = ctx
+	if err := b.beginTx(ctx, chainFirst); err != nil {
+		return jobs, err
+	}
+	for i := 0; b.spoiled == nil; i++ {
+		if i == len(jobs) {
+			if !gather || len(jobs) == maxBatch || ctx.Err() != nil { // a batch past its time takes no more
+				break
+			}
+			select {
+			case j := <-b.jobs:
+				jobs = append(jobs, j)
+			default:
+			}
+			if i == len(jobs) {
+				break
+			}
+		}
+		b.runJob(jobs[i])
+	}
+	if b.spoiled != nil {
+		b.end(ctx, `ROLLBACK`)
+		return jobs, fmt.Errorf("another update of the same commit failed: %w", b.spoiled)
+	}
+	var ok []*job
+	for _, j := range jobs {
+		if j.err == nil && j.tx != nil {
+			ok = append(ok, j)
+		}
+	}
+	if len(ok) == 0 {
+		b.end(ctx, `ROLLBACK`)
+		return jobs, nil
+	}
+	if err := b.flush(ctx, ok, chainFirst); err != nil {
+		b.end(ctx, `ROLLBACK`)
+		return jobs, err
+	}
+	if err := b.commit(); err != nil {
+		b.log.Error("commit failed", "err", err)
+		return jobs, fmt.Errorf("commit: %w", err)
+	}
+	return jobs, nil
+}
+
 // flush writes what the batch's updates deferred to the commit: the
-// activity events, in job order, one revision bump per changed VM and the
-// announcements of the changed VMs. The statements wait on the connection
+// activity events, in job order, after taking the log's lock and reading
+// its head (unless locked already); one revision bump per changed VM and
+// the announcements of the changed VMs. The writes wait on the connection
 // and go with the COMMIT.
-func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
+func (b *Batcher) flush(ctx context.Context, jobs []*job, locked bool) error {
 	var ids []string
 	var events []*jit.Event
 	seen := map[string]bool{}
@@ -255,8 +258,15 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
 		}
 	}
 	t := &SQLTx{Ctx: ctx, Q: b.conn, Dialect: b.dialect}
-	if err := t.appendEvents(&b.head, events); err != nil {
-		return fmt.Errorf("append activity events: %w", err)
+	if len(events) > 0 {
+		if !locked {
+			for _, s := range b.dialect.ChainLock {
+				b.conn.Defer(s.Query, s.Args...)
+			}
+		}
+		if err := t.appendEvents(&ChainHead{}, events); err != nil {
+			return fmt.Errorf("append activity events: %w", err)
+		}
 	}
 	if err := t.bumpRevisions(ids); err != nil {
 		return fmt.Errorf("bump revisions: %w", err)
@@ -269,22 +279,24 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job) error {
 	return nil
 }
 
-// beginTx opens the connection if needed and begins a transaction.
-func (b *Batcher) beginTx(ctx context.Context) error {
-	b.head, b.spOpen, b.spoiled = ChainHead{}, false, nil
+// beginTx opens the connection if needed and begins a transaction, taking
+// the activity log's lock too when chainFirst is set.
+func (b *Batcher) beginTx(ctx context.Context, chainFirst bool) error {
+	b.spOpen, b.spoiled = false, nil
 	if b.conn == nil {
 		c, err := b.open(ctx)
 		if err != nil {
-			return jit.Errorf(jit.EUnavailable, "database unavailable: %v", err)
+			return b.dialect.unavailable(err)
 		}
-		c.track = b
+		c.failFast = true
 		b.conn = c
 	}
-	b.conn.setOwner(-1)
-	// On PostgreSQL this serializes write transactions across servers from
-	// their start: one lock order everywhere, so no deadlocks between
-	// replicas.
-	for _, s := range b.dialect.Begin {
+	b.conn.reset()
+	begin := b.dialect.Begin
+	if chainFirst {
+		begin = append(slices.Clip(begin), b.dialect.ChainLock...)
+	}
+	for _, s := range begin {
 		b.conn.Defer(s.Query, s.Args...)
 	}
 	var err error
@@ -295,11 +307,44 @@ func (b *Batcher) beginTx(ctx context.Context) error {
 		err = b.conn.Flush(ctx)
 	}
 	if err != nil {
-		b.conn.Exec(ctx, `ROLLBACK`)
+		gone := b.conn.Closed()
 		b.drop()
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", b.dialect.classify(err, gone))
 	}
 	return nil
+}
+
+// commit sends what waits on the connection with the COMMIT. When that
+// fails, the outcome is looked up where the database can tell.
+func (b *Batcher) commit() error {
+	// The COMMIT gets a time of its own: the batch's may be spent on
+	// waiting for locks.
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	b.conn.reset()
+	_, err := b.conn.Exec(ctx, `COMMIT`)
+	if err == nil {
+		return nil
+	}
+	failed, gone := b.conn.failedQuery, b.conn.Closed()
+	b.drop() // closing the connection ends whatever is left of the transaction
+	// Unless a statement before the COMMIT is known to have failed, the
+	// COMMIT may have taken effect even so; a database that can tell (by
+	// transaction id) decides. (On PostgreSQL a lost answer shows on the
+	// pipeline's first unread result, so a failure of an earlier statement
+	// proves nothing there.)
+	if b.txid == "" && failed != "?" && failed != `COMMIT` {
+		return b.dialect.classify(err, gone)
+	}
+	switch ok, serr := b.committed(); {
+	case serr != nil:
+		b.log.Error("commit outcome unknown", "err", err, "lookup", serr)
+		return jit.Errorf(jit.EUnavailable, "the commit failed, and whether it took effect is unknown (check before retrying): %v", err)
+	case ok:
+		b.log.Warn("the commit's answer was lost, but it committed", "err", err)
+		return nil
+	}
+	return b.dialect.classify(err, gone)
 }
 
 // committed looks up, on a connection of its own, whether the open
@@ -345,18 +390,14 @@ func (b *Batcher) committed() (bool, error) {
 	}
 }
 
-// end commits or rolls back, sending what waits on the connection with the
-// COMMIT; on failure the connection is replaced.
-func (b *Batcher) end(ctx context.Context, stmt string) error {
-	if stmt != `COMMIT` {
-		b.conn.pending, b.conn.writes = nil, 0
-	}
+// end rolls back what is left of the transaction, dropping what waits; on
+// failure the connection is replaced.
+func (b *Batcher) end(ctx context.Context, stmt string) {
+	b.conn.take()
+	b.conn.reset()
 	if _, err := b.conn.Exec(ctx, stmt); err != nil {
-		// Closing the connection ends whatever is left of the transaction.
 		b.drop()
-		return err
 	}
-	return nil
 }
 
 func (b *Batcher) drop() {
@@ -366,14 +407,6 @@ func (b *Batcher) drop() {
 	}
 }
 
-// job returns job i of the open batch, or nil.
-func (b *Batcher) job(i int) *job {
-	if i < 0 || i >= len(b.batch) {
-		return nil
-	}
-	return b.batch[i]
-}
-
 // spoil marks the open transaction as unable to commit.
 func (b *Batcher) spoil(err error) {
 	if b.spoiled == nil {
@@ -381,106 +414,89 @@ func (b *Batcher) spoil(err error) {
 	}
 }
 
-// ran implements tracker.
-func (b *Batcher) ran(stmts []Stmt) {
-	for _, s := range stmts {
-		j := b.job(s.owner)
-		switch {
-		case j == nil:
-		case s.Query == spSave:
-			j.sp = true
-		case !s.lazy:
-			j.wrote = true
-		}
-	}
-}
-
-// failed implements tracker. A write of an earlier job that failed in a
-// later job's round trip fails that job, and rolling back to its savepoint
-// (the newest on the server, since nothing after the failure ran) undoes
-// it. When it is not known what failed, or a savepoint statement did, the
-// transaction's state is unknown and it is spoiled: nothing of it commits.
-func (b *Batcher) failed(s *Stmt, err error) []Stmt {
-	b.failedQuery = "?"
-	if s != nil {
-		b.failedQuery = s.Query
-	}
-	if s == nil || s.lazy {
-		b.spoil(err)
+// savepoint runs a savepoint statement: on a pipelined connection it waits
+// for the next round trip, elsewhere it runs now. *ran is set once it ran.
+func (b *Batcher) savepoint(q string, ran *bool) error {
+	if b.conn.pipelined {
+		b.conn.deferLazy(q, ran)
 		return nil
 	}
-	if s.owner < 0 || s.owner == b.conn.owner {
-		return nil // the caller's own failure: it gets the error
+	_, err := b.conn.Exec(b.ctx, q)
+	if err == nil && ran != nil {
+		*ran = true
 	}
-	j := b.job(s.owner)
-	if j == nil || !j.sp {
-		b.spoil(err)
-		return nil
-	}
-	if j.err == nil {
-		j.err = dbErr(err)
-	}
-	return []Stmt{{Query: spRollback}}
+	return err
 }
 
-// runJob runs job i of the batch in a savepoint; on error or panic
-// everything it wrote is rolled back and the rest of the batch is
-// unaffected. The savepoint statements wait on the connection and travel
-// with the job's first round trip (its writes may wait for the next job's
-// first one), so they cost no round trip of their own; a job that sent
-// nothing drops them. The savepoint stays open until the next job or the
-// commit.
-func (b *Batcher) runJob(i int) {
-	j, c := b.batch[i], b.conn
-	c.setOwner(i)
-	wasOpen, failures := b.spOpen, c.failures
+// runJob runs j in a savepoint; on error or panic everything it wrote is
+// rolled back and the rest of the batch is unaffected. What the job left
+// waiting on the connection goes when it returns. The savepoint stays open
+// until the next job or the commit releases it.
+func (b *Batcher) runJob(j *job) {
+	c := b.conn
+	c.reset()
+	wasOpen, mark := b.spOpen, len(c.pending)
+	var sp bool // the job's savepoint ran
+	var err error
 	if b.spOpen {
-		c.deferLazy(spRelease)
+		err = b.savepoint(spRelease, nil)
 	}
-	c.deferLazy(spSave)
+	if err == nil {
+		err = b.savepoint(spSave, &sp)
+	}
 	b.spOpen = true
 	j.tx = &SQLTx{Ctx: b.ctx, Q: c, Dialect: b.dialect}
-	err := b.call(j)
-	dbFailed := c.failures != failures
+	if err == nil {
+		err = b.call(j)
+	}
+	dbFailed := c.err != nil
+	if dbFailed && b.dialect.Retry != nil && b.dialect.Retry(c.err) {
+		// The database gave up on the whole transaction: the batch runs
+		// again (see runBatch).
+		b.spoil(c.err)
+	}
 	if err == nil && dbFailed {
 		// On PostgreSQL the failed statement spoiled the transaction
 		// until the rollback to the savepoint.
 		err = jit.Errorf(jit.EInternal, "update went on after a database error")
 	}
 	if err == nil {
-		if !j.sp && !hasWrites(c.pending, i) { // it sent nothing and has nothing to send
-			c.discard(i)
+		switch {
+		case !sp && c.writes == 0: // it sent nothing and has nothing to send
+			c.truncate(mark)
 			b.spOpen = wasOpen
+			return
+		case c.writes > 0 || !c.pipelined: // its writes go with the release
+			err = b.savepoint(spRelease, nil)
+			if err == nil {
+				err = c.Flush(b.ctx)
+			}
+			if err == nil {
+				b.spOpen = false
+				return
+			}
+			err = b.dialect.classify(err, c.Closed())
+		default: // the release waits for the next round trip
+			return
 		}
-		return
 	}
-	c.discard(i)
-	c.setOwner(i) // its rollback may go now
-	switch {
-	case !j.sp: // nothing of it ran
-		if dbFailed {
+	if !sp {
+		c.truncate(mark) // nothing of it was sent
+		if c.err != nil {
 			b.spoil(err) // a failure without its savepoint in place
 		}
 		b.spOpen = wasOpen
-	case j.wrote || dbFailed:
+	} else {
+		// At once: on PostgreSQL nothing else runs before it (pgx
+		// prepares new statements in a round trip of their own).
+		c.take() // what it left waiting
+		c.reset()
 		if _, rerr := c.Exec(b.ctx, spRollback); rerr != nil {
 			err = errors.Join(err, rerr)
 			b.spoil(rerr)
 		}
 	}
-	if j.err == nil {
-		j.err = err
-	}
-}
-
-// hasWrites reports whether job owner has writes among stmts.
-func hasWrites(stmts []Stmt, owner int) bool {
-	for _, s := range stmts {
-		if s.owner == owner && !s.lazy {
-			return true
-		}
-	}
-	return false
+	j.err = err
 }
 
 // call runs the job's function, turning a panic into an error.

@@ -109,7 +109,7 @@ func TestCommitOutcome(t *testing.T) {
 		if c.lookup {
 			d.TxID, d.TxStatus = "TXID", "STATUS"
 		}
-		b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p, true), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		err := b.Update(context.Background(), func(tx Tx) error {
 			return tx.AppendEvent(&jit.Event{Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess})
 		})

@@ -24,9 +24,23 @@ type Querier interface {
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of ?.
 	Numbered bool
-	// Begin starts a write transaction; on PostgreSQL it also takes the
-	// lock that serializes writers across servers.
+	// Begin starts a write transaction.
 	Begin []Stmt
+	// ChainLock takes the lock that keeps the activity log one linear
+	// chain across servers (PostgreSQL); a batch takes it only when it
+	// appends events. Nil when Begin serializes writers already (SQLite).
+	ChainLock []Stmt
+	// Retry reports whether err means the database gave up on the
+	// transaction (a deadlock, a serialization failure) and it should run
+	// again; nil when that cannot happen.
+	Retry func(err error) bool
+	// Conflict reports whether err is a uniqueness violation, and names
+	// the violated index or columns as the database does.
+	Conflict func(err error) (index string, ok bool)
+	// Down reports whether err means the database cannot be used for now
+	// (unreachable, shutting down, out of disk): the error then reaches
+	// users as jit.EUnavailable.
+	Down func(err error) bool
 	// TxID, when set, is a query for the open transaction's id as text, and
 	// TxStatus one for whether the transaction with id $1 committed
 	// ("committed", "aborted" or "in progress"): with them a COMMIT whose
@@ -79,16 +93,17 @@ func (t *SQLTx) rebind(q string) string {
 func (t *SQLTx) exec(q string, args ...any) (int64, error) {
 	n, err := t.Q.Exec(t.Ctx, t.rebind(q), args...)
 	if err != nil {
-		return 0, dbErr(err)
+		return 0, t.dbErr(err)
 	}
 	return n, nil
 }
 
-// write runs a write whose result nobody reads. On a Conn it waits for the
-// connection's next round trip and travels with it; a failure comes back
-// from that round trip (at the latest when the update ends).
+// write runs a write whose result nobody reads. On a pipelined Conn it
+// waits for the connection's next round trip and travels with it; a
+// failure comes back from that round trip (at the latest when the update
+// ends, from Update).
 func (t *SQLTx) write(q string, args ...any) error {
-	if c, ok := t.Q.(*Conn); ok {
+	if c, ok := t.Q.(*Conn); ok && c.pipelined {
 		c.Defer(t.rebind(q), args...)
 		return nil
 	}
@@ -99,7 +114,7 @@ func (t *SQLTx) write(q string, args ...any) error {
 func (t *SQLTx) query(q string, args ...any) (Rows, error) {
 	r, err := t.Q.Query(t.Ctx, t.rebind(q), args...)
 	if err != nil {
-		return nil, dbErr(err)
+		return nil, t.dbErr(err)
 	}
 	return r, nil
 }
@@ -138,13 +153,38 @@ func (t *SQLTx) row(q string, args ...any) scanner {
 	return firstRow{rows}
 }
 
-// dbErr turns uniqueness violations into EConflict.
-func dbErr(err error) error {
-	s := err.Error()
-	if strings.Contains(s, "UNIQUE constraint failed") || strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "duplicate key value") {
-		return &jit.Error{Code: jit.EConflict, Message: "already exists"}
+// dbErr classifies a database error of the transaction's connection.
+func (t *SQLTx) dbErr(err error) error {
+	c, _ := t.Q.(*Conn)
+	return t.Dialect.classify(err, c != nil && c.Closed())
+}
+
+// errDatabase is the error users see when the database is down.
+var errDatabase = jit.Errorf(jit.EUnavailable, "the database is unavailable; try again later")
+
+// classify turns a database error into what Tx promises, keeping the
+// database's error inside (errors.As finds it): a uniqueness violation is
+// jit.EConflict; an outage (connGone: the connection is known to be lost)
+// is jit.EUnavailable; anything else is returned as it is.
+func (d *Dialect) classify(err error, connGone bool) error {
+	var je *jit.Error
+	switch {
+	case err == nil || errors.As(err, &je):
+		return err
+	case d.Conflict != nil:
+		if _, ok := d.Conflict(err); ok {
+			return fmt.Errorf("%w: %w", jit.Errorf(jit.EConflict, "already exists"), err)
+		}
+	}
+	if connGone || (d.Down != nil && d.Down(err)) {
+		return d.unavailable(err)
 	}
 	return err
+}
+
+// unavailable wraps err, an outage, as jit.EUnavailable.
+func (d *Dialect) unavailable(err error) error {
+	return fmt.Errorf("%w: %w", errDatabase, err)
 }
 
 func affected(n int64, what, id string) error {
@@ -279,15 +319,24 @@ func (t *SQLTx) CreateVM(vm *jit.VM) error {
 	if err == nil {
 		return nil
 	}
-	// Both databases name the violated index in the message (and on
-	// PostgreSQL nothing more can be asked in this transaction).
-	if strings.Contains(err.Error(), "vms_external_id") {
+	// Both databases name the violated index (and on PostgreSQL nothing
+	// more can be asked in this transaction).
+	if idx, ok := t.conflict(err); ok && idx == "vms_external_id" {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a %s VM with external id %s is already registered", vm.Backend, vm.ExternalID), Target: "externalId"}
 	}
-	if err = dbErr(err); jit.ErrorCode(err) == jit.EConflict {
+	if err = t.dbErr(err); jit.ErrorCode(err) == jit.EConflict {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("a VM named %s already exists in group %s", vm.Name, vm.Group), Target: "name"}
 	}
 	return err
+}
+
+// conflict reports whether err is a uniqueness violation and of which
+// index.
+func (t *SQLTx) conflict(err error) (string, bool) {
+	if t.Dialect.Conflict == nil {
+		return "", false
+	}
+	return t.Dialect.Conflict(err)
 }
 
 func (t *SQLTx) GetVM(id string) (jit.VM, error) {

@@ -11,11 +11,11 @@ import (
 type Stmt struct {
 	Query string
 	Args  []any
-	// lazy statements (savepoints) may wait past a read: they change
-	// nothing a read could see.
+	// lazy statements (savepoints) need no round trip of their own: they
+	// wait for the next statement that goes, whatever it is.
 	lazy bool
-	// owner is the update that queued the statement (see Conn.Owner).
-	owner int
+	// ran, when not nil, is set once the statement ran.
+	ran *bool
 }
 
 // Rows is the result of a query.
@@ -42,98 +42,81 @@ type Pipe interface {
 	Close() error
 }
 
-// tracker follows what a Conn's round trips did (the Batcher, which owns
-// the transaction's savepoints).
-type tracker interface {
-	// ran is told of statements that ran.
-	ran(stmts []Stmt)
-	// failed is told of a failed statement (nil when it is not known which
-	// failed). It returns what undoes the statement's owner's work when
-	// that owner is an earlier one and the round trip should be tried
-	// again for the others, and nil when the error goes to the caller.
-	failed(s *Stmt, err error) (undo []Stmt)
-}
-
-// Conn is the connection of one writer (or reader): a Querier over a Pipe
-// that can hold writes back. Writes whose result nobody reads wait on the
-// Conn (Defer) and travel with the next statement that needs an answer, in
-// one round trip when the database can pipeline; a read sends everything
-// waiting before it in the same round trip, so it sees the writes. One
+// Conn is the connection of one writer (or reader): a Querier over a Pipe.
+// On a pipelined Conn, writes whose result nobody reads wait (Defer) and
+// travel with the next statement that needs an answer, in one round trip;
+// a read sends everything waiting before it, so it sees the writes. One
 // goroutine uses a Conn at a time. Transactions on it are plain
 // BEGIN/COMMIT statements.
 type Conn struct {
-	pipe    Pipe
-	pending []Stmt
-	writes  int // how many of pending are not lazy
-	// failures counts the errors returned to callers, rows' included.
-	failures int
-	// owner tags the statements queued from now on (an update of a batch).
-	owner int
-	// ownerErr is the database error the current owner got, if any: on
-	// PostgreSQL nothing more of it can run before its savepoint is rolled
-	// back, so its further calls fail at once (see setOwner).
-	ownerErr error
-	track    tracker // nil outside a Batcher
+	pipe Pipe
+	// pipelined is false for a database in the process (SQLite): there a
+	// write runs at once, since nothing is saved by holding it back.
+	pipelined bool
+	pending   []Stmt
+	writes    int // how many of pending are not lazy
+	// err is the first failure since the last reset; failFast makes every
+	// later call return it (on PostgreSQL nothing more can run in the
+	// transaction until its savepoint is rolled back).
+	err      error
+	failFast bool
+	// failedQuery is the statement that failed last ("?": unknown).
+	failedQuery string
 }
 
-// setOwner makes owner the one whose statements are queued from now on.
-func (c *Conn) setOwner(owner int) { c.owner, c.ownerErr = owner, nil }
-
-// fail counts err, returned to the current owner.
-func (c *Conn) fail(err error) error {
-	c.failures++
-	if c.track != nil && c.owner >= 0 && c.ownerErr == nil {
-		c.ownerErr = err
-	}
-	return err
-}
-
-// stuck returns the error that ends the current owner's use of the
-// connection, if any.
-func (c *Conn) stuck() error {
-	if c.ownerErr != nil {
-		return fmt.Errorf("an earlier statement of this update failed: %w", c.ownerErr)
-	}
-	return nil
-}
-
-// NewConn makes a Conn over p.
-func NewConn(p Pipe) *Conn { return &Conn{pipe: p} }
+// NewConn makes a Conn over p; pipelined says whether writes wait for the
+// next round trip.
+func NewConn(p Pipe, pipelined bool) *Conn { return &Conn{pipe: p, pipelined: pipelined} }
 
 // Defer queues a write whose result nobody needs; it is sent with the next
-// Exec, Query or Flush. Its error, if any, is returned by that call (or,
-// for an earlier owner's write, reported to that owner).
+// Exec, Query or Flush, and its error, if any, is returned by that call.
 func (c *Conn) Defer(q string, args ...any) {
-	c.pending = append(c.pending, Stmt{Query: q, Args: args, owner: c.owner})
+	c.pending = append(c.pending, Stmt{Query: q, Args: args})
 	c.writes++
 }
 
 // deferLazy queues a statement that needs no round trip of its own (a
-// savepoint): it goes with the next one, whatever it is.
-func (c *Conn) deferLazy(q string) {
-	c.pending = append(c.pending, Stmt{Query: q, lazy: true, owner: c.owner})
+// savepoint); *ran is set once it ran.
+func (c *Conn) deferLazy(q string, ran *bool) {
+	c.pending = append(c.pending, Stmt{Query: q, lazy: true, ran: ran})
 }
 
-// discard drops the waiting statements of owner.
-func (c *Conn) discard(owner int) {
-	kept := c.pending[:0]
-	for _, s := range c.pending {
-		if s.owner != owner {
-			kept = append(kept, s)
-		}
-	}
-	clear(c.pending[len(kept):])
-	c.pending = kept
-	c.count()
-}
-
-func (c *Conn) count() {
+// truncate drops the waiting statements from the n-th on.
+func (c *Conn) truncate(n int) {
+	n = min(n, len(c.pending)) // a round trip may have taken them
+	clear(c.pending[n:])
+	c.pending = c.pending[:n]
 	c.writes = 0
 	for _, s := range c.pending {
 		if !s.lazy {
 			c.writes++
 		}
 	}
+}
+
+// reset forgets the last failure.
+func (c *Conn) reset() { c.err = nil }
+
+// fail records err, returned to the caller; stmts[n] failed (n < 0:
+// unknown).
+func (c *Conn) fail(stmts []Stmt, n int, err error) error {
+	c.failedQuery = "?"
+	if n >= 0 && n < len(stmts) {
+		c.failedQuery = stmts[n].Query
+	}
+	if c.err == nil {
+		c.err = err
+	}
+	return err
+}
+
+// stuck returns the error that ends the use of a fail-fast connection
+// until its reset.
+func (c *Conn) stuck() error {
+	if c.failFast && c.err != nil {
+		return fmt.Errorf("an earlier statement of this update failed: %w", c.err)
+	}
+	return nil
 }
 
 // take empties the queue and returns what was waiting.
@@ -143,38 +126,13 @@ func (c *Conn) take() []Stmt {
 	return p
 }
 
-// recover handles a failed round trip of stmts, whose first nsent came
-// from the queue: it tells the tracker what ran and what failed and, when
-// the failure was an earlier owner's, undoes that owner's work and queues
-// again the later owners' statements that did not run (reporting true).
-func (c *Conn) recover(ctx context.Context, stmts []Stmt, nsent, ran int, err error) bool {
-	if ran >= 0 && c.track != nil {
-		c.track.ran(stmts[:ran])
-	}
-	if c.track == nil {
-		return false
-	}
-	var bad *Stmt
-	if ran >= 0 && ran < len(stmts) {
-		bad = &stmts[ran]
-	}
-	undo := c.track.failed(bad, err)
-	if undo == nil || bad == nil || ran >= nsent {
-		return false
-	}
-	if _, _, uerr := c.pipe.Exec(ctx, undo); uerr != nil {
-		c.track.failed(nil, uerr)
-		return false
-	}
-	var redo []Stmt
-	for _, s := range stmts[ran:nsent] {
-		if s.owner != bad.owner {
-			redo = append(redo, s)
+// ran marks the first n of stmts as run.
+func ran(stmts []Stmt, n int) {
+	for _, s := range stmts[:max(0, min(n, len(stmts)))] {
+		if s.ran != nil {
+			*s.ran = true
 		}
 	}
-	c.pending = append(redo, c.pending...)
-	c.count()
-	return true
 }
 
 // Flush sends the waiting statements when writes are among them.
@@ -198,29 +156,20 @@ func (c *Conn) send(ctx context.Context, final *Stmt) (int64, error) {
 	if err := c.stuck(); err != nil {
 		return 0, err
 	}
-	for {
-		sent := c.take()
-		stmts := sent
-		if final != nil {
-			f := *final
-			f.owner = c.owner
-			stmts = append(stmts, f)
-		}
-		if len(stmts) == 0 {
-			return 0, nil
-		}
-		n, ran, err := c.pipe.Exec(ctx, stmts)
-		if err == nil {
-			if c.track != nil {
-				c.track.ran(stmts)
-			}
-			return n, nil
-		}
-		if c.recover(ctx, stmts, len(sent), ran, err) {
-			continue
-		}
-		return 0, c.fail(err)
+	stmts := c.take()
+	if final != nil {
+		stmts = append(stmts, *final)
 	}
+	if len(stmts) == 0 {
+		return 0, nil
+	}
+	n, r, err := c.pipe.Exec(ctx, stmts)
+	if err != nil {
+		ran(stmts, r)
+		return 0, c.fail(stmts, r, err)
+	}
+	ran(stmts, len(stmts))
+	return n, nil
 }
 
 // Query runs the waiting statements and then q, in one round trip when the
@@ -229,39 +178,29 @@ func (c *Conn) Query(ctx context.Context, q string, args ...any) (Rows, error) {
 	if err := c.stuck(); err != nil {
 		return nil, err
 	}
-	for {
-		sent := c.take()
-		st := Stmt{Query: q, Args: args, owner: c.owner}
-		rows, ran, err := c.pipe.Query(ctx, sent, q, args)
-		if err == nil {
-			if c.track != nil {
-				c.track.ran(sent)
-			}
-			return &connRows{Rows: rows, c: c, st: st}, nil
-		}
-		if c.recover(ctx, append(sent, st), len(sent), ran, err) {
-			continue
-		}
-		return nil, c.fail(err)
+	sent := c.take()
+	rows, r, err := c.pipe.Query(ctx, sent, q, args)
+	if err != nil {
+		ran(sent, r)
+		return nil, c.fail(append(sent, Stmt{Query: q}), r, err)
 	}
+	ran(sent, len(sent))
+	return &connRows{Rows: rows, c: c, q: q}, nil
 }
 
-// connRows counts an error that comes with the rows (some databases report
+// connRows count an error that comes with the rows (some databases report
 // a failed query only there) as the query's failure.
 type connRows struct {
 	Rows
 	c      *Conn
-	st     Stmt
+	q      string
 	failed bool
 }
 
 func (r *connRows) note(err error) error {
 	if err != nil && !r.failed {
 		r.failed = true
-		r.c.fail(err)
-		if r.c.track != nil {
-			r.c.track.failed(&r.st, err)
-		}
+		r.c.fail([]Stmt{{Query: r.q}}, 0, err)
 	}
 	return err
 }

@@ -17,7 +17,10 @@ import (
 type Store interface {
 	// Update runs fn in a read-write transaction: everything fn wrote
 	// commits together when it returns nil and nothing does otherwise.
-	// Update returns once the commit is durable.
+	// Update returns once the commit is durable. fn may run more than
+	// once, when the database gives up on a transaction and it runs again
+	// (PostgreSQL: a deadlock between replicas), so it must leave nothing
+	// behind outside tx but results it sets anew on every run.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// View runs fn in a read-only transaction over one consistent snapshot.
 	View(ctx context.Context, fn func(Tx) error) error
@@ -34,7 +37,17 @@ type Store interface {
 }
 
 // Tx is every read and write ajar does, inside one transaction. Methods
-// return *jit.Error with ENotFound or EConflict where those apply.
+// return *jit.Error with ENotFound or EConflict where those apply, and
+// EUnavailable when the database cannot be reached or is shutting down.
+//
+// Writes whose result the caller does not read (CreateRequest,
+// CreateGrant, BumpRevision, AppendEvent) may report their failure late:
+// a store that sends statements pipelined holds them back until the
+// update's next read, or until fn returns, and then their error (a
+// conflict, say) comes from that read or from Update. Every other write
+// reports at once. Either way a failed write fails the whole update, and
+// after a database error the update's further calls fail too: fn should
+// return the first error it gets.
 type Tx interface {
 	CreateGroup(g jit.Group) error
 	GetGroup(name string) (jit.Group, error)

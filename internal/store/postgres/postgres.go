@@ -4,10 +4,12 @@
 // unchanged.
 //
 // Updates go through a store.Batcher: each replica commits concurrent
-// updates together, in one READ COMMITTED transaction that takes a
-// transaction advisory lock first. Writes of all replicas are thereby
-// serialized in one lock order (no deadlocks), and the activity log's hash
-// chain stays one linear chain however many replicas write. A changed VM
+// updates together, in one READ COMMITTED transaction. A batch that
+// appends activity events takes a transaction advisory lock before it
+// reads the log's head, so the hash chain stays one linear chain however
+// many replicas write; batches that append nothing (agents' heartbeats)
+// never wait for it. A batch that loses a deadlock runs again, with the
+// lock taken first. A changed VM
 // is announced with NOTIFY in the transaction that changed it; every
 // replica LISTENs on a connection of its own and hands what it hears to
 // its Changes subscribers. Reads run in REPEATABLE READ snapshots on a
@@ -19,7 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,11 +91,14 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	db := &DB{log: log, cfg: cfg, readers: make(chan *store.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: store.Dialect{
-		Numbered: true,
-		Begin: []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`},
-			{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
-		TxID:     `SELECT pg_current_xact_id()::text`,
-		TxStatus: `SELECT pg_xact_status($1::text::xid8)`,
+		Numbered:  true,
+		Begin:     []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`}},
+		ChainLock: []store.Stmt{{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
+		Retry:     retry,
+		Conflict:  conflict,
+		Down:      down,
+		TxID:      `SELECT pg_current_xact_id()::text`,
+		TxStatus:  `SELECT pg_xact_status($1::text::xid8)`,
 		Notify: func(vmIDs []string) []store.Stmt {
 			// One notification per chunk of ids; payloads stay well under
 			// PostgreSQL's 8000-byte limit.
@@ -123,6 +130,39 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	return db, nil
 }
 
+// retry reports whether PostgreSQL gave up on a transaction that may
+// succeed when run again: deadlock_detected, serialization_failure.
+func retry(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+// conflict reports whether err is a unique_violation, and of which
+// constraint.
+func conflict(err error) (string, bool) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return pe.ConstraintName, true
+	}
+	return "", false
+}
+
+// down reports whether err means the server cannot be used for now: it
+// could not be reached or its connection failed, it is shutting down or
+// starting (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+// cannot_connect_now), a connection exception (class 08), or it is out of
+// resources (class 53: disk full, out of memory, too many connections).
+func down(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "53") ||
+			pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // pipe is the writer's store.Pipe: a pgx connection of its own that sends
 // several statements in one round trip (pgx's batch: one Sync at the end,
 // PostgreSQL runs them in order and skips the rest after a failure).
@@ -133,7 +173,7 @@ func newPipe(ctx context.Context, cfg *pgx.ConnConfig) (*store.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return store.NewConn(pipe{c}), nil
+	return store.NewConn(pipe{c}, true), nil
 }
 
 func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any) pgx.BatchResults {

@@ -296,9 +296,9 @@ func TestIdleReadersHoldNoSnapshot(t *testing.T) {
 }
 
 // TestNoDeadlockAcrossReplicas runs updates on two replicas that touch a
-// VM row and the activity log in opposite orders: writes are serialized
-// from their start, so none deadlocks, every update runs once, and the
-// chain verifies.
+// VM row and the activity log in opposite orders: a batch writes revision
+// bumps only after it took the activity log's lock, so none deadlocks,
+// every update runs once, and the chain verifies.
 func TestNoDeadlockAcrossReplicas(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)

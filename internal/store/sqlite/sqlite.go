@@ -14,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // DB is a store.Store on one SQLite file.
@@ -96,7 +98,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		}
 		db.readers <- c
 	}
-	db.dialect.Begin = []store.Stmt{{Query: `BEGIN IMMEDIATE`}}
+	db.dialect = store.Dialect{Begin: []store.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down}
 	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newConn(ctx, w) },
 		&db.dialect, &db.feed, log)
 	return db, nil
@@ -133,6 +135,39 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
+// conflict reports whether err is a uniqueness violation
+// (SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY), and of which index or
+// columns: SQLite names an expression index ("index 'vms_external_id'")
+// and the columns of any other ("vms.grp, vms.name").
+func conflict(err error) (string, bool) {
+	var se *sqlite.Error
+	if !errors.As(err, &se) || (se.Code() != sqlite3.SQLITE_CONSTRAINT_UNIQUE && se.Code() != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) {
+		return "", false
+	}
+	msg := se.Error() // "constraint failed: UNIQUE constraint failed: <what> (2067)"
+	what := msg[strings.LastIndex(msg, "constraint failed: ")+len("constraint failed: "):]
+	what, _, _ = strings.Cut(what, " (")
+	if name, ok := strings.CutPrefix(what, "index '"); ok {
+		what = strings.TrimSuffix(name, "'")
+	}
+	return what, true
+}
+
+// down reports whether err means the database file cannot be used for
+// now: I/O error, disk full, cannot open, locked by another process past
+// the busy timeout, or the database closed.
+func down(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff { // the primary code of an extended one
+		case sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, sql.ErrConnDone)
+}
+
 // newConn takes a connection from db; SQLite runs in the process, so
 // statements go one at a time.
 func newConn(ctx context.Context, db *sql.DB) (*store.Conn, error) {
@@ -140,7 +175,7 @@ func newConn(ctx context.Context, db *sql.DB) (*store.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return store.NewConn(p), nil
+	return store.NewConn(p, false), nil
 }
 
 // Update implements store.Store.

@@ -46,8 +46,9 @@ group (ajar group) and location, the same VMs and port rules. FILE ("-" for stdi
 
 VMs are matched by ARM id: Azure VMs that ajar discovered by their own id, other VMs by
 /subscriptions/SUB/resourceGroups/GROUP/providers/Microsoft.Compute/virtualMachines/NAME.
-The subscription must be one the server manages (ajard --azure-subscriptions). An existing
-policy of the same name is replaced. The policies' request history is not imported.
+The subscription must be one the server serves (ajard --azure-api-subscription or
+--azure-subscriptions). An existing policy of the same name is replaced. The policies'
+request history is not imported.
 --subscription, --resource-group, --location and --name override what the file says.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

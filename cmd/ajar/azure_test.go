@@ -21,7 +21,7 @@ const azureSub = "00000000-0000-0000-0000-000000000001"
 // agent VM), in group rg-prod (resource group RG-Prod).
 func newAzureCLI(t *testing.T) (*cli, map[string]jit.VM) {
 	t.Helper()
-	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-subscriptions", azureSub, "--azure-location", "westeurope"}})
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-api-subscription", azureSub, "--azure-location", "westeurope"}})
 	c := &cli{t: t, srv: srv, env: map[string]string{
 		"AJAR_SERVER":     srv.URL,
 		"AJAR_TOKEN":      ajardtest.AdminToken,

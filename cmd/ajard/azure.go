@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"regexp"
+	"strings"
 
 	"github.com/ajarhq/ajar/internal/azurensg"
 	"github.com/ajarhq/ajar/internal/cloudsync"
@@ -37,5 +40,31 @@ func runAzure(ctx context.Context, cfg config, ctl *control.Control, api *server
 	if err := syncer.RunLeading(ctx); err != nil {
 		log.Error("azure backend stopped", "err", err)
 	}
+}
 
+// azureAPISubscriptions returns the subscriptions the Azure-compatible API
+// serves: --azure-api-subscription first (the home of VMs not discovered
+// in Azure), then those ajard manages in Azure.
+func azureAPISubscriptions(cfg config) []string {
+	var out []string
+	if cfg.azureAPISub != "" {
+		out = append(out, cfg.azureAPISub)
+	}
+	for _, s := range cfg.azureSubs {
+		if !strings.EqualFold(s, cfg.azureAPISub) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+var subscriptionID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// validSubscription checks that s, when set, is an Azure subscription id:
+// Azure's clients put it in resource ids and expect a GUID.
+func validSubscription(flag, s string) error {
+	if s == "" || subscriptionID.MatchString(s) {
+		return nil
+	}
+	return fmt.Errorf("%s: %q is not a subscription id; use a GUID such as 00000000-0000-0000-0000-000000000001", flag, s)
 }

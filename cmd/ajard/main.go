@@ -50,6 +50,9 @@ type config struct {
 	azureSubs, azureGroups []string
 	azureLocation          string
 	azureSyncEvery         time.Duration
+	// azureAPISub is the subscription the Azure-compatible API serves
+	// ajar's own VMs under, without any call to Azure.
+	azureAPISub string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -76,10 +79,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
 	fs.StringVar(&c.azureLocation, "azure-location", env("AJAR_AZURE_LOCATION", "westeurope"), "default ascLocation of the Azure-compatible API")
 	fs.DurationVar(&c.azureSyncEvery, "azure-sync-interval", 5*time.Minute, "how often to re-discover Azure VMs")
+	fs.StringVar(&c.azureAPISub, "azure-api-subscription", env("AJAR_AZURE_API_SUBSCRIPTION", ""), "subscription id (a GUID of your choosing) under which the Azure-compatible API serves VMs not discovered in Azure; needs no Azure access (env AJAR_AZURE_API_SUBSCRIPTION)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
+	if err := validSubscription("--azure-api-subscription", c.azureAPISub); err != nil {
+		return c, err
+	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -160,7 +167,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	api := server.New(ctl, log, cfg.trustedProxies)
 	api.Handle("/", console.New(ctl, log, api.ClientAddr))
-	api.Handle("/subscriptions/", azureapi.New(ctl, log, cfg.azureSubs, cfg.azureLocation, api.ClientAddr))
+	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,

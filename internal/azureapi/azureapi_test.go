@@ -95,7 +95,7 @@ func armVM(group, name string) string {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-subscriptions", sub, "--azure-location", "westeurope"}})
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-api-subscription", sub, "--azure-location", "westeurope"}})
 	f := &fixture{srv: srv, admin: srv.Admin, vms: map[string]jit.VM{}}
 	ctx := t.Context()
 	for _, g := range []string{"rg-a", "rg-b"} {
@@ -620,5 +620,40 @@ func TestREST(t *testing.T) {
 				t.Fatalf("got %d %s, want %d with code %s", st, b, c.status, c.code)
 			}
 		})
+	}
+}
+
+// TestWithoutAzure: an operator with only agent VMs serves the API under
+// a subscription id of their choosing, and ajard never turns to Azure.
+func TestWithoutAzure(t *testing.T) {
+	const own = "11111111-2222-3333-4444-555555555555"
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-api-subscription", own}})
+	ctx := t.Context()
+	if _, err := srv.Admin.CreateGroup(ctx, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Admin.CreateVM(ctx, jit.NewVM{Name: "box-1", Group: "lab"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, srv, own, ajardtest.AdminToken, nil)
+	vmID := "/subscriptions/" + own + "/resourceGroups/lab/providers/Microsoft.Compute/virtualMachines/box-1"
+	if _, err := c.CreateOrUpdate(ctx, "lab", "westeurope", "default", policyBody(vmRules(vmID, rule(22, armsecurity.ProtocolTCP, "PT1H", "*"))), nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx, "lab", "westeurope", "default", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Properties.VirtualMachines) != 1 || *got.Properties.VirtualMachines[0].ID != vmID ||
+		!strings.HasPrefix(*got.ID, "/subscriptions/"+own+"/") {
+		t.Fatalf("policy served under %s: %s with VMs %v", own, *got.ID, got.Properties.VirtualMachines)
+	}
+	_, err = newClient(t, srv, sub, ajardtest.AdminToken, nil).Get(ctx, "lab", "westeurope", "default", nil)
+	wantError(t, "a subscription not served", err, 404, "SubscriptionNotFound")
+	if st, b := rawCall(t, srv, ajardtest.AdminToken, "POST", "/api/v1/azure/sync", nil); st != http.StatusNotFound {
+		t.Errorf("POST /api/v1/azure/sync without Azure subscriptions: %d %s, want 404", st, b)
+	}
+	if log := srv.Log.String(); strings.Contains(log, "backend=azure") {
+		t.Errorf("ajard started its Azure backend:\n%s", log)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -80,7 +79,8 @@ func agentVM(a *Actor) (string, error) {
 }
 
 // Report stores what an agent observed on its host (its heartbeat) and
-// logs when an agent (re)connects.
+// logs when an agent (re)connects; a heartbeat with nothing new is kept in
+// memory and written with others later.
 func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 	vmID, err := agentVM(a)
 	if err != nil {
@@ -90,19 +90,17 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 		return err
 	}
 	r.Time = c.Now()
-	return c.store.Update(ctx, func(tx store.Tx) error {
-		vm, err := tx.GetVM(vmID)
-		if err != nil {
-			return err
-		}
-		if err := tx.SetReport(vmID, &r); err != nil {
-			return err
-		}
-		if vm.Report == nil || vm.Report.Disconnected || r.Time.Sub(vm.Report.Time) > jit.AgentOfflineAfter {
-			return tx.AppendEvent(c.event(a, jit.OpAgentConnect, jit.OutcomeSuccess, &vm, map[string]any{"hostname": r.Hostname, "appliedRevision": r.AppliedRevision}))
-		}
-		return nil
+	if c.beats.keep(vmID, a, r) {
+		return nil // nothing new: written with the next flush (heartbeats.go)
+	}
+	err = c.store.Update(ctx, func(tx store.Tx) error {
+		_, err := c.storeReport(tx, a, vmID, &r, false)
+		return err
 	})
+	if err == nil {
+		c.beats.wrote(vmID, r)
+	}
+	return err
 }
 
 // Bounds on an agent's report, which every VM listing returns.
@@ -181,23 +179,6 @@ func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e jit.AgentEve
 		}
 		return tx.AppendEvent(ev)
 	})
-}
-
-// RunPresence logs agent.disconnect for every agent that has been silent
-// for longer than jit.AgentOfflineAfter, once per silence, until ctx ends.
-func (c *Control) RunPresence(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if _, err := c.MarkSilentAgents(ctx); err != nil && ctx.Err() == nil {
-			c.log.Error("mark silent agents", "err", err)
-		}
-	}
 }
 
 // MarkSilentAgents marks agents silent for longer than AgentOfflineAfter

@@ -31,7 +31,8 @@ type Control struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	hub hub
+	hub   hub
+	beats heartbeats
 
 	// The expirer's wake-up for grants opened here (see noteEnd).
 	kick      chan struct{}

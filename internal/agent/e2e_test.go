@@ -439,3 +439,79 @@ func TestAgentReportsSockets(t *testing.T) {
 	_ = bufio.NewReader
 	_ = fmt.Sprint
 }
+
+// TestAgentResyncsAfterServerRestart: ajard is down for eight seconds, long
+// enough for the agent's retries to space out, and comes back; a grant
+// requested right then opens the port within a couple of seconds. (With
+// retries doubling from 1 s the agent came back 5-9 s after the server.)
+func TestAgentResyncsAfterServerRestart(t *testing.T) {
+	tb := newTestbed(t)
+	tb.setPolicy(false)
+	tb.eventually("lock closes the port", 5*time.Second, func() bool { return !tb.tcpOpen(tb.a, vm4) })
+
+	tb.srv.Stop()
+	time.Sleep(8 * time.Second)
+	tb.srv.Restart("ip", "netns", "exec", tb.srvNS.Name())
+	back := time.Now()
+	tb.alice = tb.srv.ClientVia(tb.alice.Token, dialer(tb.a, 5*time.Second))
+	tb.request(tb.alice, "TCP", "", "PT5M")
+	tb.eventually("a grant requested after the restart opens the port", 15*time.Second, func() bool { return tb.tcpOpen(tb.a, vm4) })
+	took := time.Since(back)
+	t.Logf("port open %v after ajard was back", took)
+	// About a second for the agent's next retry, plus the request and the
+	// apply; the old backoff's next retry was 4-7 s away.
+	if took > 2500*time.Millisecond {
+		t.Fatalf("port open %v after ajard was back, want within 2.5 s\nagent log:\n%s", took, tb.agentLogTail())
+	}
+}
+
+// TestAgentCutsChattySessionAtExpiry: with closeConnectionsOnExpiry, a
+// session in which the VM and the client both write every 250 ms is cut
+// when its grant ends and stays cut.
+func TestAgentCutsChattySessionAtExpiry(t *testing.T) {
+	tb := newTestbed(t)
+	ctx := context.Background()
+	const port = 2223
+	accepted := tb.vm.ServeChat(t, netip.AddrPortFrom(vm4, port).String())
+	_, err := tb.srv.Admin.PutPolicy(ctx, tb.vmID, jit.Policy{
+		Ports:                    []jit.PortRule{{Number: port, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"*"}, MaxRequestAccessDuration: "PT1H"}},
+		CloseConnectionsOnExpiry: true,
+	})
+	must(t, err)
+	addr := netip.AddrPortFrom(vm4, port).String()
+	open := func() bool {
+		c, err := dialer(tb.a, 300*time.Millisecond)(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	tb.eventually("lock closes the port", 5*time.Second, func() bool { return !open() })
+	for len(accepted) > 0 { // the probes' connections
+		<-accepted
+	}
+
+	r, err := tb.alice.RequestAccess(ctx, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: tb.vmID,
+		Ports: []jit.PortRequest{{Number: port, Protocol: "TCP", Duration: "PT3S"}}}}})
+	must(t, err)
+	var c net.Conn
+	tb.eventually("A connects during the grant", 3*time.Second, func() bool {
+		c, err = dialer(tb.a, 300*time.Millisecond)(ctx, "tcp", addr)
+		return err == nil
+	})
+	client := netns.Chat(t, c)
+	var vm *netns.Chatter
+	select {
+	case vm = <-accepted:
+	case <-time.After(2 * time.Second):
+		t.Fatal("VM did not accept the connection")
+	}
+	tb.eventually("the session carries data both ways", 2*time.Second, func() bool {
+		return client.Received.Load() > 0 && vm.Received.Load() > 0
+	})
+	// The agent cuts within its check interval (a second) of the end.
+	time.Sleep(time.Until(r.Grants[0].EndTime) + 2*time.Second)
+	if quiet, got := netns.Quiet(12*netns.TickEvery, client, vm); !quiet {
+		t.Fatalf("bytes received after the grant ended: %d by the client, %d by the VM\nagent log:\n%s", got[0], got[1], tb.agentLogTail())
+	}
+}

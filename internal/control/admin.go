@@ -175,24 +175,11 @@ func (c *Control) DeleteUser(ctx context.Context, a *Actor, name string) error {
 			return err
 		}
 		// An offboarded user keeps no access: their open grants end now.
-		active, err := tx.ListGrants(store.GrantFilter{User: name, Status: jit.GrantActive})
+		n, err := c.followRoles(tx, a, name, nil, "user "+name+" deleted", nil)
 		if err != nil {
 			return err
 		}
-		bumped := map[string]bool{}
-		for _, g := range active {
-			vm := jit.VM{ID: g.VMID, Name: g.VMName, Group: g.Group}
-			if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "user "+name+" deleted"); err != nil {
-				return err
-			}
-			if !bumped[g.VMID] {
-				bumped[g.VMID] = true
-				if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
-					return err
-				}
-			}
-		}
-		return tx.AppendEvent(c.event(a, jit.OpUserDelete, jit.OutcomeSuccess, nil, map[string]any{"user": name, "grantsRevoked": len(active)}))
+		return tx.AppendEvent(c.event(a, jit.OpUserDelete, jit.OutcomeSuccess, nil, map[string]any{"user": name, "grantsRevoked": n}))
 	})
 }
 
@@ -324,17 +311,50 @@ func (c *Control) ListRoleBindings(ctx context.Context, a *Actor, user string) (
 	return out, err
 }
 
-// DeleteRoleBinding removes a binding (admins only).
+// DeleteRoleBinding removes a binding (admins only). The user's active
+// grants that their remaining bindings would not let them request end
+// with it (followRoles).
 func (c *Control) DeleteRoleBinding(ctx context.Context, a *Actor, id string) error {
 	if err := a.require(jit.PermAdmin, "", "manage role bindings"); err != nil {
 		return err
 	}
 	return c.store.Update(ctx, func(tx store.Tx) error {
+		all, err := tx.ListRoleBindings("")
+		if err != nil {
+			return err
+		}
+		var b *jit.RoleBinding
+		var rest []jit.RoleBinding
+		for i := range all {
+			if all[i].ID == id {
+				b = &all[i]
+			}
+		}
+		if b == nil {
+			return jit.Errorf(jit.ENotFound, "role binding %s not found", id)
+		}
+		for _, o := range all {
+			if o.User == b.User && o.ID != id {
+				rest = append(rest, o)
+			}
+		}
 		if err := tx.DeleteRoleBinding(id); err != nil {
 			return err
 		}
-		return tx.AppendEvent(c.event(a, jit.OpRoleBindingDelete, jit.OutcomeSuccess, nil, map[string]string{"binding": id}))
+		if err := tx.AppendEvent(c.event(a, jit.OpRoleBindingDelete, jit.OutcomeSuccess, nil, map[string]string{"binding": id, "user": b.User, "role": b.Role, "group": b.Group})); err != nil {
+			return err
+		}
+		why := fmt.Sprintf("role %s of %s in group %s removed", b.Role, b.User, b.Group)
+		_, err = c.followRoles(tx, a, b.User, rest, why, roleChange{Operation: jit.OpRoleBindingDelete, Binding: *b})
+		return err
 	})
+}
+
+// roleChange names, in the events of the grants it ended, the role change
+// that ended them.
+type roleChange struct {
+	Operation string          `json:"operation"`
+	Binding   jit.RoleBinding `json:"binding"`
 }
 
 // Password hashing: argon2id with OWASP's minimum parameters.

@@ -127,7 +127,14 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 	}
 	azureID := azurePolicyRef(key)
 	now := c.Now()
+	var ends []time.Time
+	defer func() {
+		for _, end := range ends {
+			c.noteEnd(end)
+		}
+	}()
 	return c.store.Update(ctx, func(tx store.Tx) error {
+		ends = nil
 		for i, v := range vms {
 			field := fmt.Sprintf("properties.virtualMachines[%d]", i)
 			vm, err := getVM(tx, a, v.VMID)
@@ -166,17 +173,6 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 			if err := tx.PutPolicy(p); err != nil {
 				return err
 			}
-			active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
-			if err != nil {
-				return err
-			}
-			for _, g := range active {
-				if !covered(p, g) {
-					if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "port removed from the JIT policy"); err != nil {
-						return err
-					}
-				}
-			}
 			labels := maps.Clone(vm.Labels)
 			if labels == nil {
 				labels = map[string]string{}
@@ -197,6 +193,11 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 			if err := tx.AppendEvent(c.event(a, op, jit.OutcomeSuccess, &vm, azurePolicyDetails{p, azureID})); err != nil {
 				return err
 			}
+			vmEnds, err := c.followPolicy(tx, a, vm, &p, PolicyChange{Operation: op, At: now, AzurePolicy: azureID})
+			if err != nil {
+				return err
+			}
+			ends = append(ends, vmEnds...)
 		}
 		// VMs that were in the Azure policy and are no longer listed.
 		return c.leaveAzurePolicy(tx, a, key, d, seen, azureID)
@@ -239,9 +240,6 @@ func (c *Control) leaveAzurePolicy(tx store.Tx, a *Actor, key AzureKey, d AzureD
 		if err := tx.DeletePolicy(vm.ID); err != nil {
 			return err
 		}
-		if err := c.endAll(tx, a, vm, "JIT disabled"); err != nil {
-			return err
-		}
 		if _, ok := vm.Labels[LabelAzurePolicy]; ok {
 			vm.Labels = maps.Clone(vm.Labels)
 			delete(vm.Labels, LabelAzurePolicy)
@@ -253,6 +251,9 @@ func (c *Control) leaveAzurePolicy(tx store.Tx, a *Actor, key AzureKey, d AzureD
 			return err
 		}
 		if err := tx.AppendEvent(c.event(a, jit.OpPolicyDelete, jit.OutcomeSuccess, &vm, map[string]string{"azurePolicy": azureID})); err != nil {
+			return err
+		}
+		if _, err := c.followPolicy(tx, a, vm, nil, PolicyChange{Operation: jit.OpPolicyDelete, At: c.Now(), AzurePolicy: azureID}); err != nil {
 			return err
 		}
 	}

@@ -196,8 +196,10 @@ func (c *Control) event(a *Actor, op, outcome string, vm *jit.VM, details any) *
 // the refused one changed nothing, and returns the error to answer: cause,
 // or a rate_limited error once a's refusals pass their limit (see
 // RefusalBurst). Past the limit one summary event is logged instead of
-// each refusal. Details are cut to their bounds (see boundDetails).
-func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.VM, cause error, details map[string]any) error {
+// each refusal. Details are cut to their bounds (see boundDetails). Each
+// of vms, the VMs the refusal is about, gets an event; with none, one
+// event names no VM.
+func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vms []*jit.VM, cause error, details map[string]any) error {
 	if details == nil {
 		details = map[string]any{}
 	}
@@ -218,9 +220,15 @@ func (c *Control) logRefusal(ctx context.Context, a *Actor, op string, vm *jit.V
 	} else if b.unlogged > 0 {
 		details["refusalsNotLogged"] = b.unlogged
 	}
-	err := c.store.Update(ctx, func(tx store.Tx) error {
-		return tx.AppendEvent(c.event(a, op, jit.OutcomeFailure, vm, boundDetails(details)))
-	})
+	if len(vms) == 0 {
+		vms = []*jit.VM{nil}
+	}
+	d := boundDetails(details)
+	events := make([]*jit.Event, len(vms))
+	for i, vm := range vms {
+		events[i] = c.event(a, op, jit.OutcomeFailure, vm, d)
+	}
+	err := c.store.Update(ctx, func(tx store.Tx) error { return tx.AppendEvent(events...) })
 	if err != nil {
 		c.log.Error("record refusal", "op", op, "err", err)
 	}

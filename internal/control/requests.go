@@ -38,7 +38,11 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 	}
 	if err != nil {
 		if code := jit.ErrorCode(err); code != jit.EInternal && code != jit.EUnavailable {
-			err = c.logRefusal(ctx, a, jit.OpRequestRefuse, refusedVM, err, map[string]any{"request": r})
+			vms := []*jit.VM{refusedVM}
+			if refusedVM == nil {
+				vms = c.namedVMs(ctx, a, r)
+			}
+			err = c.logRefusal(ctx, a, jit.OpRequestRefuse, vms, err, map[string]any{"request": r})
 		}
 		return jit.Request{}, err
 	}
@@ -46,6 +50,41 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 		c.noteEnd(g.EndTime)
 	}
 	return req, nil
+}
+
+// namedVMs returns the VMs a refused request names that the actor may
+// read, which its refusal is logged against; VMs the actor may not read
+// stay unnamed, as they stay invisible.
+func (c *Control) namedVMs(ctx context.Context, a *Actor, r jit.AccessRequest) []*jit.VM {
+	var out []*jit.VM
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		seen := map[string]bool{}
+		for i, vr := range r.VirtualMachines {
+			if i == jit.MaxRequestVMs {
+				break
+			}
+			if vr.ID == "" || seen[vr.ID] {
+				continue
+			}
+			seen[vr.ID] = true
+			vm, err := tx.GetVM(vr.ID)
+			if jit.ErrorCode(err) == jit.ENotFound {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if a.Can(jit.PermRead, vm.Group) {
+				out = append(out, &vm)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error("read the VMs of a refused request", "err", err)
+		return nil
+	}
+	return out
 }
 
 // openGrants does the work of RequestAccess inside its transaction. On a
@@ -76,7 +115,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 			return nil, nil, targeted(err, field+".id")
 		}
 		if !a.Can(jit.PermRequest, vm.Group) {
-			return nil, &vm, jit.Errorf(jit.EForbidden, "%s may not request access to VMs in group %s", a.Name(), vm.Group)
+			return nil, &vm, &jit.Error{Code: jit.EForbidden, Target: field + ".id", Message: fmt.Sprintf("%s may not request access to VMs in group %s", a.Name(), vm.Group)}
 		}
 		if polp == nil {
 			return nil, &vm, &jit.Error{Code: jit.EInvalid, Message: fmt.Sprintf("VM %s has no JIT policy", vm.Name), Target: field + ".id"}
@@ -112,7 +151,7 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 		for _, old := range o.active {
 			for _, g := range o.grants {
 				if g.Overlaps(old) {
-					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID); err != nil {
+					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID, nil); err != nil {
 						return nil, nil, err
 					}
 					break
@@ -153,9 +192,10 @@ func grantDetails(g jit.Grant) map[string]any {
 		"source": g.Source, "user": g.User, "startTime": g.StartTime, "endTime": g.EndTime}
 }
 
-// endGrant ends one active grant and logs it. It does not bump the VM's
-// revision; callers do once per VM.
-func (c *Control) endGrant(tx store.Tx, a *Actor, vm jit.VM, g jit.Grant, status, why string) error {
+// endGrant ends one active grant and logs it, with why and, when not nil,
+// the change that caused it. It does not bump the VM's revision; callers
+// do once per VM.
+func (c *Control) endGrant(tx store.Tx, a *Actor, vm jit.VM, g jit.Grant, status, why string, cause any) error {
 	at := c.Now()
 	if status == jit.GrantExpired {
 		at = g.EndTime
@@ -167,21 +207,80 @@ func (c *Control) endGrant(tx store.Tx, a *Actor, vm jit.VM, g jit.Grant, status
 	op := map[string]string{jit.GrantExpired: jit.OpGrantExpire, jit.GrantRevoked: jit.OpGrantRevoke, jit.GrantSuperseded: jit.OpGrantSupersede}[status]
 	d := grantDetails(g)
 	d["endedAt"], d["reason"] = at, why
+	if cause != nil {
+		d["cause"] = cause
+	}
 	return tx.AppendEvent(c.event(a, op, jit.OutcomeSuccess, &vm, d))
 }
 
-// endAll revokes every active grant of vm.
-func (c *Control) endAll(tx store.Tx, a *Actor, vm jit.VM, why string) error {
+// endAll revokes every active grant of vm, for why and cause (see endGrant).
+func (c *Control) endAll(tx store.Tx, a *Actor, vm jit.VM, why string, cause any) error {
 	active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
 	if err != nil {
 		return err
 	}
 	for _, g := range active {
-		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, why); err != nil {
+		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, why, cause); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// followRoles ends the active grants of user that bindings, the user's
+// role bindings after a change, no longer let them hold: a grant needs the
+// right to request access in its VM's group and, when its source is not
+// the address its request came from, the right to request for any source.
+// Each ended grant is one event with why and cause. It returns how many
+// ended and bumps the revision of their VMs.
+func (c *Control) followRoles(tx store.Tx, a *Actor, user string, bindings []jit.RoleBinding, why string, cause any) (int, error) {
+	active, err := tx.ListGrants(store.GrantFilter{User: user, Status: jit.GrantActive})
+	if err != nil {
+		return 0, err
+	}
+	var from map[string]string // request id -> the address it came from, read when needed
+	n, bumped := 0, map[string]bool{}
+	for _, g := range active {
+		if jit.Can(bindings, jit.PermRequest, g.Group) {
+			if jit.Can(bindings, jit.PermRequestAnySource, g.Group) {
+				continue
+			}
+			if from == nil {
+				if from, err = requestAddresses(tx, user); err != nil {
+					return n, err
+				}
+			}
+			if own, err := jit.ParsePrefix(from[g.RequestID]); err == nil && own.String() == g.Source {
+				continue
+			}
+		}
+		vm := jit.VM{ID: g.VMID, Name: g.VMName, Group: g.Group}
+		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, why, cause); err != nil {
+			return n, err
+		}
+		n++
+		if !bumped[g.VMID] {
+			bumped[g.VMID] = true
+			if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// requestAddresses returns the address each of user's recent requests came
+// from, by request id: those of grants still active (at most a day old).
+func requestAddresses(tx store.Tx, user string) (map[string]string, error) {
+	reqs, err := tx.ListRequests(store.RequestFilter{User: user, Limit: 10000})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, r := range reqs {
+		out[r.ID] = r.Address
+	}
+	return out, nil
 }
 
 // Revoke ends a grant early. Requesters may revoke their own grants;
@@ -209,7 +308,7 @@ func (c *Control) Revoke(ctx context.Context, a *Actor, id string) (jit.Grant, e
 		if g.Status != jit.GrantActive || !g.EndTime.After(c.Now()) {
 			return jit.Errorf(jit.EConflict, "grant %s has already ended (%s)", id, g.Status)
 		}
-		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "revoked by "+a.Name()); err != nil {
+		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "revoked by "+a.Name(), nil); err != nil {
 			return err
 		}
 		if err := tx.BumpRevision(g.VMID); err != nil && jit.ErrorCode(err) != jit.ENotFound {

@@ -284,7 +284,7 @@ func (c *Control) DeleteVM(ctx context.Context, a *Actor, id string) error {
 		if err := a.require(jit.PermManageVMs, vm.Group, "delete VMs"); err != nil {
 			return err
 		}
-		if err := c.endAll(tx, a, vm, "VM deleted"); err != nil {
+		if err := c.endAll(tx, a, vm, "VM deleted", nil); err != nil {
 			return err
 		}
 		if err := tx.DeleteVM(id); err != nil {

@@ -41,14 +41,17 @@ type Requester struct {
 // Justification limits.
 const MaxJustification = 1024
 
+// MaxRequestVMs is the most VMs one request may name.
+const MaxRequestVMs = 100
+
 // CheckRequestShape validates what can be checked without the VMs: sizes,
 // justification length, duplicate entries.
 func CheckRequestShape(r *AccessRequest) error {
 	if len(r.VirtualMachines) == 0 {
 		return Invalid("virtualMachines", "name at least one VM")
 	}
-	if len(r.VirtualMachines) > 100 {
-		return Invalid("virtualMachines", "at most 100 VMs per request, got %d", len(r.VirtualMachines))
+	if len(r.VirtualMachines) > MaxRequestVMs {
+		return Invalid("virtualMachines", "at most %d VMs per request, got %d", MaxRequestVMs, len(r.VirtualMachines))
 	}
 	if len(r.Justification) > MaxJustification {
 		return Invalid("justification", "justification is longer than %d bytes", MaxJustification)
@@ -120,7 +123,8 @@ func PlanGrant(vm VM, pol Policy, pr PortRequest, field string, who Requester, n
 		return Grant{}, Invalid(field+".allowedSourceAddressPrefix", "the caller's address is unknown; name a source")
 	}
 	if src != own && !who.AnySource {
-		return Grant{}, Errorf(EForbidden, "user %s may request access only for their own address %s, not %s (role requester-any-source needed)", who.User, who.Address, src)
+		return Grant{}, &Error{Code: EForbidden, Target: field + ".allowedSourceAddressPrefix",
+			Message: fmt.Sprintf("user %s may request access only for their own address %s, not %s (role requester-any-source needed)", who.User, who.Address, src)}
 	}
 	if !rule.Allows(src) {
 		return Grant{}, Invalid(field+".allowedSourceAddressPrefix", "source %s is outside the allowed prefixes of port %d on VM %s (%s)", src, pr.Number, vm.Name, strings.Join(rule.AllowedSourceAddressPrefixes, ", "))

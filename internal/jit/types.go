@@ -219,6 +219,7 @@ const (
 	OpGrantExpire       = "grant.expire"
 	OpGrantRevoke       = "grant.revoke"
 	OpGrantSupersede    = "grant.supersede"
+	OpGrantShorten      = "grant.shorten"
 	OpEnforceApply      = "enforcement.apply"
 	OpEnforceFail       = "enforcement.fail"
 	OpAgentEnroll       = "agent.enroll"

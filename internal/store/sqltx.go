@@ -797,6 +797,12 @@ func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (
 	return n == 1, err
 }
 
+func (t *SQLTx) ShortenGrant(id string, end time.Time) (bool, error) {
+	n, err := t.exec(`UPDATE grants SET end_time = ? WHERE id = ? AND status = 'active' AND end_time > ?`,
+		nanos(end), id, nanos(end))
+	return n == 1, err
+}
+
 func (t *SQLTx) NextGrantEnd() (time.Time, bool, error) {
 	var n sql.NullInt64
 	if err := t.row(`SELECT MIN(end_time) FROM grants WHERE status = 'active'`).Scan(&n); err != nil {

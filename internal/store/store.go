@@ -89,6 +89,10 @@ type Tx interface {
 	// EndGrant moves an active grant to status; it reports false, and
 	// changes nothing, when the grant is no longer active.
 	EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error)
+	// ShortenGrant moves an active grant's end time earlier, to end; it
+	// reports false, and changes nothing, when the grant is no longer
+	// active or already ends by then.
+	ShortenGrant(id string, end time.Time) (bool, error)
 	// NextGrantEnd returns the earliest end time of the active grants.
 	NextGrantEnd() (time.Time, bool, error)
 

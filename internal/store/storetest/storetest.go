@@ -327,6 +327,31 @@ func testGrants(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+	// A grant shortens only while active, and only to an earlier end.
+	update(t, s, func(tx store.Tx) error {
+		for _, c := range []struct {
+			id   string
+			end  time.Duration
+			want bool
+		}{{"g3", 30 * time.Minute, true}, {"g3", 40 * time.Minute, false}, {"g3", 30 * time.Minute, false}, {"g2", 30 * time.Second, false}} {
+			if ok, err := tx.ShortenGrant(c.id, t0.Add(c.end)); err != nil || ok != c.want {
+				return fmt.Errorf("shorten %s to %v: %v %v, want %v", c.id, c.end, ok, err, c.want)
+			}
+		}
+		return nil
+	})
+	view(t, s, func(tx store.Tx) error {
+		if g, err := tx.GetGrant("g3"); err != nil || !g.EndTime.Equal(t0.Add(30*time.Minute)) || g.Status != jit.GrantActive {
+			t.Errorf("shortened grant = %+v %v", g, err)
+		}
+		if g, err := tx.GetGrant("g2"); err != nil || !g.EndTime.Equal(t0.Add(time.Minute)) {
+			t.Errorf("ended grant after a shortening = %+v %v", g, err)
+		}
+		if next, _, _ := tx.NextGrantEnd(); !next.Equal(t0.Add(30 * time.Minute)) {
+			t.Errorf("next end after shortening = %v", next)
+		}
+		return nil
+	})
 }
 
 func testUsersTokensBindings(t *testing.T, s store.Store) {

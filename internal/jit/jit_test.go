@@ -106,7 +106,7 @@ func TestPlanGrant(t *testing.T) {
 	}{
 		{"port not in policy", PortRequest{Number: 23}, me, EInvalid, "p.number"},
 		{"protocol mismatch", PortRequest{Number: 22, Protocol: "UDP"}, me, EInvalid, "p.protocol"},
-		{"other source without permission", PortRequest{Number: 22, AllowedSourceAddressPrefix: "198.51.100.8"}, me, EForbidden, ""},
+		{"other source without permission", PortRequest{Number: 22, AllowedSourceAddressPrefix: "198.51.100.8"}, me, EForbidden, "p.allowedSourceAddressPrefix"},
 		{"source outside prefixes", PortRequest{Number: 22, AllowedSourceAddressPrefix: "203.0.113.5"}, any, EInvalid, "p.allowedSourceAddressPrefix"},
 		{"over the maximum", PortRequest{Number: 22, Duration: "PT2H"}, me, EInvalid, "p.duration"},
 		{"not positive", PortRequest{Number: 22, Duration: "PT0S"}, me, EInvalid, "p.duration"},

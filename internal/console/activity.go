@@ -20,7 +20,7 @@ const PageSize = 50
 
 // operations are the activity log's operations, for the filter.
 var operations = []string{
-	jit.OpRequestApprove, jit.OpRequestRefuse, jit.OpGrantOpen, jit.OpGrantExpire, jit.OpGrantRevoke, jit.OpGrantSupersede,
+	jit.OpRequestApprove, jit.OpRequestRefuse, jit.OpGrantOpen, jit.OpGrantExpire, jit.OpGrantRevoke, jit.OpGrantSupersede, jit.OpGrantShorten,
 	jit.OpPolicyCreate, jit.OpPolicyUpdate, jit.OpPolicyDelete, jit.OpVMCreate, jit.OpVMDelete, jit.OpGroupCreate,
 	jit.OpEnforceApply, jit.OpEnforceFail, jit.OpAgentEnroll, jit.OpAgentConnect, jit.OpAgentDisconnect,
 	jit.OpDriftDetect, jit.OpDriftRepair, jit.OpSignIn, jit.OpUserCreate, jit.OpUserDelete, jit.OpUserSetPassword,

@@ -515,3 +515,33 @@ func TestAgentCutsChattySessionAtExpiry(t *testing.T) {
 		t.Fatalf("bytes received after the grant ended: %d by the client, %d by the VM\nagent log:\n%s", got[0], got[1], tb.agentLogTail())
 	}
 }
+
+// TestAgentExpiriesAreNoDrift: twenty grants of one to three seconds,
+// requested a tenth of a second apart, end on their own; none of the
+// endings shows in the activity log as drift, and a grant element added by
+// hand afterwards does.
+func TestAgentExpiriesAreNoDrift(t *testing.T) {
+	tb := newTestbed(t)
+	ctx := context.Background()
+	tb.setPolicy(false)
+	tb.eventually("lock closes the port", 5*time.Second, func() bool { return !tb.tcpOpen(tb.a, vm4) })
+	var last time.Time
+	for i := range 20 {
+		g := tb.request(tb.alice, "TCP", fmt.Sprintf("198.51.100.%d", 100+i), fmt.Sprintf("PT%dS", 1+i%3))
+		if g.EndTime.After(last) {
+			last = g.EndTime
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Until(last) + 3*time.Second)
+	drift := func() []jit.Event {
+		ev, err := tb.srv.Admin.ListEvents(ctx, client.EventQuery{VM: tb.vmID, Operation: jit.OpDriftDetect})
+		must(t, err)
+		return ev
+	}
+	if ev := drift(); len(ev) > 0 {
+		t.Fatalf("%d drift events over 20 ordinary expiries, first: %s\nagent log:\n%s", len(ev), ev[0].Details, tb.agentLogTail())
+	}
+	tb.vm.Run(t, "nft", "add", "element", "inet", "ajar", "grant4_tcp", "{ 198.51.100.99 . 2222 timeout 1h }")
+	tb.eventually("an injected element is drift in the activity log", 10*time.Second, func() bool { return len(drift()) > 0 })
+}

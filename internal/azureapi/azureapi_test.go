@@ -657,3 +657,58 @@ func TestWithoutAzure(t *testing.T) {
 		t.Errorf("ajard started its Azure backend:\n%s", log)
 	}
 }
+
+// TestPermissionBeforeExistence: as ARM, ajar checks that the caller may
+// act on a scope before it says whether anything is there.
+func TestPermissionBeforeExistence(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	if _, err := f.admin.CreateUser(ctx, jit.NewUser{Name: "rita"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.CreateRoleBinding(ctx, "rita", jit.RoleReader, "rg-a"); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := f.admin.CreateToken(ctx, jit.NewToken{User: "rita", Name: "sdk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newClient(t, f.srv, sub, ajardtest.AdminToken, nil)
+	alice := newClient(t, f.srv, sub, f.alice, nil)
+	rita := newClient(t, f.srv, sub, tk.Secret, nil)
+	if _, err := admin.CreateOrUpdate(ctx, "rg-b", "westeurope", "default", policyBody(vmRules(armVM("rg-b", "app-1"), rule(22, "TCP", "PT1H"))), nil); err != nil {
+		t.Fatal(err)
+	}
+	port22 := armsecurity.JitNetworkAccessPolicyInitiateRequest{VirtualMachines: []*armsecurity.JitNetworkAccessPolicyInitiateVirtualMachine{{
+		ID: to.Ptr(armVM("rg-a", "web-3")), Ports: []*armsecurity.JitNetworkAccessPolicyInitiatePort{{Number: to.Ptr[int32](22), EndTimeUTC: to.Ptr(time.Now().Add(time.Hour))}}}}}
+
+	var raw *http.Response
+	_, err = alice.Delete(runtime.WithCaptureResponse(ctx, &raw), "rg-a", "westeurope", "nope", nil)
+	wantError(t, "requester deleting a policy that does not exist", err, 403, "AuthorizationFailed")
+	_, err = alice.CreateOrUpdate(ctx, "rg-a", "westeurope", "nope", policyBody(vmRules(armVM("rg-a", "no-such-vm"), rule(22, "TCP", "PT1H"))), nil)
+	wantError(t, "requester creating a policy of a VM that does not exist", err, 403, "AuthorizationFailed")
+	_, err = rita.Initiate(ctx, "rg-a", "westeurope", "nope", port22, nil)
+	wantError(t, "reader initiating on a policy that does not exist", err, 403, "AuthorizationFailed")
+	_, err = alice.Get(ctx, "rg-b", "westeurope", "default", nil)
+	wantError(t, "requester reading a resource group of no binding of hers (the policy exists)", err, 403, "AuthorizationFailed")
+	_, err = alice.Get(ctx, "rg-nope", "westeurope", "default", nil)
+	wantError(t, "requester reading a resource group that does not exist", err, 403, "AuthorizationFailed")
+	_, err = alice.NewListByResourceGroupPager("rg-b", nil).NextPage(ctx)
+	wantError(t, "requester listing a resource group of no binding of hers", err, 403, "AuthorizationFailed")
+	_, err = alice.Delete(ctx, "rg-b", "westeurope", "default", nil)
+	wantError(t, "requester deleting in a resource group of no binding of hers", err, 403, "AuthorizationFailed")
+
+	// Where the caller may act, existence is told.
+	_, err = alice.Get(ctx, "rg-a", "westeurope", "nope", nil)
+	wantError(t, "requester reading a policy that does not exist in her group", err, 404, "NotFound")
+	_, err = alice.Initiate(ctx, "rg-a", "westeurope", "nope", port22, nil)
+	wantError(t, "requester initiating on a policy that does not exist in her group", err, 404, "NotFound")
+	_, err = admin.Get(ctx, "rg-nope", "westeurope", "default", nil)
+	wantError(t, "admin reading a resource group that does not exist", err, 404, "ResourceGroupNotFound")
+	if _, err := admin.Delete(runtime.WithCaptureResponse(ctx, &raw), "rg-a", "westeurope", "nope", nil); err != nil || raw.StatusCode != 204 {
+		t.Errorf("admin deleting a policy that does not exist: %v", err)
+	}
+	if _, err := admin.Get(ctx, "rg-b", "westeurope", "default", nil); err != nil {
+		t.Errorf("the refused delete changed something: %v", err)
+	}
+}

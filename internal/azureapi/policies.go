@@ -3,6 +3,7 @@ package azureapi
 import (
 	"cmp"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -16,7 +17,18 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-// group returns the ajar group of a resource group the actor may read.
+// Actions of the Azure permission model, named in authorization errors.
+const (
+	actionRead     = "Microsoft.Security/locations/jitNetworkAccessPolicies/read"
+	actionWrite    = "Microsoft.Security/locations/jitNetworkAccessPolicies/write"
+	actionDelete   = "Microsoft.Security/locations/jitNetworkAccessPolicies/delete"
+	actionInitiate = "Microsoft.Security/locations/jitNetworkAccessPolicies/initiate/action"
+)
+
+// group returns the ajar group of a resource group the actor may read. As
+// ARM checks access before existence, a caller who may not read every
+// group gets 403 for a resource group they cannot read, whether or not it
+// exists; only one who may read every group learns that it does not.
 func (h *Handler) group(c *call, rg string) (string, error) {
 	groups, err := h.ctl.ListGroups(c.r.Context(), c.a)
 	if err != nil {
@@ -27,7 +39,36 @@ func (h *Handler) group(c *call, rg string) (string, error) {
 			return g.Name, nil
 		}
 	}
+	if !c.a.Can(jit.PermRead, "") {
+		return "", h.denied(c, actionRead)
+	}
 	return "", apiError(http.StatusNotFound, "ResourceGroupNotFound", "resource group '%s' could not be found", rg)
+}
+
+// require returns ARM's 403 unless the actor has perm in group.
+func (h *Handler) require(c *call, perm jit.Permission, group, action string) error {
+	if c.a.Can(perm, group) {
+		return nil
+	}
+	return h.denied(c, action)
+}
+
+// denied is ARM's answer to a call the caller may not make, for the scope
+// the call's path names.
+func (h *Handler) denied(c *call, action string) error {
+	scope := c.r.URL.Path
+	if i := strings.LastIndex(scope, "/"); i >= 0 && strings.EqualFold(scope[i+1:], "initiate") {
+		scope = scope[:i]
+	}
+	return apiError(http.StatusForbidden, "AuthorizationFailed",
+		"the client '%s' does not have authorization to perform action '%s' over scope '%s' or the scope is invalid",
+		c.a.Name(), action, scope)
+}
+
+// isStatus reports whether err is an *Error with status.
+func isStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
 }
 
 // key returns the Azure policy a call's path names.
@@ -249,6 +290,9 @@ func (h *Handler) put(c *call) error {
 	if err != nil {
 		return err
 	}
+	if err := h.require(c, jit.PermManagePolicy, key.Group, actionWrite); err != nil {
+		return err
+	}
 	var in Policy
 	if err := decode(c.w, c.r, &in); err != nil {
 		return err
@@ -311,6 +355,9 @@ func (h *Handler) delete(c *call) error {
 	if err != nil {
 		return err
 	}
+	if err := h.require(c, jit.PermManagePolicy, key.Group, actionDelete); err != nil {
+		return err
+	}
 	n, err := h.ctl.DeleteAzurePolicy(c.r.Context(), c.a, key, h.defaults)
 	if err != nil {
 		return err
@@ -334,6 +381,14 @@ func (h *Handler) initiate(c *call) error {
 	}
 	p, err := h.one(c, key, 0)
 	if err != nil {
+		// Permission before existence; a caller without request rights
+		// on a policy that exists is refused by the control plane, which
+		// logs the refusal.
+		if isStatus(err, http.StatusNotFound) {
+			if derr := h.require(c, jit.PermRequest, key.Group, actionInitiate); derr != nil {
+				return derr
+			}
+		}
 		return err
 	}
 	members := map[string]jit.VM{}

@@ -285,8 +285,13 @@ func azureMembers(tx store.Tx, a *Actor, key AzureKey, d AzureDefaults) ([]jit.V
 }
 
 // DeleteAzurePolicy disables JIT on every VM of the Azure policy key and
-// returns how many there were (0: no such policy, nothing changed).
+// returns how many there were (0: no such policy, nothing changed). As in
+// Azure, permission comes before existence: a caller who may not change
+// policies in the group is refused whether or not the policy exists.
 func (c *Control) DeleteAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d AzureDefaults) (int, error) {
+	if err := a.require(jit.PermManagePolicy, key.Group, "change JIT policies"); err != nil {
+		return 0, err
+	}
 	n := 0
 	err := c.store.Update(ctx, func(tx store.Tx) error {
 		members, err := azureMembers(tx, a, key, d)

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -810,5 +811,106 @@ func TestCover(t *testing.T) {
 		if got := c.contains(tc.r); got != tc.want {
 			t.Errorf("contains(%v) = %v, want %v", tc.r, got, tc.want)
 		}
+	}
+}
+
+// TestUDPCutAtExpiry: UDP has no opening packet, so once a grant's
+// conntrack entries are deleted neither the VM's datagrams from the locked
+// port nor the client's pass again.
+func TestUDPCutAtExpiry(t *testing.T) {
+	const udpPort = 2224
+	l := newLab(t)
+	ctx := context.Background()
+	lock := []jit.PortLock{{Port: udpPort, Protocol: jit.ProtoUDP}}
+	grant := jit.GrantRule{ID: "g", Port: udpPort, Protocol: jit.ProtoUDP, Source: l.a4.String() + "/32", RemainingSeconds: 3600}
+	if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock, Grants: []jit.GrantRule{grant}}); err != nil {
+		t.Fatal(err)
+	}
+	var vm, client *net.UDPConn
+	vmAddr := netip.AddrPortFrom(l.vm4, udpPort)
+	clientAddr := netip.AddrPortFrom(l.a4, 40000)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(l.vm.Do(func() (err error) {
+		vm, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(vmAddr))
+		return err
+	}))
+	defer vm.Close()
+	must(l.a.Do(func() (err error) {
+		client, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(clientAddr))
+		return err
+	}))
+	defer client.Close()
+	// gets reports whether c receives a datagram within dialTimeout.
+	gets := func(c *net.UDPConn) bool {
+		buf := make([]byte, 16)
+		_ = c.SetReadDeadline(time.Now().Add(dialTimeout))
+		_, _, err := c.ReadFromUDPAddrPort(buf)
+		return err == nil
+	}
+	send := func(c *net.UDPConn, to netip.AddrPort) {
+		t.Helper()
+		if _, err := c.WriteToUDPAddrPort([]byte("tick"), to); err != nil && !errors.Is(err, syscall.EPERM) {
+			t.Fatal(err)
+		}
+	}
+	send(client, vmAddr)
+	if !gets(vm) {
+		t.Fatal("VM got nothing during the grant")
+	}
+	send(vm, clientAddr)
+	if !gets(client) {
+		t.Fatal("client got nothing from the VM during the grant")
+	}
+
+	if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.fw.KillConnections(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 { // the VM first, then the client, twice
+		if i%2 == 0 {
+			send(vm, clientAddr)
+			if gets(client) {
+				t.Fatalf("round %d: client got the VM's datagram after the grant's entries were deleted", i)
+			}
+		} else {
+			send(client, vmAddr)
+			if gets(vm) {
+				t.Fatalf("round %d: VM got the client's datagram after the grant's entries were deleted", i)
+			}
+		}
+	}
+}
+
+// TestHostConnectsFromLockedPort: the output chain drops only what could
+// revive a connection; a connection the VM opens itself from a locked port
+// (its SYN) goes out, and its answers come back.
+func TestHostConnectsFromLockedPort(t *testing.T) {
+	const lockedPort = 2225
+	l := newLab(t)
+	ctx := context.Background()
+	if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: []jit.PortLock{{Port: lockedPort, Protocol: jit.ProtoTCP}}}); err != nil {
+		t.Fatal(err)
+	}
+	serveEcho(t, l.a, testOtherPort, false)
+	var c net.Conn
+	err := l.vm.Do(func() error {
+		d := net.Dialer{Timeout: time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(l.vm4, lockedPort))}
+		var err error
+		c, err = d.Dial("tcp", netip.AddrPortFrom(l.a4, testOtherPort).String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("VM dialing out from locked port %d: %v", lockedPort, err)
+	}
+	defer c.Close()
+	if err := echo(c, time.Second); err != nil {
+		t.Fatalf("echo over the VM's own connection: %v", err)
 	}
 }

@@ -20,8 +20,10 @@ import (
 type fakePipe struct {
 	mu     sync.Mutex
 	failOn string
-	status string
-	sent   []string
+	// failures, when not 0, is how many times failOn fails.
+	failures int
+	status   string
+	sent     []string
 }
 
 func (p *fakePipe) run(stmts []Stmt) (int, error) {
@@ -30,6 +32,9 @@ func (p *fakePipe) run(stmts []Stmt) (int, error) {
 	for i, s := range stmts {
 		p.sent = append(p.sent, s.Query)
 		if p.failOn != "" && strings.HasPrefix(s.Query, p.failOn) {
+			if p.failures--; p.failures == 0 {
+				p.failOn = ""
+			}
 			return i, errors.New("boom: " + s.Query)
 		}
 	}
@@ -124,5 +129,28 @@ func TestCommitOutcome(t *testing.T) {
 		if got != c.want {
 			t.Errorf("failing %s, status %q: %v (%s), want %s", c.failOn, c.status, err, got, c.want)
 		}
+	}
+}
+
+// TestRetry: a batch the database gave up on (here: its events' insert
+// failed with an error the dialect says to retry) runs again and then
+// commits; fn ran once per try.
+func TestRetry(t *testing.T) {
+	p := &fakePipe{failOn: "INSERT INTO events", failures: 1}
+	d := &Dialect{Begin: []Stmt{{Query: "BEGIN"}}, ChainLock: []Stmt{{Query: "LOCK"}},
+		Retry: func(err error) bool { return strings.Contains(err.Error(), "boom") }}
+	b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p, true), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runs := 0
+	err := b.Update(context.Background(), func(tx Tx) error {
+		runs++
+		return tx.AppendEvent(&jit.Event{Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess})
+	})
+	b.Close()
+	if err != nil || runs != 2 {
+		t.Fatalf("update: %v after %d runs, want success after 2", err, runs)
+	}
+	sent := strings.Join(p.sent, "; ")
+	if strings.Count(sent, "BEGIN; LOCK") != 2 || strings.Count(sent, "COMMIT") != 1 {
+		t.Errorf("statements: %s", sent)
 	}
 }

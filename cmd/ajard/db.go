@@ -11,8 +11,14 @@ import (
 	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
-// openStore opens the database a --db value names.
+// openStore opens the database a --db value names. Its errors hide the
+// DSN's passwords.
 func openStore(ctx context.Context, dsn string, log *slog.Logger) (store.Store, error) {
+	st, err := open(ctx, dsn, log)
+	return st, redactError(err, dsn)
+}
+
+func open(ctx context.Context, dsn string, log *slog.Logger) (store.Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		path := strings.TrimPrefix(dsn, "sqlite:")

@@ -40,6 +40,7 @@ func main() {
 // config is ajard's configuration from flags and environment.
 type config struct {
 	listen, db, logLevel, dataDir string
+	limits                        limits
 	trustedProxies                []netip.Prefix
 	tlsMode, tlsCert, tlsKey      string
 	tlsHosts                      string
@@ -59,6 +60,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var c config
 	fs := flag.NewFlagSet("ajard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	c.limits.flags(fs)
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -81,6 +83,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.azureSyncEvery, "azure-sync-interval", 5*time.Minute, "how often to re-discover Azure VMs")
 	fs.StringVar(&c.azureAPISub, "azure-api-subscription", env("AJAR_AZURE_API_SUBSCRIPTION", ""), "subscription id (a GUID of your choosing) under which the Azure-compatible API serves VMs not discovered in Azure; needs no Azure access (env AJAR_AZURE_API_SUBSCRIPTION)")
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.limits.check(); err != nil {
 		return c, err
 	}
 	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
@@ -124,14 +129,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, nil
 }
 
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
 // run is ajard: it serves until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
@@ -169,16 +166,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	api.Handle("/", console.New(ctl, log, api.ClientAddr))
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:     api,
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln = cfg.limits.apply(srv, api, ln)
 	scheme := "http"
 	switch {
 	case cfg.tlsCert != "":
@@ -224,14 +220,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// redactDSN hides a password in a database URL.
-func redactDSN(dsn string) string {
-	if i := strings.Index(dsn, "://"); i >= 0 {
-		if j := strings.Index(dsn[i+3:], "@"); j >= 0 {
-			return dsn[:i+3] + "***" + dsn[i+3+j:]
-		}
-	}
-	return dsn
 }

@@ -2,6 +2,7 @@ package apitest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -69,5 +70,41 @@ func TestMetricsLabelsClosed(t *testing.T) {
 	}
 	if !strings.Contains(after, `method="other"`) {
 		t.Errorf("/metrics counts made-up methods not as \"other\"")
+	}
+}
+
+// TestForwardedForUnknown checks that behind a trusted proxy whose
+// X-Forwarded-For names no address ("unknown", garbage), "my IP" is
+// refused with a message: it must never open the port for the proxy.
+func TestForwardedForUnknown(t *testing.T) {
+	t.Parallel()
+	s := ajardtest.Start(t, ajardtest.Options{Args: []string{"--trusted-proxies", "127.0.0.1"}})
+	group(t, s, "prod")
+	v := vm(t, s.Admin, "prod", "db")
+	policy(t, s.Admin, v.ID, false, rule(22, "TCP", "PT1H"))
+	tok := user(t, s, "alice", jit.RoleRequester, "prod")
+	for _, xff := range []string{"unknown", "198.51.100.9, not-an-ip"} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+"/api/v1/requests",
+			strings.NewReader(`{"virtualMachines":[{"id":"`+v.ID+`","ports":[{"number":22,"duration":"PT1M"}]}]}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := rawClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var eb struct{ Error apiError }
+		json.NewDecoder(resp.Body).Decode(&eb)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 || eb.Error.Message == "" {
+			t.Errorf("X-Forwarded-For %q: status %d %+v, want a refusal with a message", xff, resp.StatusCode, eb.Error)
+		}
+		t.Logf("X-Forwarded-For %q: %d %s", xff, resp.StatusCode, eb.Error.Message)
+	}
+	grants, err := s.Admin.ListGrants(t.Context(), v.ID, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(grants) != 0 {
+		t.Errorf("grants opened for an unknown client: %+v", grants)
 	}
 }

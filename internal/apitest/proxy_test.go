@@ -24,7 +24,8 @@ func TestTrustedProxies(t *testing.T) {
 		{"no trusted proxies: the header is ignored", nil, []string{"198.51.100.9"}, "127.0.0.1/32"},
 		{"trusted loopback proxy", []string{"--trusted-proxies", "127.0.0.1/32"}, []string{"198.51.100.9"}, "198.51.100.9/32"},
 		{"spoofed left-most hop is skipped", []string{"--trusted-proxies", "127.0.0.0/8,203.0.113.0/24"}, []string{"192.0.2.66, 198.51.100.9", "203.0.113.5"}, "198.51.100.9/32"},
-		{"garbage hop stops the walk", []string{"--trusted-proxies", "127.0.0.1"}, []string{"198.51.100.9, not-an-ip"}, "127.0.0.1/32"},
+		{"a hop with a port", []string{"--trusted-proxies", "127.0.0.1"}, []string{"198.51.100.9:4711"}, "198.51.100.9/32"},
+		{"an IPv6 hop with a port", []string{"--trusted-proxies", "127.0.0.1"}, []string{"[2001:db8::9]:443"}, "2001:db8::9/128"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -45,6 +45,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/server"
 )
 
 // APIVersion is the one api-version served.
@@ -266,7 +267,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		}
 	}
 	w.Header().Set("x-ms-error-code", ae.Code)
-	if d := jit.ErrorRetryAfter(err); d > 0 {
+	if d := server.RetryAfter(err); d > 0 {
 		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
 	}
 	writeJSON(w, ae.Status, ErrorBody{ErrorDetail{Code: ae.Code, Message: ae.Message, Target: ae.Target}})

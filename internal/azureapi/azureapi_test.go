@@ -712,3 +712,65 @@ func TestPermissionBeforeExistence(t *testing.T) {
 		t.Errorf("the refused delete changed something: %v", err)
 	}
 }
+
+// TestRoundTrip: the Azure view shows port rules exactly as the client
+// wrote them (declarative tools see no drift), while ajar validates and
+// enforces their normalized form.
+func TestRoundTrip(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	admin := newClient(t, f.srv, sub, ajardtest.AdminToken, nil)
+	web3 := armVM("rg-a", "web-3")
+	sent := []*armsecurity.JitNetworkAccessPortRule{
+		rule(22, "tcp", "P1D", "192.168.0.3"),
+		rule(3389, "Udp", "PT90M", "10.0.0.7/24", "2001:DB8::1/64"),
+		{Number: to.Ptr[int32](5985), Protocol: to.Ptr(armsecurity.ProtocolAll), MaxRequestAccessDuration: to.Ptr("PT1H"),
+			AllowedSourceAddressPrefixes: to.SliceOfPtrs("198.51.100.9")},
+	}
+	put, err := admin.CreateOrUpdate(ctx, "rg-a", "westeurope", "exact", policyBody(vmRules(web3, sent...)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := admin.Get(ctx, "rg-a", "westeurope", "exact", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := admin.NewListByResourceGroupPager("rg-a", nil)
+	listed, err := pg.NextPage(ctx)
+	if err != nil || len(listed.Value) != 1 {
+		t.Fatalf("list: %v %d", err, len(listed.Value))
+	}
+	for what, p := range map[string]armsecurity.JitNetworkAccessPolicy{"PUT": put.JitNetworkAccessPolicy, "GET": got.JitNetworkAccessPolicy, "list": *listed.Value[0]} {
+		if d := cmp.Diff(vmRules(web3, sent...), p.Properties.VirtualMachines[0]); d != "" {
+			t.Errorf("%s answered other port rules than were sent (-sent +answered):\n%s", what, d)
+		}
+	}
+
+	// ajar validates and enforces the normalized form.
+	pol, err := f.admin.GetPolicy(ctx, f.vms["web-3"].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []jit.PortRule{
+		{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"192.168.0.3/32"}, MaxRequestAccessDuration: "PT24H"},
+		{Number: 3389, Protocol: "UDP", AllowedSourceAddressPrefixes: []string{"10.0.0.0/24", "2001:db8::/64"}, MaxRequestAccessDuration: "PT1H30M"},
+		{Number: 5985, Protocol: "*", AllowedSourceAddressPrefixes: []string{"198.51.100.9/32"}, MaxRequestAccessDuration: "PT1H"},
+	}
+	if d := cmp.Diff(want, pol.Ports); d != "" {
+		t.Errorf("ajar's policy (-want +got):\n%s", d)
+	}
+
+	// A change through ajar's own API is shown as ajar stored it.
+	pol.Ports = pol.Ports[:1]
+	pol.Ports[0].MaxRequestAccessDuration = "PT2H"
+	if _, err := f.admin.PutPolicy(ctx, f.vms["web-3"].ID, pol); err != nil {
+		t.Fatal(err)
+	}
+	got, err = admin.Get(ctx, "rg-a", "westeurope", "exact", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(vmRules(web3, rule(22, "TCP", "PT2H", "192.168.0.3/32")), got.Properties.VirtualMachines[0]); d != "" {
+		t.Errorf("after a change through ajar's API (-want +got):\n%s", d)
+	}
+}

@@ -77,3 +77,30 @@ func TestMatch(t *testing.T) {
 }
 
 func splitPath(p string) []string { return strings.Split(p, "/") }
+
+func TestPortView(t *testing.T) {
+	stored := jit.PortRule{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"10.0.0.0/24"}, MaxRequestAccessDuration: "PT24H"}
+	normalized := PortRule{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefix: "10.0.0.0/24", MaxRequestAccessDuration: "PT24H"}
+	for _, c := range []struct {
+		name    string
+		written *jit.PortRuleText
+		want    PortRule
+	}{
+		{"none written", nil, normalized},
+		{"as written", &jit.PortRuleText{Protocol: "tcp", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"},
+			PortRule{Number: 22, Protocol: "tcp", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"}},
+		{"a list of one stays a list", &jit.PortRuleText{Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"10.0.0.7/24"}, MaxRequestAccessDuration: "PT24H"},
+			PortRule{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"10.0.0.7/24"}, MaxRequestAccessDuration: "PT24H"}},
+		{"protocol left out", &jit.PortRuleText{AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"},
+			PortRule{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"}},
+		{"duration left out, since changed from its default", &jit.PortRuleText{Protocol: "tcp", AllowedSourceAddressPrefix: "10.0.0.7/24"}, normalized},
+		{"stale prefix", &jit.PortRuleText{Protocol: "tcp", AllowedSourceAddressPrefix: "10.0.1.7/24", MaxRequestAccessDuration: "P1D"}, normalized},
+		{"stale duration", &jit.PortRuleText{Protocol: "tcp", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "PT3H"}, normalized},
+		{"stale protocol", &jit.PortRuleText{Protocol: "udp", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"}, normalized},
+		{"invalid", &jit.PortRuleText{Protocol: "icmp", AllowedSourceAddressPrefix: "10.0.0.7/24", MaxRequestAccessDuration: "P1D"}, normalized},
+	} {
+		if d := cmp.Diff(c.want, portView(stored, c.written)); d != "" {
+			t.Errorf("%s (-want +got):\n%s", c.name, d)
+		}
+	}
+}

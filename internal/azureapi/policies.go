@@ -117,14 +117,12 @@ func (h *Handler) resource(p control.AzurePolicy, now time.Time) Policy {
 		id := h.vmARMID(m.VM)
 		arm[m.VM.ID] = id
 		v := PolicyVM{ID: id, Ports: []PortRule{}}
-		for _, r := range m.Policy.Ports {
-			pr := PortRule{Number: r.Number, Protocol: r.Protocol, MaxRequestAccessDuration: r.MaxRequestAccessDuration}
-			if len(r.AllowedSourceAddressPrefixes) == 1 {
-				pr.AllowedSourceAddressPrefix = r.AllowedSourceAddressPrefixes[0]
-			} else {
-				pr.AllowedSourceAddressPrefixes = r.AllowedSourceAddressPrefixes
+		for i, r := range m.Policy.Ports {
+			var w *jit.PortRuleText
+			if i < len(m.Policy.Written) {
+				w = &m.Policy.Written[i]
 			}
-			v.Ports = append(v.Ports, pr)
+			v.Ports = append(v.Ports, portView(r, w))
 		}
 		props.VirtualMachines = append(props.VirtualMachines, v)
 	}
@@ -132,6 +130,48 @@ func (h *Handler) resource(p control.AzurePolicy, now time.Time) Policy {
 		props.Requests = append(props.Requests, requestView(r, now, func(vmID string) string { return arm[vmID] }))
 	}
 	return Policy{ID: h.policyID(p), Name: p.Key.Name, Type: ResourceType, Kind: "Basic", Location: p.Key.Location, Properties: props}
+}
+
+// portView returns the Azure view of a port rule: the values as the
+// client wrote them (w) where they still say what is enforced, which
+// keeps declarative clients free of false drift; the normalized rule
+// where they do not or where the client left a value out.
+func portView(r jit.PortRule, w *jit.PortRuleText) PortRule {
+	pr := PortRule{Number: r.Number, Protocol: r.Protocol, MaxRequestAccessDuration: r.MaxRequestAccessDuration}
+	if len(r.AllowedSourceAddressPrefixes) == 1 {
+		pr.AllowedSourceAddressPrefix = r.AllowedSourceAddressPrefixes[0]
+	} else {
+		pr.AllowedSourceAddressPrefixes = r.AllowedSourceAddressPrefixes
+	}
+	if w == nil {
+		return pr
+	}
+	// Normalize what was written as the policy was, and compare.
+	prefixes := slices.Clone(w.AllowedSourceAddressPrefixes)
+	if w.AllowedSourceAddressPrefix != "" {
+		prefixes = []string{w.AllowedSourceAddressPrefix}
+	}
+	n := jit.Policy{Ports: []jit.PortRule{{Number: r.Number, Protocol: w.Protocol, AllowedSourceAddressPrefixes: prefixes, MaxRequestAccessDuration: w.MaxRequestAccessDuration}}}
+	if w.Protocol == "" {
+		n.Ports[0].Protocol = r.Protocol
+	}
+	if jit.ValidatePolicy(&n) != nil {
+		return pr
+	}
+	if got := n.Ports[0]; got.Protocol != r.Protocol || got.MaxRequestAccessDuration != r.MaxRequestAccessDuration ||
+		!slices.Equal(got.AllowedSourceAddressPrefixes, r.AllowedSourceAddressPrefixes) {
+		return pr
+	}
+	if w.Protocol != "" {
+		pr.Protocol = w.Protocol
+	}
+	if w.MaxRequestAccessDuration != "" {
+		pr.MaxRequestAccessDuration = w.MaxRequestAccessDuration
+	}
+	if len(prefixes) > 0 {
+		pr.AllowedSourceAddressPrefix, pr.AllowedSourceAddressPrefixes = w.AllowedSourceAddressPrefix, w.AllowedSourceAddressPrefixes
+	}
+	return pr
 }
 
 // requestView returns the Azure view of a request: per VM, one port
@@ -312,10 +352,12 @@ func (h *Handler) put(c *call) error {
 			return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: field + ".id",
 				Message: fmt.Sprintf("virtual machine '%s' is not known to ajar (or not visible to %s)", v.ID, c.a.Name())}
 		}
-		vp := control.AzureVMPolicy{VMID: vm.ID, Ports: []jit.PortRule{}}
+		vp := control.AzureVMPolicy{VMID: vm.ID, Ports: []jit.PortRule{}, Written: []jit.PortRuleText{}}
 		for j, p := range v.Ports {
+			vp.Written = append(vp.Written, jit.PortRuleText{Protocol: p.Protocol, AllowedSourceAddressPrefix: p.AllowedSourceAddressPrefix,
+				AllowedSourceAddressPrefixes: slices.Clone(p.AllowedSourceAddressPrefixes), MaxRequestAccessDuration: p.MaxRequestAccessDuration})
 			r := jit.PortRule{Number: p.Number, Protocol: p.Protocol, MaxRequestAccessDuration: p.MaxRequestAccessDuration,
-				AllowedSourceAddressPrefixes: p.AllowedSourceAddressPrefixes}
+				AllowedSourceAddressPrefixes: slices.Clone(p.AllowedSourceAddressPrefixes)}
 			if p.AllowedSourceAddressPrefix != "" {
 				if len(p.AllowedSourceAddressPrefixes) > 0 {
 					return &Error{Status: http.StatusBadRequest, Code: "BadRequest", Target: fmt.Sprintf("%s.ports[%d]", field, j),

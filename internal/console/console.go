@@ -97,19 +97,9 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
-	err := server.CheckText(r)
-	if err == nil && r.Method == http.MethodPost {
-		if perr := r.ParseForm(); perr == nil {
-			for k, vs := range r.PostForm {
-				for _, v := range vs {
-					if !jit.Storable(k) || !jit.Storable(v) {
-						err = jit.Invalid(k, "form fields must be UTF-8 text without NUL characters")
-					}
-				}
-			}
-		}
-	}
-	if err != nil {
+	// Forms are read by the handlers (parseForm), after the session
+	// check: no body is read for a client that is not signed in.
+	if err := server.CheckText(r); err != nil {
 		c.renderError(w, r, nil, http.StatusBadRequest, jit.ErrorMessage(err))
 		return
 	}
@@ -139,7 +129,8 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /activity.csv", c.page(c.activityCSV))
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		c.renderError(w, r, c.actor(r), http.StatusNotFound, "There is no page at "+r.URL.Path+".")
+		a, _ := c.actor(r)
+		c.renderError(w, r, a, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	})
 }
 
@@ -181,7 +172,11 @@ func (c *Console) page(h handler) http.HandlerFunc {
 			}
 		}()
 		w.Header().Set("Cache-Control", "no-store")
-		a := c.actor(r)
+		a, err := c.actor(r)
+		if err != nil {
+			c.fail(w, r, nil, err)
+			return
+		}
 		if a == nil {
 			c.clearCookie(w, r)
 			if r.Method == http.MethodGet {
@@ -192,43 +187,64 @@ func (c *Console) page(h handler) http.HandlerFunc {
 			return
 		}
 		if err := h(w, r, a); err != nil {
-			st := server.StatusOf(err)
-			if st == http.StatusInternalServerError {
-				c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-			}
-			c.renderError(w, r, a, st, jit.ErrorMessage(err))
+			c.fail(w, r, a, err)
 		}
 	}
 }
 
-// actor returns the signed-in user of r, or nil.
-func (c *Console) actor(r *http.Request) *control.Actor {
+// Unavailable is what the console shows while ajard cannot reach its
+// database.
+const Unavailable = "ajar is temporarily unavailable: the server cannot reach its database. Nothing was changed. Try again in a few seconds."
+
+// fail shows the error page for err: its message, or for an outage the
+// unavailable page with Retry-After; internal errors are logged, not
+// shown.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, a *control.Actor, err error) {
+	st, msg := server.StatusOf(err), jit.ErrorMessage(err)
+	switch st {
+	case http.StatusServiceUnavailable:
+		c.log.Warn("console request failed: unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+		msg = Unavailable
+	case http.StatusTooManyRequests:
+		if d := jit.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
+		}
+	case http.StatusInternalServerError:
+		c.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	c.renderError(w, r, a, st, msg)
+}
+
+// actor returns the signed-in user of r, or nil when r has no valid
+// session. An error means the session could not be checked (an outage).
+func (c *Console) actor(r *http.Request) (*control.Actor, error) {
 	ck, err := r.Cookie(CookieName)
 	if err != nil || ck.Value == "" {
-		return nil
+		return nil, nil
 	}
 	a, err := c.ctl.Authenticate(r.Context(), ck.Value, c.clientAddr(r))
 	if err != nil {
-		if jit.ErrorCode(err) != jit.EUnauthorized {
-			c.log.Error("console authenticate", "err", err)
+		if code := jit.ErrorCode(err); code == jit.EUnavailable || code == jit.EInternal {
+			return nil, err
 		}
-		return nil
+		return nil, nil
 	}
 	if a.Token.Kind != jit.TokenUser {
-		return nil
+		return nil, nil
 	}
-	return a
+	return a, nil
 }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, secret string, expires time.Time) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: secret, Path: "/", Expires: expires, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: secret, Path: "/", Expires: expires, HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 }
 
 func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request) {
 	if _, err := r.Cookie(CookieName); err != nil {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 }
 
 // localPath returns p when it is a path on this site, else def: redirect
@@ -309,14 +325,33 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, a *control
 	}
 }
 
-func parseForm(w http.ResponseWriter, r *http.Request) error {
-	r.Body = http.MaxBytesReader(w, r.Body, server.MaxBody)
+// Form limits: a sign-in form (read before anyone is known) and any other
+// form (read only for a signed-in user).
+const (
+	MaxSignInForm = 16 << 10
+	MaxForm       = server.MaxBody
+)
+
+// parseForm reads the form of a POST, of at most limit bytes, into
+// r.PostForm. A form that is too large, malformed or holds text no store
+// keeps is refused; nothing of it is used.
+func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := r.ParseForm(); err != nil {
+		r.PostForm, r.Form = nil, nil
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return jit.Errorf(jit.ETooLarge, "the form is larger than %d bytes", server.MaxBody)
+			return jit.Errorf(jit.ETooLarge, "the form is larger than %d bytes", limit)
 		}
-		return jit.Errorf(jit.EInvalid, "the form could not be read: %v", err)
+		return jit.Errorf(jit.EInvalid, "the form could not be read: %s", strings.ToValidUTF8(err.Error(), "?"))
+	}
+	for k, vs := range r.PostForm {
+		for _, v := range vs {
+			if !jit.Storable(k) || !jit.Storable(v) {
+				r.PostForm, r.Form = nil, nil
+				return jit.Invalid(strings.ToValidUTF8(k, "?"), "form fields must be UTF-8 text without NUL characters")
+			}
+		}
 	}
 	return nil
 }

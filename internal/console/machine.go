@@ -240,13 +240,18 @@ var removeAction = regexp.MustCompile(`^remove:(\d+)$`)
 // savePolicy handles the policy editor: Save, and without JavaScript also
 // Add and Remove, which re-show the editor with the rows as typed.
 func (c *Console) savePolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	if err := parseForm(w, r); err != nil {
+	if err := parseForm(w, r, MaxForm); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
 	f := r.PostForm
 	form := policyForm{RequireJustification: f.Get("requireJustification") != "", CloseConnections: f.Get("closeConnections") != ""}
 	nums, protos, srcs, maxes := f["port"], f["protocol"], f["sources"], f["max"]
+	// A policy has at most jit.MaxPolicyPorts rules; a form with more rows
+	// is refused before any page is built from it.
+	if n := max(len(nums), len(protos), len(srcs), len(maxes)); n > jit.MaxPolicyPorts {
+		return jit.Invalid("ports", "a JIT policy may have at most %d ports; this form has %d rows", jit.MaxPolicyPorts, n)
+	}
 	for i := range nums {
 		form.Rows = append(form.Rows, policyRow{Number: strings.TrimSpace(nums[i]), Protocol: at(protos, i), Sources: at(srcs, i), Max: at(maxes, i)})
 	}
@@ -258,6 +263,10 @@ func (c *Console) savePolicy(w http.ResponseWriter, r *http.Request, a *control.
 		return c.showEditor(w, r, a, id, form, http.StatusOK)
 	}
 	if action == "add" {
+		if len(form.Rows) >= jit.MaxPolicyPorts {
+			form.Error = fmt.Sprintf("A JIT policy may have at most %d ports.", jit.MaxPolicyPorts)
+			return c.showEditor(w, r, a, id, form, http.StatusBadRequest)
+		}
 		form.Rows = append(form.Rows, newPolicyRow())
 		return c.showEditor(w, r, a, id, form, http.StatusOK)
 	}
@@ -359,7 +368,7 @@ func (c *Console) disable(w http.ResponseWriter, r *http.Request, a *control.Act
 }
 
 func (c *Console) revoke(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	if err := parseForm(w, r); err != nil {
+	if err := parseForm(w, r, MaxForm); err != nil {
 		return err
 	}
 	g, err := c.ctl.Revoke(r.Context(), a, r.PathValue("id"))

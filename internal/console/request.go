@@ -116,7 +116,7 @@ func (c *Console) requestableVM(r *http.Request, a *control.Actor) (jit.VMView, 
 // machine page, which shows what opened; on refusal it shows the form
 // again with the server's message.
 func (c *Console) request(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	if err := parseForm(w, r); err != nil {
+	if err := parseForm(w, r, MaxForm); err != nil {
 		return err
 	}
 	vm, err := c.requestableVM(r, a)

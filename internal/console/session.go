@@ -8,6 +8,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/server"
 )
 
 type signInPage struct {
@@ -19,7 +20,7 @@ type signInPage struct {
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 	next := localPath(r.URL.Query().Get("next"), "/machines")
-	if c.actor(r) != nil {
+	if a, _ := c.actor(r); a != nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
@@ -47,7 +48,7 @@ func addrKey(a netip.Addr) string {
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	p := signInPage{Next: "/machines"}
-	if err := parseForm(w, r); err != nil {
+	if err := parseForm(w, r, MaxSignInForm); err != nil {
 		p.Message = jit.ErrorMessage(err)
 		c.renderSignIn(w, r, http.StatusBadRequest, p)
 		return
@@ -64,6 +65,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		switch jit.ErrorCode(err) {
 		case jit.EUnauthorized:
 			p.Message = "Wrong user name or password."
+		case jit.EUnavailable:
+			w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+			status, p.Message = http.StatusServiceUnavailable, Unavailable
 		case jit.ERateLimited:
 			wait := jit.ErrorRetryAfter(err)
 			w.Header().Set("Retry-After", jit.RetryAfterSeconds(wait))

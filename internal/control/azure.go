@@ -90,10 +90,13 @@ func azureLocationFixed(vm jit.VM) bool {
 	return vm.Backend == jit.BackendAzure && vm.Labels[LabelAzureLocation] != ""
 }
 
-// AzureVMPolicy is one VM of an Azure policy and its port rules.
+// AzureVMPolicy is one VM of an Azure policy and its port rules, with
+// the rules as the client wrote them (nil, or one per port), which the
+// Azure view shows back.
 type AzureVMPolicy struct {
-	VMID  string
-	Ports []jit.PortRule
+	VMID    string
+	Ports   []jit.PortRule
+	Written []jit.PortRuleText
 }
 
 // PutAzurePolicy creates or replaces the Azure policy key: each listed VM
@@ -120,7 +123,10 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 			return jit.Invalid(field+".id", "a virtual machine is listed twice")
 		}
 		seen[v.VMID] = true
-		policies[i] = jit.Policy{Ports: slices.Clone(v.Ports)}
+		if v.Written != nil && len(v.Written) != len(v.Ports) {
+			return jit.Invalid(field+".ports", "%d port rules but %d as written", len(v.Ports), len(v.Written))
+		}
+		policies[i] = jit.Policy{Ports: slices.Clone(v.Ports), Written: v.Written}
 		if err := jit.ValidatePolicy(&policies[i]); err != nil {
 			return targeted(prefixTarget(err, field), field)
 		}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -34,19 +35,119 @@ type Server struct {
 	metrics *metrics
 	// LongPoll bounds how long a desired-state watch waits.
 	LongPoll time.Duration
+	// BodyTimeout bounds how long reading a request's body may take, from
+	// the end of its header (0: no bound). Requests without a body, such
+	// as the agents' long polls, are not bounded by it.
+	BodyTimeout time.Duration
 }
 
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout}
 	s.routes()
 	return s
 }
 
+// HSTS is the Strict-Transport-Security header sent on every answer over
+// TLS (directly, or through a trusted proxy that says so).
+const HSTS = "max-age=31536000"
+
+// DefaultBodyTimeout is the default BodyTimeout: a body of MaxBody bytes
+// must come at 35 KB/s at least.
+const DefaultBodyTimeout = 30 * time.Second
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = s.forwarded(r)
+	if s.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(s.BodyTimeout)) == nil {
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		}
+	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if Scheme(r) == "https" {
+		w.Header().Set("Strict-Transport-Security", HSTS)
+	}
 	s.metrics.observe(w, r, s.mux)
+}
+
+// deadlineBody is a request body read under a deadline, lifted once the
+// body has been read to its end: the connection's read deadline must not
+// end the request while its handler runs.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+type schemeKey struct{}
+
+// forwarded applies what a trusted proxy says about the client's side of
+// the connection: X-Forwarded-Proto becomes the request's scheme (see
+// Scheme) and X-Forwarded-Host its Host. Of several values the right-most
+// counts, the one the nearest proxy (the trusted peer) sent. The headers
+// of other peers are ignored.
+func (s *Server) forwarded(r *http.Request) *http.Request {
+	proto := lastValue(r.Header.Values("X-Forwarded-Proto"))
+	host := lastValue(r.Header.Values("X-Forwarded-Host"))
+	if proto == "" && host == "" || !s.trusted(peerAddr(r)) {
+		return r
+	}
+	ctx := r.Context()
+	switch strings.ToLower(proto) {
+	case "https", "http":
+		ctx = context.WithValue(ctx, schemeKey{}, strings.ToLower(proto))
+	}
+	r = r.WithContext(ctx)
+	if validHost(host) {
+		r.Host = host
+	}
+	return r
+}
+
+// lastValue returns the right-most item of comma-separated header values.
+func lastValue(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	v := vs[len(vs)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.TrimSpace(v)
+}
+
+// validHost reports whether h is a host name or address with an optional
+// port, and nothing else.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 || strings.ContainsAny(h, "/\\@?#% \t") {
+		return false
+	}
+	u, err := url.Parse("//" + h)
+	return err == nil && u.Host == h && u.Hostname() != ""
+}
+
+// Scheme returns "https" when the client reached ajard over TLS (directly,
+// or through a trusted proxy that says so in X-Forwarded-Proto), else
+// "http". Secure cookies, HSTS and absolute links follow it.
+func Scheme(r *http.Request) string {
+	if v, ok := r.Context().Value(schemeKey{}).(string); ok {
+		return v
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // handler is an API handler; it writes its response or returns an error.
@@ -85,31 +186,62 @@ func (s *Server) authenticate(r *http.Request) (*control.Actor, error) {
 
 // ClientAddr returns the address a request came from: the peer, or, when
 // the peer is a trusted proxy, the right-most address in X-Forwarded-For
-// that is not a trusted proxy.
+// that is not a trusted proxy. Entries may carry a port
+// ("203.0.113.5:4711", "[2001:db8::1]:443"). When that entry is not an
+// address ("unknown", an obfuscated name, garbage), the client's address
+// is unknown and ClientAddr returns the zero Addr: "my IP" then names no
+// address rather than the proxy's.
 func (s *Server) ClientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		a, _ := netip.ParseAddr(host)
-		return a.Unmap()
-	}
-	addr := ap.Addr().Unmap()
+	addr := peerAddr(r)
 	if !s.trusted(addr) {
 		return addr
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
+		h := strings.TrimSpace(hops[i])
+		if h == "" && len(hops) == 1 {
+			break // no header
 		}
-		a = a.Unmap()
+		a, ok := parseHop(h)
+		if !ok {
+			return netip.Addr{}
+		}
 		if !s.trusted(a) {
 			return a
 		}
 		addr = a
 	}
 	return addr
+}
+
+// peerAddr returns the address of the connection's other end.
+func peerAddr(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// parseHop parses one X-Forwarded-For entry: an address, with or without
+// a port, IPv6 with or without brackets.
+func parseHop(h string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(h)
+	if err != nil {
+		ap, perr := netip.ParseAddrPort(h)
+		if perr != nil {
+			if !strings.HasPrefix(h, "[") || !strings.HasSuffix(h, "]") {
+				return netip.Addr{}, false
+			}
+			if a, err = netip.ParseAddr(h[1 : len(h)-1]); err != nil {
+				return netip.Addr{}, false
+			}
+		} else {
+			a = ap.Addr()
+		}
+	}
+	return a.WithZone("").Unmap(), true
 }
 
 func (s *Server) trusted(a netip.Addr) bool {
@@ -141,6 +273,23 @@ func StatusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
+// UnavailableRetry is the Retry-After of an outage that gives no advice
+// of its own.
+const UnavailableRetry = 5 * time.Second
+
+// RetryAfter returns how long the client of a request that failed with err
+// should wait before trying again: the error's own advice, else
+// UnavailableRetry for an outage (jit.EUnavailable); 0 for no advice.
+func RetryAfter(err error) time.Duration {
+	if d := jit.ErrorRetryAfter(err); d > 0 {
+		return d
+	}
+	if jit.ErrorCode(err) == jit.EUnavailable {
+		return UnavailableRetry
+	}
+	return 0
+}
+
 // ErrorBody is the error shape of every API error (Azure's).
 type ErrorBody struct {
 	Error ErrorDetail `json:"error"`
@@ -161,7 +310,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == jit.EUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ajar"`)
 	}
-	if d := jit.ErrorRetryAfter(err); d > 0 {
+	if d := RetryAfter(err); d > 0 {
 		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
 	}
 	writeJSON(w, StatusOf(err), ErrorBody{ErrorDetail{Code: code, Message: jit.ErrorMessage(err), Target: jit.ErrorTarget(err)}})

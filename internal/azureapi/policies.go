@@ -441,6 +441,10 @@ func (h *Handler) initiate(c *call) error {
 	}
 	req := jit.AccessRequest{Justification: in.Justification, VirtualMachines: []jit.VMRequest{}}
 	idx := map[string]int{}
+	// where maps the request's paths, as the control plane's refusals name
+	// them, back to the caller's (VMs named twice become one, a list of
+	// sources becomes one port each).
+	where := map[string]string{}
 	for i, v := range in.VirtualMachines {
 		field := fmt.Sprintf("virtualMachines[%d]", i)
 		vm, ok := members[strings.ToLower(v.ID)]
@@ -453,6 +457,7 @@ func (h *Handler) initiate(c *call) error {
 			k = len(req.VirtualMachines)
 			idx[vm.ID] = k
 			req.VirtualMachines = append(req.VirtualMachines, jit.VMRequest{ID: vm.ID})
+			where[fmt.Sprintf("virtualMachines[%d]", k)] = field
 		}
 		for j, port := range v.Ports {
 			pf := fmt.Sprintf("%s.ports[%d]", field, j)
@@ -471,7 +476,12 @@ func (h *Handler) initiate(c *call) error {
 			if err != nil {
 				return err
 			}
-			for _, s := range sources {
+			for n, s := range sources {
+				cp := fmt.Sprintf("virtualMachines[%d].ports[%d]", k, len(req.VirtualMachines[k].Ports))
+				where[cp] = pf
+				if len(port.AllowedSourceAddressPrefixes) > 0 {
+					where[cp+".allowedSourceAddressPrefix"] = fmt.Sprintf("%s.allowedSourceAddressPrefixes[%d]", pf, n)
+				}
 				req.VirtualMachines[k].Ports = append(req.VirtualMachines[k].Ports,
 					jit.PortRequest{Number: port.Number, AllowedSourceAddressPrefix: s, Duration: port.Duration, EndTimeUTC: end})
 			}
@@ -479,9 +489,27 @@ func (h *Handler) initiate(c *call) error {
 	}
 	r, err := h.ctl.RequestAccess(c.r.Context(), c.a, req)
 	if err != nil {
-		return err
+		return callerTarget(err, where)
 	}
 	return writeJSON(c.w, http.StatusAccepted, requestView(r, h.ctl.Now(), func(vmID string) string { return arm[vmID] }))
+}
+
+// callerTarget returns err with its target, a path of the request as the
+// control plane saw it, turned into the caller's path by where (the
+// longest part of it where knows).
+func callerTarget(err error, where map[string]string) error {
+	e, ok := err.(*jit.Error)
+	if !ok || e.Target == "" {
+		return err
+	}
+	for i := len(e.Target); i > 0; i = strings.LastIndexByte(e.Target[:i], '.') {
+		if w, ok := where[e.Target[:i]]; ok {
+			out := *e
+			out.Target = w + e.Target[i:]
+			return &out
+		}
+	}
+	return err
 }
 
 // endTime returns an initiate port's endTimeUtc in RFC 3339; a time with

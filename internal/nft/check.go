@@ -184,15 +184,7 @@ func checkSets(c *nftables.Conn, st jit.DesiredState, want *plan) (string, error
 	// What the grant sets must hold (grants with more than a second left,
 	// which no rounding can have timed out yet), may hold (grants with
 	// time left) and may still hold for a moment (grants that just ended).
-	must, err := groupGrants(st.Grants, 1)
-	if err != nil {
-		return "", err
-	}
-	live, err := groupGrants(st.Grants, 0)
-	if err != nil {
-		return "", err
-	}
-	ending, err := groupGrants(st.Grants, -1)
+	must, live, ending, err := grantCovers(st.Grants)
 	if err != nil {
 		return "", err
 	}
@@ -242,28 +234,27 @@ const endingSlack = 1500 * time.Millisecond
 // every element must lie within live, or within ending while the kernel is
 // about to time it out (a grant that just ended, whose element the kernel
 // may keep for up to half a second longer).
-func checkGrantElems(name string, v6 bool, elems []nftables.SetElement, must, live, ending portSpans) string {
+func checkGrantElems(name string, v6 bool, elems []nftables.SetElement, must, live, ending cover) string {
 	alen := 4
 	if v6 {
 		alen = 16
 	}
-	liveCov, endingCov := coverOf(live), coverOf(ending)
 	have := cover{}
 	for _, e := range elems {
 		r, ok := grantRange(e, alen)
 		if !ok {
 			return fmt.Sprintf("set %s holds an element ajar does not write (%x-%x)", name, e.Key, e.KeyEnd)
 		}
-		if !liveCov.contains(r) &&
-			!(e.Timeout > 0 && e.Expires <= endingSlack && endingCov.contains(r)) {
+		if !live.contains(r) &&
+			!(e.Timeout > 0 && e.Expires <= endingSlack && ending.contains(r)) {
 			return fmt.Sprintf("set %s holds %s, which no grant allows", name, r)
 		}
 		have.add(r)
 	}
 	have.merge()
-	for port, spans := range must {
-		for _, s := range spans {
-			if r := (portRange{port: port, lo: s.lo, hi: s.hi}); !have.contains(r) {
+	for _, rs := range must {
+		for _, r := range rs {
+			if !have.contains(r) {
 				return fmt.Sprintf("set %s lacks %s of a grant", name, r)
 			}
 		}
@@ -308,16 +299,50 @@ func grantRange(e nftables.SetElement, alen int) (r portRange, ok bool) {
 // start and, once merged, disjoint and not adjacent.
 type cover map[uint16][]portRange
 
-// coverOf returns the merged cover of a grant set's spans.
-func coverOf(ps portSpans) cover {
-	c := cover{}
-	for port, spans := range ps {
-		for _, s := range spans {
-			c.add(portRange{port: port, lo: s.lo, hi: s.hi})
+// grantCovers returns, per grant set, the merged covers of the grants
+// with more than a second left (must), with time left (live), and of all
+// of them (ending), including those that just ended (RemainingSeconds 0).
+func grantCovers(grants []jit.GrantRule) (must, live, ending map[setKey]cover, err error) {
+	must, live, ending = map[setKey]cover{}, map[setKey]cover{}, map[setKey]cover{}
+	add := func(m map[setKey]cover, k setKey, r portRange) {
+		if m[k] == nil {
+			m[k] = cover{}
+		}
+		m[k].add(r)
+	}
+	for i, g := range grants {
+		if g.RemainingSeconds < 0 {
+			continue
+		}
+		if g.Port < 1 || g.Port > 65535 {
+			return nil, nil, nil, jit.Invalid(fmt.Sprintf("grants[%d].port", i), "port %d out of range", g.Port)
+		}
+		p, err := parseSource(g.Source)
+		if err != nil {
+			return nil, nil, nil, jit.Invalid(fmt.Sprintf("grants[%d].source", i), "%v", err)
+		}
+		protos, err := protocols(g.Protocol)
+		if err != nil {
+			return nil, nil, nil, jit.Invalid(fmt.Sprintf("grants[%d].protocol", i), "%v", err)
+		}
+		r := portRange{port: uint16(g.Port), lo: p.Addr(), hi: lastAddr(p)}
+		for _, proto := range protos {
+			k := setKey{v6: p.Addr().Is6(), proto: proto}
+			add(ending, k, r)
+			if g.RemainingSeconds > 0 {
+				add(live, k, r)
+			}
+			if g.RemainingSeconds > 1 {
+				add(must, k, r)
+			}
 		}
 	}
-	c.merge()
-	return c
+	for _, m := range []map[setKey]cover{must, live, ending} {
+		for _, c := range m {
+			c.merge()
+		}
+	}
+	return must, live, ending, nil
 }
 
 func (c cover) add(r portRange) { c[r.port] = append(c[r.port], r) }

@@ -611,6 +611,27 @@ func BenchmarkCheck10000(b *testing.B) {
 	b.ReportMetric(float64(elems), "elements")
 }
 
+// BenchmarkCheckDump10000 is the drift check with 10,000 grants in place
+// when it must read the table (a grant ended, or another process committed
+// to nftables).
+func BenchmarkCheckDump10000(b *testing.B) {
+	fw, st, elems := bench10000(b)
+	ctx := context.Background()
+	if err := fw.Apply(ctx, jit.VM{}, st); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		fw.mu.Lock()
+		fw.known = false
+		fw.mu.Unlock()
+		drift, reason, err := fw.Check(ctx, st)
+		if err != nil || drift {
+			b.Fatalf("check: drift %v (%s), %v", drift, reason, err)
+		}
+	}
+	b.ReportMetric(float64(elems), "elements")
+}
+
 // TestGeneration: the ruleset generation Check relies on moves by one with
 // each Apply and with any other process's commit, and a change by another
 // process is found even right after a clean Check of the same state.

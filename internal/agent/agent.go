@@ -153,6 +153,9 @@ func (a *Agent) watch(ctx context.Context) {
 				return
 			}
 			wait := retry.next(err)
+			if code := jit.ErrorCode(err); code == jit.EUnauthorized || code == jit.ENotFound {
+				a.closeGrants(ctx)
+			}
 			a.Log.Warn("cannot reach the server; keeping the current state", "err", err, "retry", wait)
 			sleep(ctx, wait)
 			continue
@@ -172,6 +175,25 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 		after = st.Revision
 	}
+}
+
+// closeGrants applies the current state without its grants, keeping the
+// lock: the server no longer knows this agent's VM or credential (the VM
+// was deleted from ajar, which ended its grants), so nothing it granted
+// may stay open.
+func (a *Agent) closeGrants(ctx context.Context) {
+	a.mu.Lock()
+	h, open := a.cur, a.have && len(a.cur.State.Grants) > 0
+	a.mu.Unlock()
+	if !open {
+		return
+	}
+	h.State.Grants, h.Deadlines = []jit.GrantRule{}, map[string]time.Time{}
+	if err := a.apply(ctx, h, "credential refused"); err != nil {
+		a.Log.Error("close grants", "err", err)
+		return
+	}
+	a.Log.Warn("the server no longer knows this agent (VM deleted from ajar?): grants closed, the lock stays")
 }
 
 // guard checks the table against the state every DriftInterval, repairs

@@ -33,10 +33,12 @@ func BenchmarkRequestsPostgres(b *testing.B) {
 				clients = append(clients, s.Client(token))
 			}
 			loadbench.Run(ctx, clients, vms, 8, 200)
+			cpu0 := cpuTime(b, servers...)
 			b.ResetTimer()
 			res := loadbench.Run(ctx, clients, vms, 32, max(b.N, 1000))
 			b.StopTimer()
 			report(b, res)
+			b.ReportMetric(float64((cpuTime(b, servers...)-cpu0).Microseconds())/float64(res.Accepted), "ajard-cpu-µs/req")
 			v, err := servers[len(servers)-1].Admin.Verify(ctx)
 			if err != nil || !v.OK {
 				b.Fatalf("activity log after the load: %+v %v", v, err)

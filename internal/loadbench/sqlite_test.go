@@ -3,6 +3,7 @@ package loadbench_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/ajardtest"
 	"github.com/ajarhq/ajar/internal/client"
@@ -22,10 +23,12 @@ func BenchmarkRequestsSQLite(b *testing.B) {
 	}
 	c := s.Client(token)
 	loadbench.Run(ctx, []*client.Client{c}, vms, 8, 200) // warm up connections
+	cpu0 := cpuTime(b, s)
 	b.ResetTimer()
 	res := loadbench.Run(ctx, []*client.Client{c}, vms, 32, max(b.N, 1000))
 	b.StopTimer()
 	report(b, res)
+	b.ReportMetric(float64((cpuTime(b, s)-cpu0).Microseconds())/float64(res.Accepted), "ajard-cpu-µs/req")
 	v, err := s.Admin.Verify(ctx)
 	if err != nil || !v.OK {
 		b.Fatalf("activity log after the load: %+v %v", v, err)
@@ -41,4 +44,18 @@ func report(b *testing.B, res loadbench.Result) {
 	b.ReportMetric(float64(res.P50.Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(res.P99.Microseconds())/1000, "p99-ms")
 	b.Log(res)
+}
+
+// cpuTime returns the processor time servers have used so far.
+func cpuTime(b *testing.B, servers ...*ajardtest.Server) time.Duration {
+	b.Helper()
+	var sum time.Duration
+	for _, s := range servers {
+		d, err := loadbench.CPUTime(s.Cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum += d
+	}
+	return sum
 }

@@ -774,3 +774,68 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("after a change through ajar's API (-want +got):\n%s", d)
 	}
 }
+
+// TestPolicyHistory: a policy's requests are its own, not those of its
+// VMs under an earlier policy.
+func TestPolicyHistory(t *testing.T) {
+	f := setup(t)
+	ctx := t.Context()
+	admin := newClient(t, f.srv, sub, ajardtest.AdminToken, nil)
+	alice := newClient(t, f.srv, sub, f.alice, nil)
+	web3 := armVM("rg-a", "web-3")
+	initiate := func(name string) {
+		t.Helper()
+		if _, err := alice.Initiate(ctx, "rg-a", "westeurope", name, armsecurity.JitNetworkAccessPolicyInitiateRequest{
+			VirtualMachines: []*armsecurity.JitNetworkAccessPolicyInitiateVirtualMachine{{ID: to.Ptr(web3),
+				Ports: []*armsecurity.JitNetworkAccessPolicyInitiatePort{{Number: to.Ptr[int32](22), EndTimeUTC: to.Ptr(time.Now().Add(time.Hour))}}}},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func(name string) int {
+		t.Helper()
+		p, err := admin.Get(ctx, "rg-a", "westeurope", name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p.Properties.Requests)
+	}
+	put := func(name string) {
+		t.Helper()
+		if _, err := admin.CreateOrUpdate(ctx, "rg-a", "westeurope", name, policyBody(vmRules(web3, rule(22, armsecurity.ProtocolTCP, "PT3H", "*"))), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("first")
+	initiate("first")
+	initiate("first")
+	if n := requests("first"); n != 2 {
+		t.Fatalf("first policy: %d requests, want 2", n)
+	}
+	if _, err := admin.Delete(ctx, "rg-a", "westeurope", "first", nil); err != nil {
+		t.Fatal(err)
+	}
+	put("second")
+	if n := requests("second"); n != 0 {
+		t.Errorf("a policy created after another was deleted shows %d requests, want none", n)
+	}
+	initiate("second")
+	put("second") // an update keeps the history
+	pol, err := f.admin.GetPolicy(ctx, f.vms["web-3"].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.PutPolicy(ctx, f.vms["web-3"].ID, pol); err != nil { // so does one through ajar's API
+		t.Fatal(err)
+	}
+	if n := requests("second"); n != 1 {
+		t.Errorf("second policy after updates: %d requests, want 1", n)
+	}
+	if _, err := admin.Delete(ctx, "rg-a", "westeurope", "second", nil); err != nil {
+		t.Fatal(err)
+	}
+	put("second") // the same name again is a new policy
+	if n := requests("second"); n != 0 {
+		t.Errorf("a policy re-created under the same name shows %d requests, want none", n)
+	}
+}

@@ -172,9 +172,10 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 					Message: fmt.Sprintf("VM %s already belongs to JIT policy %s in location %s; remove it from that policy first", vm.Name, cur.Name, cur.Location)}
 			}
 			p := policies[i]
-			p.VMID, p.UpdatedAt, p.UpdatedBy = vm.ID, now, a.Name()
+			p.VMID, p.UpdatedAt, p.UpdatedBy, p.CreatedAt = vm.ID, now, a.Name(), now
 			if op == jit.OpPolicyUpdate {
 				p.RequireJustification, p.CloseConnectionsOnExpiry = old.RequireJustification, old.CloseConnectionsOnExpiry
+				p.CreatedAt = old.CreatedAt
 			}
 			if err := tx.PutPolicy(p); err != nil {
 				return err
@@ -393,11 +394,12 @@ func (c *Control) AzurePolicies(ctx context.Context, a *Actor, d AzureDefaults, 
 }
 
 // azureRequests returns the newest limit requests that opened grants on
-// members, with those grants only.
+// members since each got its policy, with those grants only: a policy's
+// history is its own, not that of its VMs under an earlier policy.
 func (c *Control) azureRequests(tx store.Tx, members []AzureMember, limit int) ([]jit.Request, error) {
 	byID := map[string]*jit.Request{}
 	for _, m := range members {
-		gs, err := tx.ListGrants(store.GrantFilter{VMID: m.VM.ID, Limit: limit * 8})
+		gs, err := tx.ListGrants(store.GrantFilter{VMID: m.VM.ID, Limit: limit * 8, Since: m.Policy.CreatedAt})
 		if err != nil {
 			return nil, err
 		}

@@ -42,10 +42,13 @@ func (c *Control) PutPolicy(ctx context.Context, a *Actor, vmID string, p jit.Po
 			return err
 		}
 		op := jit.OpPolicyUpdate
-		if _, err := tx.GetPolicy(vmID); jit.ErrorCode(err) == jit.ENotFound {
+		if old, err := tx.GetPolicy(vmID); jit.ErrorCode(err) == jit.ENotFound {
 			op = jit.OpPolicyCreate
+			p.CreatedAt = p.UpdatedAt
 		} else if err != nil {
 			return err
+		} else {
+			p.CreatedAt = old.CreatedAt
 		}
 		if err := tx.PutPolicy(p); err != nil {
 			return err

@@ -14,13 +14,18 @@ import (
 
 // readPassword reads one line from stdin, without its line ending.
 func (a *app) readPassword() (string, error) {
-	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	return readLine(bufio.NewReader(a.stdin), "password")
+}
+
+// readLine reads one line holding what from r.
+func readLine(r *bufio.Reader, what string) (string, error) {
+	line, err := r.ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("read the password from stdin: %w", err)
+		return "", fmt.Errorf("read the %s from stdin: %w", what, err)
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return "", errors.New("no password on stdin")
+		return "", fmt.Errorf("no %s on stdin", what)
 	}
 	return pw, nil
 }
@@ -102,16 +107,24 @@ func (a *app) userCommand() *cobra.Command {
 		},
 	})
 
-	var pwStdin2 bool
+	var pwStdin2, curStdin bool
 	passwd := &cobra.Command{
 		Use:   "passwd NAME --password-stdin",
-		Short: "Set a user's console password, read from stdin",
+		Short: "Set a user's console password, read from stdin; the user's other console sessions end",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !pwStdin2 {
 				return errors.New("give the password on stdin with --password-stdin")
 			}
-			pw, err := a.readPassword()
+			in := bufio.NewReader(a.stdin)
+			current := ""
+			if curStdin {
+				var err error
+				if current, err = readLine(in, "current password"); err != nil {
+					return err
+				}
+			}
+			pw, err := readLine(in, "password")
 			if err != nil {
 				return err
 			}
@@ -119,17 +132,19 @@ func (a *app) userCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.SetPassword(cmd.Context(), args[0], pw); err != nil {
+			set, err := c.SetPassword(cmd.Context(), args[0], current, pw)
+			if err != nil {
 				return err
 			}
 			if a.asJSON() {
-				return a.printJSON(map[string]string{"user": args[0]})
+				return a.printJSON(set)
 			}
-			fmt.Fprintf(a.stdout, "Password of %s set.\n", args[0])
+			fmt.Fprintf(a.stdout, "Password of %s set; %d other console sessions ended.\n", args[0], set.SessionsEnded)
 			return nil
 		},
 	}
 	passwd.Flags().BoolVar(&pwStdin2, "password-stdin", false, "read the password from stdin (required)")
+	passwd.Flags().BoolVar(&curStdin, "current-password-stdin", false, "read your current password from stdin first, on its own line (needed to change your own password)")
 	cmd.AddCommand(passwd)
 	return cmd
 }

@@ -16,10 +16,15 @@ import (
 	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
-// countingStore counts the write transactions run on a real store.
+// countingStore counts the transactions run on a real store.
 type countingStore struct {
 	store.Store
-	updates atomic.Int64
+	updates, views atomic.Int64
+}
+
+func (s *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	s.views.Add(1)
+	return s.Store.View(ctx, fn)
 }
 
 func (s *countingStore) Update(ctx context.Context, fn func(store.Tx) error) error {

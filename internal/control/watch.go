@@ -9,18 +9,40 @@ import (
 	"github.com/ajarhq/ajar/internal/store"
 )
 
-// hub wakes the callers waiting for a VM's desired state to change.
+// hub wakes the callers waiting for a VM's desired state to change, and
+// keeps the state its agent read last until the VM's next change, so that
+// an agent's long poll that finds nothing new costs no database read.
 type hub struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{}
+	states  map[string]jit.DesiredState
 }
 
-func (h *hub) wait(vmID string) chan struct{} {
+// wait registers a waiter for vmID's next change and returns the state
+// kept for it, if any.
+func (h *hub) wait(vmID string) (chan struct{}, jit.DesiredState, bool) {
 	ch := make(chan struct{})
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.waiters[vmID] = append(h.waiters[vmID], ch)
-	h.mu.Unlock()
-	return ch
+	st, ok := h.states[vmID]
+	return ch, st, ok
+}
+
+// keep keeps st, read after ch was registered, as vmID's state, unless a
+// change came since (then st may be older than the change).
+func (h *hub) keep(vmID string, ch chan struct{}, st jit.DesiredState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-ch:
+		return
+	default:
+	}
+	if h.states == nil {
+		h.states = map[string]jit.DesiredState{}
+	}
+	h.states[vmID] = st
 }
 
 func (h *hub) cancel(vmID string, ch chan struct{}) {
@@ -48,12 +70,14 @@ func (h *hub) wake(vmID string) {
 			}
 			delete(h.waiters, id)
 		}
+		clear(h.states)
 		return
 	}
 	for _, ch := range h.waiters[vmID] {
 		close(ch)
 	}
 	delete(h.waiters, vmID)
+	delete(h.states, vmID)
 }
 
 // RunWatchHub relays committed changes from the store (this server's and
@@ -118,13 +142,24 @@ func desiredState(tx store.Tx, vm jit.VM, now time.Time) (jit.DesiredState, erro
 // is past after, or, when wait runs out first, the current state
 // unchanged ("no change"). Running out of wait never fails the call: a
 // read already under way when it does finishes under ctx, which bounds
-// the whole call (the caller's connection).
+// the whole call (the caller's connection, the server's life). An agent
+// watching its own VM is answered from the state kept since its last read
+// while the VM has not changed.
 func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, after int64, wait time.Duration) (jit.DesiredState, error) {
+	own := a != nil && a.Token.Kind == jit.TokenAgent && a.Token.VMID == vmID
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		ch := c.hub.wait(vmID)
-		st, err := c.DesiredState(ctx, a, vmID)
+		ch, st, kept := c.hub.wait(vmID)
+		var err error
+		if kept && own {
+			st = stateAt(st, c.Now())
+		} else {
+			st, err = c.DesiredState(ctx, a, vmID)
+			if err == nil && own {
+				c.hub.keep(vmID, ch, st)
+			}
+		}
 		if err != nil || st.Revision > after {
 			c.hub.cancel(vmID, ch)
 			return st, err
@@ -139,4 +174,17 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 			return st, nil
 		}
 	}
+}
+
+// stateAt is st as the server would produce it at now: its grants with
+// the time they have left, those that ended dropped.
+func stateAt(st jit.DesiredState, now time.Time) jit.DesiredState {
+	grants := make([]jit.GrantRule, 0, len(st.Grants))
+	for _, g := range st.Grants {
+		if g.RemainingSeconds = remaining(g.EndTime, now); g.RemainingSeconds > 0 {
+			grants = append(grants, g)
+		}
+	}
+	st.Grants, st.ServerTime = grants, now
+	return st
 }

@@ -16,8 +16,8 @@
 //     accept) that accepts established/related packets, accepts sources
 //     found in the grant sets, and drops the locked ports;
 //   - a base chain output (filter hook output, same priority and policy)
-//     that keeps the host's own side of a locked port from starting a
-//     connection with an address no grant allows.
+//     that keeps the host's side of a locked port from reviving, by
+//     mid-stream pickup, a connection with an address no grant allows.
 //
 // The output chain is what makes closing connections at expiry stick.
 // After KillConnections deletes a connection's conntrack entry, the next
@@ -69,9 +69,9 @@ import (
 // Names of what ajar creates.
 const (
 	TableName       = "ajar"
-	ChainName       = "input"
+	InputChainName  = "input"
 	OutputChainName = "output"
-	// ChainPriority runs the chain just before the usual filter chains.
+	// ChainPriority runs the chains just before the usual filter chains.
 	ChainPriority = -10
 )
 
@@ -420,7 +420,7 @@ func buildPlan(st jit.DesiredState, minSecs int64) (*plan, error) {
 		}
 	}
 	p.chains = []plannedChain{{
-		chain: chain(ChainName, nftables.ChainHookInput),
+		chain: chain(InputChainName, nftables.ChainHookInput),
 		rules: [][]expr.Any{
 			establishedRule(),
 			grantRule(inbound, false, unix.IPPROTO_TCP, setGrant4TCP, ids[setGrant4TCP]),

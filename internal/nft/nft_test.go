@@ -413,7 +413,7 @@ func TestCheck(t *testing.T) {
 		expectDrift("re-applied", false)
 	}
 	reapply()
-	l.vm.Run(t, "nft", "flush", "chain", "inet", TableName, ChainName)
+	l.vm.Run(t, "nft", "flush", "chain", "inet", TableName, InputChainName)
 	expectDrift("chain flushed", true)
 
 	reapply()
@@ -434,7 +434,7 @@ func TestCheck(t *testing.T) {
 	expectDrift("lock element deleted", true)
 
 	reapply()
-	l.vm.Run(t, "nft", "insert", "rule", "inet", TableName, ChainName, "tcp", "dport", "22", "accept")
+	l.vm.Run(t, "nft", "insert", "rule", "inet", TableName, InputChainName, "tcp", "dport", "22", "accept")
 	expectDrift("rule inserted", true)
 
 	reapply()

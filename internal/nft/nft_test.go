@@ -523,6 +523,13 @@ func TestApplyCancelled(t *testing.T) {
 	if err := l.fw.Apply(ctx, jit.VM{}, goldenState()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Apply(cancelled) = %v", err)
 	}
+	if _, _, err := l.fw.Check(ctx, goldenState()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Check(cancelled) = %v", err)
+	}
+	g := goldenState().Grants[0]
+	if err := l.fw.KillConnections(ctx, g); !errors.Is(err, context.Canceled) {
+		t.Fatalf("KillConnections(cancelled) = %v", err)
+	}
 }
 
 func TestApplyInvalid(t *testing.T) {

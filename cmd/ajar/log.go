@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,8 +23,8 @@ func (a *app) logCommand() *cobra.Command {
 		Short: "Read and export the activity log",
 		Long: `log prints activity events, oldest first. --since and --until take an RFC 3339 time
 (2026-01-02T15:04:05Z) or a duration meaning that long ago (24h, 7d). --csv and
---jsonl export the events in those formats. Without --limit every matching event is
-read, page by page.`,
+--jsonl export the events in those formats, streamed by the server. Without --limit
+every matching event is read (the table and -o json page by page).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -57,26 +53,20 @@ read, page by page.`,
 				}
 				q.VM = vm.ID
 			}
-			if asCSV {
-				return a.exportCSV(ctx, c, q)
+			switch {
+			case asCSV:
+				return c.ExportEvents(ctx, q, "csv", a.stdout)
+			case asJSONL:
+				return c.ExportEvents(ctx, q, "jsonl", a.stdout)
 			}
 			events, err := readEvents(ctx, c, q)
 			if err != nil {
 				return err
 			}
-			switch {
-			case asJSONL:
-				enc := json.NewEncoder(a.stdout)
-				for _, e := range events {
-					if err := enc.Encode(e); err != nil {
-						return err
-					}
-				}
-				return nil
-			case a.asJSON():
+			if a.asJSON() {
 				return a.printJSON(list(events))
 			}
-			printEvents(a, events, vmNames(ctx, c))
+			printEvents(a, events, vmNames(ctx, c, events))
 			return nil
 		},
 	}
@@ -93,61 +83,30 @@ read, page by page.`,
 	return cmd
 }
 
-// readEvents reads the events q selects: one call when q has a limit,
-// else page after page until an empty one.
+// readEvents reads the events q selects, page after page, up to q.Limit
+// when it is set.
 func readEvents(ctx context.Context, c *client.Client, q client.EventQuery) ([]jit.Event, error) {
-	if q.Limit > 0 {
-		return c.ListEvents(ctx, q)
-	}
+	limit := q.Limit
 	var all []jit.Event
 	for {
+		q.Limit = eventPage
+		if limit > 0 {
+			q.Limit = min(eventPage, limit-len(all))
+		}
 		page, err := c.ListEvents(ctx, q)
 		if err != nil {
 			return nil, err
 		}
-		if len(page) == 0 {
+		all = append(all, page...)
+		if len(page) < q.Limit || limit > 0 && len(all) >= limit {
 			return all, nil
 		}
-		all = append(all, page...)
 		q.After = page[len(page)-1].Seq
 	}
 }
 
-// exportCSV writes the server's CSV export to stdout, page after page
-// (one header row) unless q has a limit.
-func (a *app) exportCSV(ctx context.Context, c *client.Client, q client.EventQuery) error {
-	if q.Limit > 0 {
-		return c.ExportEvents(ctx, q, "csv", a.stdout)
-	}
-	w := csv.NewWriter(a.stdout)
-	for page := 0; ; page++ {
-		var buf bytes.Buffer
-		if err := c.ExportEvents(ctx, q, "csv", &buf); err != nil {
-			return err
-		}
-		recs, err := csv.NewReader(&buf).ReadAll()
-		if err != nil {
-			return fmt.Errorf("read the server's CSV: %w", err)
-		}
-		if len(recs) == 0 {
-			return errors.New("the server's CSV has no header row")
-		}
-		if page > 0 {
-			recs = recs[1:]
-		}
-		if err := w.WriteAll(recs); err != nil {
-			return err
-		}
-		if page > 0 && len(recs) == 0 || page == 0 && len(recs) == 1 {
-			return nil
-		}
-		last, err := strconv.ParseInt(recs[len(recs)-1][0], 10, 64)
-		if err != nil {
-			return fmt.Errorf("read the server's CSV: seq %q is not a number", recs[len(recs)-1][0])
-		}
-		q.After = last
-	}
-}
+// eventPage is how many events the CLI asks for at a time.
+const eventPage = 1000
 
 func printEvents(a *app, events []jit.Event, names map[string]string) {
 	t := newTable(a.stdout, "SEQ", "TIME", "ACTOR", "ADDRESS", "VM", "OPERATION", "OUTCOME", "DETAILS")
@@ -211,7 +170,7 @@ func (a *app) logVerifyCommand() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Activity log verification FAILED at event %d: %s\n", seq, v.Problem)
 				if evs, err := c.ListEvents(ctx, client.EventQuery{After: seq - 1, Limit: 1}); err == nil && len(evs) == 1 && evs[0].Seq == seq {
 					fmt.Fprintln(a.stdout, "First bad event:")
-					printEvents(a, evs, vmNames(ctx, c))
+					printEvents(a, evs, vmNames(ctx, c, evs))
 				}
 			}
 			return fmt.Errorf("activity log verification failed at event %d: %s", seq, v.Problem)

@@ -202,10 +202,27 @@ func resolveVM(ctx context.Context, c *client.Client, ref string) (jit.VMView, e
 		ref, strings.Join(groups, ", "), ref, groups[0], ref)
 }
 
-// vmNames maps VM ids to group/name for tables; it is best effort (a
-// reader may not see every VM, and deleted VMs are gone).
-func vmNames(ctx context.Context, c *client.Client) map[string]string {
+// vmNames maps the VM ids of events to group/name for tables; it is best
+// effort (a reader may not see every VM, and deleted VMs are gone). A few
+// VMs are looked up one by one, many by listing every VM.
+func vmNames(ctx context.Context, c *client.Client, events []jit.Event) map[string]string {
 	m := map[string]string{}
+	var ids []string
+	for _, e := range events {
+		if e.VMID != "" {
+			ids = append(ids, e.VMID)
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) <= 20 {
+		for _, id := range ids {
+			if v, err := c.GetVM(ctx, id); err == nil {
+				m[id] = v.Group + "/" + v.Name
+			}
+		}
+		return m
+	}
 	vms, err := c.ListVMs(ctx, "", "", "")
 	if err != nil {
 		return m

@@ -381,7 +381,7 @@ func (h *Handler) put(c *call) error {
 
 // vmsByARMID returns the VMs the actor may read by lower-cased ARM id.
 func (h *Handler) vmsByARMID(c *call) (map[string]jit.VM, error) {
-	views, err := h.ctl.ListVMs(c.r.Context(), c.a, control.VMListFilter{})
+	views, _, err := h.ctl.ListVMs(c.r.Context(), c.a, control.VMListFilter{Limit: -1})
 	if err != nil {
 		return nil, err
 	}

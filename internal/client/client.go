@@ -153,7 +153,8 @@ func responseError(resp *http.Response) error {
 }
 
 type list[T any] struct {
-	Value []T `json:"value"`
+	Value []T    `json:"value"`
+	Next  string `json:"next"`
 }
 
 func get[T any](ctx context.Context, c *Client, path string) (T, error) {
@@ -162,9 +163,28 @@ func get[T any](ctx context.Context, c *Client, path string) (T, error) {
 	return v, err
 }
 
+// getList reads every page of a list, following the server's cursors.
 func getList[T any](ctx context.Context, c *Client, path string) ([]T, error) {
-	l, err := get[list[T]](ctx, c, path)
-	return l.Value, err
+	var all []T
+	for cursor := ""; ; {
+		p := path
+		if cursor != "" {
+			sep := "?"
+			if strings.Contains(path, "?") {
+				sep = "&"
+			}
+			p += sep + "cursor=" + url.QueryEscape(cursor)
+		}
+		l, err := get[list[T]](ctx, c, p)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, l.Value...)
+		if l.Next == "" || l.Next == cursor {
+			return all, nil
+		}
+		cursor = l.Next
+	}
 }
 
 func send[T any](ctx context.Context, c *Client, method, path string, in any) (T, error) {
@@ -219,8 +239,8 @@ func (c *Client) CreateVM(ctx context.Context, n jit.NewVM) (jit.VM, error) {
 	return send[jit.VM](ctx, c, http.MethodPost, "/api/v1/vms", n)
 }
 
-// ListVMs lists VMs; group, jit (configured, not-configured, unsupported)
-// and name filter when not empty.
+// ListVMs lists VMs, every page of them; group, jit (configured,
+// not-configured, unsupported) and name filter when not empty.
 func (c *Client) ListVMs(ctx context.Context, group, jitState, name string) ([]jit.VMView, error) {
 	return getList[jit.VMView](ctx, c, "/api/v1/vms"+query("group", group, "jit", jitState, "name", name))
 }
@@ -301,12 +321,15 @@ func (q EventQuery) values(format string) string {
 		"after", n(q.After), "limit", n(int64(q.Limit)), "format", format)
 }
 
-// ListEvents reads activity events.
+// ListEvents reads one page of activity events: those after q.After, at
+// most q.Limit (the server's maximum is 10,000; 0 asks for its default).
 func (c *Client) ListEvents(ctx context.Context, q EventQuery) ([]jit.Event, error) {
-	return getList[jit.Event](ctx, c, "/api/v1/activity"+q.values(""))
+	l, err := get[list[jit.Event]](ctx, c, "/api/v1/activity"+q.values(""))
+	return l.Value, err
 }
 
-// ExportEvents writes activity events to w as csv or jsonl.
+// ExportEvents writes every activity event q selects (at most q.Limit
+// when set) to w as csv or jsonl; the server streams them.
 func (c *Client) ExportEvents(ctx context.Context, q EventQuery, format string, w io.Writer) error {
 	return c.Do(ctx, http.MethodGet, "/api/v1/activity"+q.values(format), nil, w)
 }
@@ -337,20 +360,9 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(name), nil, nil)
 }
 
-// PasswordSet answers SetPassword.
-type PasswordSet struct {
-	User          string `json:"user"`
-	SessionsEnded int    `json:"sessionsEnded"` // the user's other console sessions
-}
-
-// SetPassword sets a user's console password. current is the user's
-// current one, needed to change one's own; "" for an admin's reset.
-func (c *Client) SetPassword(ctx context.Context, user, current, password string) (PasswordSet, error) {
-	in := map[string]string{"password": password}
-	if current != "" {
-		in["currentPassword"] = current
-	}
-	return send[PasswordSet](ctx, c, http.MethodPut, "/api/v1/users/"+url.PathEscape(user)+"/password", in)
+// SetPassword sets a user's console password.
+func (c *Client) SetPassword(ctx context.Context, user, password string) error {
+	return c.Do(ctx, http.MethodPut, "/api/v1/users/"+url.PathEscape(user)+"/password", map[string]string{"password": password}, nil)
 }
 
 // CreateToken creates an API token; its secret is in the answer only.

@@ -18,6 +18,9 @@ import (
 // PageSize is how many events one page of the activity log shows.
 const PageSize = 50
 
+// MaxVMOptions is how many machines the activity filter lists at most.
+const MaxVMOptions = 500
+
 // operations are the activity log's operations, for the filter.
 var operations = []string{
 	jit.OpRequestApprove, jit.OpRequestRefuse, jit.OpGrantOpen, jit.OpGrantExpire, jit.OpGrantRevoke, jit.OpGrantSupersede, jit.OpGrantShorten,
@@ -38,6 +41,7 @@ type activityPage struct {
 	VM, Actor, Operation, Since, Until string
 	VMs                                []option
 	Operations                         []option
+	VMField                            bool // a text field instead of the list of VMs
 	Events                             []eventRow
 	Newer, Older, Newest, CSV          string
 	Verify                             *jit.Verification
@@ -91,7 +95,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 	var events []jit.Event
 	if after > 0 {
 		f.AfterSeq = after
-		events, err = c.ctl.ListEvents(r.Context(), a, f)
+		events, _, err = c.ctl.ListEvents(r.Context(), a, f)
 		slices.Reverse(events)
 		if len(events) > PageSize {
 			events = events[len(events)-PageSize:]
@@ -99,7 +103,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 		}
 	} else {
 		f.Desc, f.AfterSeq = true, before
-		events, err = c.ctl.ListEvents(r.Context(), a, f)
+		events, _, err = c.ctl.ListEvents(r.Context(), a, f)
 		if len(events) > PageSize {
 			events = events[:PageSize]
 			p.Older = "more"
@@ -109,17 +113,29 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 		return err
 	}
 
-	vms, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{})
+	// The machine filter is a list while the machines fit one; beyond
+	// that, a field for the machine's id.
+	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Limit: MaxVMOptions})
 	if err != nil {
 		return err
 	}
-	names := map[string]string{}
 	sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
-	for _, v := range vms {
-		names[v.ID] = v.Name
-		p.VMs = append(p.VMs, option{Value: v.ID, Label: v.Name + " (" + v.Group + ")", Selected: v.ID == f.VMID})
+	ids := []string{f.VMID}
+	for _, e := range events {
+		ids = append(ids, e.VMID)
 	}
-	if f.VMID != "" && names[f.VMID] == "" {
+	slices.Sort(ids)
+	names, err := c.ctl.VMNames(r.Context(), a, slices.Compact(ids))
+	if err != nil {
+		return err
+	}
+	p.VMField = more != ""
+	for _, v := range vms {
+		if !p.VMField {
+			p.VMs = append(p.VMs, option{Value: v.ID, Label: v.Name + " (" + v.Group + ")", Selected: v.ID == f.VMID})
+		}
+	}
+	if !p.VMField && f.VMID != "" && !slices.ContainsFunc(vms, func(v jit.VMView) bool { return v.ID == f.VMID }) {
 		p.VMs = append(p.VMs, option{Value: f.VMID, Label: f.VMID, Selected: true})
 	}
 	for _, op := range operations {
@@ -183,20 +199,15 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 	return c.render(w, r, http.StatusOK, "activity.html", p)
 }
 
-// activityCSV downloads the filtered activity log (up to the API's page
-// limit), in the API's CSV format.
+// activityCSV downloads every event of the filtered activity log,
+// streamed, in the API's CSV format.
 func (c *Console) activityCSV(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	f, err := activityFilter(r)
 	if err != nil {
 		return err
 	}
-	f.Limit = control.MaxEventPage
-	events, err := c.ctl.ListEvents(r.Context(), a, f)
-	if err != nil {
-		return err
-	}
 	name := fmt.Sprintf("ajar-activity-%s.csv", c.ctl.Now().Format("20060102-150405"))
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-	return server.WriteEventsCSV(w, events)
+	return server.StreamEvents(w, r, c.log, "csv", name, func(fn func(*jit.Event) error) error {
+		return c.ctl.ExportEvents(r.Context(), a, f, fn)
+	})
 }

@@ -138,7 +138,7 @@ func (c *Console) machinePage(r *http.Request, a *control.Actor, id string) (mac
 		p.Editor = formFromRules(vm.Recommended)
 		p.Editor.Recommended = true
 	}
-	grants, err := c.ctl.ListGrants(ctx, a, control.GrantListFilter{VMID: id, Limit: 10000})
+	grants, _, err := c.ctl.ListGrants(ctx, a, control.GrantListFilter{VMID: id, Limit: control.MaxPage})
 	if err != nil {
 		return p, err
 	}

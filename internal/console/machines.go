@@ -3,7 +3,6 @@ package console
 import (
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 
 	"github.com/ajarhq/ajar/internal/control"
@@ -12,7 +11,6 @@ import (
 
 type tab struct {
 	Key, Label string
-	Count      int
 	Active     bool
 	URL        string
 }
@@ -24,13 +22,13 @@ type vmRow struct {
 
 type machinesPage struct {
 	base
-	Tab    string
-	Tabs   []tab
-	Query  string
-	Group  string
-	Groups []string
-	VMs    []vmRow
-	Total  int
+	Tab        string
+	Tabs       []tab
+	Query      string
+	Group      string
+	Groups     []string
+	VMs        []vmRow
+	Next, Prev string // links to the pages after and before this one
 }
 
 var tabs = []struct{ key, label string }{
@@ -38,6 +36,9 @@ var tabs = []struct{ key, label string }{
 	{jit.JITNotConfigured, "Not configured"},
 	{jit.JITUnsupported, "Unsupported"},
 }
+
+// MachinesPageSize is how many machines one page of a tab shows.
+const MachinesPageSize = 50
 
 func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	q := r.URL.Query()
@@ -57,31 +58,49 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if p.Group != "" && !contains(p.Groups, p.Group) {
 		p.Group = ""
 	}
-	vms, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: p.Group})
+	// "after" pages on, "before" back; each holds a cursor of ListVMs.
+	cursor, back := q.Get("after"), false
+	if b := q.Get("before"); b != "" {
+		cursor, back = b, true
+	}
+	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: p.Group, JIT: p.Tab, Search: p.Query, Limit: MachinesPageSize, Cursor: cursor})
 	if err != nil {
 		return err
 	}
-	counts := map[string]int{}
-	needle := strings.ToLower(p.Query)
 	for _, v := range vms {
-		if needle != "" && !matches(v, needle) {
-			continue
+		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group)})
+	}
+	filter := url.Values{"tab": {p.Tab}}
+	if p.Query != "" {
+		filter.Set("q", p.Query)
+	}
+	if p.Group != "" {
+		filter.Set("group", p.Group)
+	}
+	link := func(k, v string) string {
+		l := url.Values{k: {v}}
+		for key, vals := range filter {
+			l[key] = vals
 		}
-		counts[v.Classification.JIT]++
-		if v.Classification.JIT == p.Tab {
-			p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group)})
+		return "/machines?" + l.Encode()
+	}
+	if len(vms) > 0 {
+		first, last := vms[0], vms[len(vms)-1]
+		switch {
+		case back:
+			p.Next = link("after", control.VMCursor(last.Group, last.Name, false))
+			if more != "" {
+				p.Prev = link("before", more)
+			}
+		default:
+			if more != "" {
+				p.Next = link("after", more)
+			}
+			if cursor != "" {
+				p.Prev = link("before", control.VMCursor(first.Group, first.Name, true))
+			}
 		}
 	}
-	sort.Slice(p.VMs, func(i, j int) bool {
-		x, y := p.VMs[i], p.VMs[j]
-		if x.Classification.Health != y.Classification.Health {
-			return x.Classification.Health == jit.Unhealthy // unhealthy first
-		}
-		if x.Name != y.Name {
-			return x.Name < y.Name
-		}
-		return x.Group < y.Group
-	})
 	for _, t := range tabs {
 		v := url.Values{"tab": {t.key}}
 		if p.Query != "" {
@@ -90,26 +109,9 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 		if p.Group != "" {
 			v.Set("group", p.Group)
 		}
-		p.Tabs = append(p.Tabs, tab{Key: t.key, Label: t.label, Count: counts[t.key], Active: t.key == p.Tab, URL: "/machines?" + v.Encode()})
-		p.Total += counts[t.key]
+		p.Tabs = append(p.Tabs, tab{Key: t.key, Label: t.label, Active: t.key == p.Tab, URL: "/machines?" + v.Encode()})
 	}
 	return c.render(w, r, http.StatusOK, "machines.html", p)
-}
-
-// matches reports whether a VM's name, group, OS, addresses or labels
-// contain needle (lower case).
-func matches(v jit.VMView, needle string) bool {
-	hay := []string{v.Name, v.Group, v.OS, v.Backend}
-	hay = append(hay, v.Addresses...)
-	for k, val := range v.Labels {
-		hay = append(hay, k+"="+val)
-	}
-	for _, h := range hay {
-		if strings.Contains(strings.ToLower(h), needle) {
-			return true
-		}
-	}
-	return false
 }
 
 func contains(list []string, s string) bool {

@@ -16,29 +16,107 @@ type EventListFilter struct {
 	Since     time.Time
 	Until     time.Time
 	AfterSeq  int64 // paging: events after (or, with Desc, before) this one
-	Limit     int
+	Limit     int   // page size: 0 for 1,000, at most MaxEventPage
 	Desc      bool
+	// Cursor is the Next of the page before (it holds AfterSeq and Desc).
+	Cursor string
 }
 
 // MaxEventPage bounds one page of events.
 const MaxEventPage = 10000
 
-// ListEvents returns activity events the actor may read.
-func (c *Control) ListEvents(ctx context.Context, a *Actor, f EventListFilter) ([]jit.Event, error) {
+// ListEvents returns one page of the activity events the actor may read,
+// and the cursor of the next page ("" after the last).
+func (c *Control) ListEvents(ctx context.Context, a *Actor, f EventListFilter) ([]jit.Event, string, error) {
 	if err := a.require(jit.PermRead, a.anyGroup(), "read the activity log"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if f.Limit <= 0 || f.Limit > MaxEventPage {
-		f.Limit = MaxEventPage
+	limit, err := pageLimit(f.Limit, 1000, MaxEventPage)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := decodeCursor(f.Cursor, "events", &f.AfterSeq, &f.Desc); err != nil {
+		return nil, "", err
 	}
 	var out []jit.Event
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = tx.ListEvents(store.EventFilter{VMID: f.VMID, Actor: f.Actor, Operation: f.Operation, Since: f.Since, Until: f.Until,
-			AfterSeq: f.AfterSeq, Limit: f.Limit, Desc: f.Desc, Groups: a.readGroups()})
+		out, err = tx.ListEvents(c.eventFilter(a, f, limit+1))
 		return err
 	})
-	return out, err
+	if err != nil || len(out) <= limit {
+		return out, "", err
+	}
+	out = out[:limit]
+	return out, encodeCursor("events", out[limit-1].Seq, f.Desc), nil
+}
+
+func (c *Control) eventFilter(a *Actor, f EventListFilter, limit int) store.EventFilter {
+	return store.EventFilter{VMID: f.VMID, Actor: f.Actor, Operation: f.Operation, Since: f.Since, Until: f.Until,
+		AfterSeq: f.AfterSeq, Limit: limit, Desc: f.Desc, Groups: a.readGroups()}
+}
+
+// exportChunk is how many events an export reads per transaction.
+const exportChunk = 1000
+
+// ExportEvents calls fn with every activity event the actor may read that
+// f selects, in sequence order (f.Limit, when set, is the most to export;
+// f.Desc is ignored). It reads them chunk by chunk, each in a transaction
+// of its own, so that memory stays that of one chunk however long the log
+// is; it stops at the log's head as it was when the export began.
+func (c *Control) ExportEvents(ctx context.Context, a *Actor, f EventListFilter, fn func(*jit.Event) error) error {
+	if err := a.require(jit.PermRead, a.anyGroup(), "read the activity log"); err != nil {
+		return err
+	}
+	if f.Limit < 0 {
+		return jit.Invalid("limit", "limit must not be negative, got %d", f.Limit)
+	}
+	var head int64
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		last, err := tx.ListEvents(store.EventFilter{Desc: true, Limit: 1})
+		if len(last) == 1 {
+			head = last[0].Seq
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	f.Desc = false
+	left := f.Limit
+	for f.AfterSeq < head {
+		n := exportChunk
+		if f.Limit > 0 {
+			n = min(n, left)
+		}
+		var chunk []jit.Event
+		err := c.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			chunk, err = tx.ListEvents(c.eventFilter(a, f, n))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for i := range chunk {
+			if chunk[i].Seq > head {
+				return nil
+			}
+			if err := fn(&chunk[i]); err != nil {
+				return err
+			}
+		}
+		if len(chunk) < n {
+			return nil
+		}
+		if f.Limit > 0 {
+			if left -= len(chunk); left == 0 {
+				return nil
+			}
+		}
+		f.AfterSeq = chunk[len(chunk)-1].Seq
+	}
+	return nil
 }
 
 // anyGroup returns a group the actor may read in, so that permission

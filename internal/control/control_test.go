@@ -100,7 +100,7 @@ func enroll(t *testing.T, ctl *control.Control, admin *control.Actor, name strin
 
 func events(t *testing.T, ctl *control.Control, a *control.Actor, op string) []jit.Event {
 	t.Helper()
-	ev, err := ctl.ListEvents(context.Background(), a, control.EventListFilter{Operation: op})
+	ev, _, err := ctl.ListEvents(context.Background(), a, control.EventListFilter{Operation: op})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestExpiryWithInjectedClock(t *testing.T) {
 	if n, _ := ctl.ExpireDue(ctx); n != 0 {
 		t.Fatalf("expired again: %d", n)
 	}
-	gs, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{VMID: vm.ID})
+	gs, _, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{VMID: vm.ID})
 	if err != nil || len(gs) != 1 || gs[0].Status != jit.GrantExpired || !gs[0].EndedAt.Equal(g.EndTime) {
 		t.Fatalf("grant after expiry: %+v %v", gs, err)
 	}
@@ -185,7 +185,7 @@ func TestOffboarding(t *testing.T) {
 	if err := ctl.DeleteUser(ctx, admin, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	gs, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{User: "bob"})
+	gs, _, err := ctl.ListGrants(ctx, admin, control.GrantListFilter{User: "bob"})
 	if err != nil || len(gs) != 1 || gs[0].Status != jit.GrantRevoked {
 		t.Fatalf("bob's grant after deleting bob: %+v %v", gs, err)
 	}

@@ -325,47 +325,85 @@ type GrantListFilter struct {
 	VMID   string
 	Status string
 	User   string
-	Limit  int
+	Limit  int    // page size: 0 for 1,000, at most MaxPage
+	Cursor string // the Next of the page before
 }
 
-// ListGrants lists grants in the groups the actor may read, newest first.
-func (c *Control) ListGrants(ctx context.Context, a *Actor, f GrantListFilter) ([]jit.Grant, error) {
+// ListGrants lists one page of the grants in the groups the actor may
+// read, newest first, and the cursor of the next page ("" after the last).
+func (c *Control) ListGrants(ctx context.Context, a *Actor, f GrantListFilter) ([]jit.Grant, string, error) {
 	switch f.Status {
 	case "", jit.GrantActive, jit.GrantExpired, jit.GrantRevoked, jit.GrantSuperseded:
 	default:
-		return nil, jit.Invalid("status", "status must be active, expired, revoked or superseded, got %q", f.Status)
+		return nil, "", jit.Invalid("status", "status must be active, expired, revoked or superseded, got %q", f.Status)
 	}
-	if f.Limit <= 0 || f.Limit > 10000 {
-		f.Limit = 1000
+	limit, err := pageLimit(f.Limit, 1000, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	sf := store.GrantFilter{VMID: f.VMID, Status: f.Status, User: f.User, Groups: a.readGroups(), Limit: limit + 1}
+	var start int64
+	if err := decodeCursor(f.Cursor, "grants", &start, &sf.BeforeID); err != nil {
+		return nil, "", err
+	}
+	if f.Cursor != "" {
+		sf.BeforeStart = time.Unix(0, start)
 	}
 	var out []jit.Grant
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = tx.ListGrants(store.GrantFilter{VMID: f.VMID, Status: f.Status, User: f.User, Groups: a.readGroups(), Limit: f.Limit})
+		out, err = tx.ListGrants(sf)
 		return err
 	})
-	return out, err
+	if err != nil || len(out) <= limit {
+		return out, "", err
+	}
+	out = out[:limit]
+	last := out[limit-1]
+	return out, encodeCursor("grants", last.StartTime.UnixNano(), last.ID), nil
 }
 
-// ListRequests lists requests: all of them for readers of every group,
-// otherwise the actor's own.
-func (c *Control) ListRequests(ctx context.Context, a *Actor, user string, limit int) ([]jit.Request, error) {
+// RequestListFilter selects requests for ListRequests.
+type RequestListFilter struct {
+	User   string
+	Limit  int    // page size: 0 for 1,000, at most MaxPage
+	Cursor string // the Next of the page before
+}
+
+// ListRequests lists one page of requests, newest first: all of them for
+// readers of every group, otherwise the actor's own; and the cursor of the
+// next page ("" after the last).
+func (c *Control) ListRequests(ctx context.Context, a *Actor, f RequestListFilter) ([]jit.Request, string, error) {
 	if !a.Can(jit.PermRead, "") {
-		if user != "" && user != a.Name() {
-			return nil, jit.Errorf(jit.EForbidden, "%s may list only their own requests", a.Name())
+		if f.User != "" && f.User != a.Name() {
+			return nil, "", jit.Errorf(jit.EForbidden, "%s may list only their own requests", a.Name())
 		}
-		user = a.Name()
+		f.User = a.Name()
 	}
-	if limit <= 0 || limit > 10000 {
-		limit = 1000
+	limit, err := pageLimit(f.Limit, 1000, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	sf := store.RequestFilter{User: f.User, Limit: limit + 1}
+	var created int64
+	if err := decodeCursor(f.Cursor, "requests", &created, &sf.BeforeID); err != nil {
+		return nil, "", err
+	}
+	if f.Cursor != "" {
+		sf.BeforeCreated = time.Unix(0, created)
 	}
 	var out []jit.Request
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = tx.ListRequests(store.RequestFilter{User: user, Limit: limit})
+		out, err = tx.ListRequests(sf)
 		return err
 	})
-	return out, err
+	if err != nil || len(out) <= limit {
+		return out, "", err
+	}
+	out = out[:limit]
+	last := out[limit-1]
+	return out, encodeCursor("requests", last.CreatedAt.UnixNano(), last.ID), nil
 }
 
 // remaining is the whole seconds from now to end, rounded to the nearest:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -175,51 +177,143 @@ type VMListFilter struct {
 	Group string
 	JIT   string // configured, not-configured, unsupported
 	Name  string
+	// Search keeps the VMs whose name, group, OS, backend, addresses or
+	// labels contain it (case-insensitive).
+	Search string
+	// Limit is the page size: 0 for DefaultPage, at most MaxVMPage; -1
+	// lists every VM, for the server's own callers.
+	Limit int
+	// Cursor is the Next of the page before; "" starts at the first VM.
+	Cursor string
 }
 
-// ListVMs lists the VMs the actor may read.
-func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.VMView, error) {
+// ListVMs lists one page of the VMs the actor may read, in (group, name)
+// order, and the cursor of the next page ("" after the last).
+func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.VMView, string, error) {
 	switch f.JIT {
 	case "", jit.JITConfigured, jit.JITNotConfigured, jit.JITUnsupported:
 	default:
-		return nil, jit.Invalid("jit", "jit must be configured, not-configured or unsupported, got %q", f.JIT)
+		return nil, "", jit.Invalid("jit", "jit must be configured, not-configured or unsupported, got %q", f.JIT)
 	}
-	var out []jit.VMView
-	err := c.store.View(ctx, func(tx store.Tx) error {
-		vms, err := tx.ListVMs(store.VMFilter{Group: f.Group, Name: f.Name, Groups: a.readGroups()})
-		if err != nil {
-			return err
+	limit := f.Limit
+	if limit != -1 {
+		var err error
+		if limit, err = pageLimit(f.Limit, DefaultPage, MaxVMPage); err != nil {
+			return nil, "", err
 		}
-		views, err := c.views(tx, vms)
-		for _, v := range views {
-			if f.JIT == "" || v.Classification.JIT == f.JIT {
+	}
+	sf := store.VMFilter{Group: f.Group, Name: f.Name, Groups: a.readGroups()}
+	if err := decodeCursor(f.Cursor, "vms", &sf.AfterGroup, &sf.AfterName, &sf.Desc); err != nil {
+		return nil, "", err
+	}
+	// Whether a VM has a policy is the one part of its tab the database
+	// can tell; the rest (reports, time) is classified here, chunk by
+	// chunk, so memory follows the page size and not the fleet's.
+	switch f.JIT {
+	case jit.JITConfigured:
+		sf.Policy = store.WithPolicy
+	case jit.JITNotConfigured, jit.JITUnsupported:
+		sf.Policy = store.WithoutPolicy
+	}
+	sf.Limit = max(limit+1, 100)
+	if limit == -1 {
+		sf.Limit = 0
+	}
+	needle := strings.ToLower(strings.TrimSpace(f.Search))
+	var out []jit.VMView
+	next := ""
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		for {
+			vms, err := tx.ListVMs(sf)
+			if err != nil {
+				return err
+			}
+			if sf.Limit == 0 || len(vms) < sf.Limit {
+				sf.Limit = -1 // the last chunk
+			} else {
+				last := vms[len(vms)-1]
+				sf.AfterGroup, sf.AfterName = last.Group, last.Name
+			}
+			if needle != "" {
+				vms = slices.DeleteFunc(vms, func(vm jit.VM) bool { return !vmMatches(vm, needle) })
+			}
+			views, err := c.views(tx, vms)
+			if err != nil {
+				return err
+			}
+			for _, v := range views {
+				if f.JIT != "" && v.Classification.JIT != f.JIT {
+					continue
+				}
+				if limit != -1 && len(out) == limit {
+					last := out[len(out)-1]
+					next = VMCursor(last.Group, last.Name, sf.Desc)
+					return nil
+				}
 				out = append(out, v)
 			}
+			if sf.Limit == -1 {
+				return nil
+			}
+		}
+	})
+	if sf.Desc {
+		slices.Reverse(out)
+	}
+	return out, next, err
+}
+
+// VMCursor is the cursor of the VMs after (group, name), or with back
+// before it: the page a "previous" link shows ends there, and its Next
+// goes further back.
+func VMCursor(group, name string, back bool) string {
+	return encodeCursor("vms", group, name, back)
+}
+
+// VMNames returns the names of the VMs with the given ids that the actor
+// may read.
+func (c *Control) VMNames(ctx context.Context, a *Actor, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err := c.store.View(ctx, func(tx store.Tx) error {
+		vms, err := tx.ListVMs(store.VMFilter{IDs: ids, Groups: a.readGroups()})
+		for _, vm := range vms {
+			out[vm.ID] = vm.Name
 		}
 		return err
 	})
 	return out, err
 }
 
-// views adds classification, policy and usage to vms.
+// vmMatches reports whether a VM's name, group, OS, backend, addresses or
+// labels contain needle (lower case).
+func vmMatches(vm jit.VM, needle string) bool {
+	hay := []string{vm.Name, vm.Group, vm.OS, vm.Backend}
+	hay = append(hay, vm.Addresses...)
+	for k, val := range vm.Labels {
+		hay = append(hay, k+"="+val)
+	}
+	for _, h := range hay {
+		if strings.Contains(strings.ToLower(h), needle) {
+			return true
+		}
+	}
+	return false
+}
+
+// views adds classification, policy and usage to vms (a page of them).
 func (c *Control) views(tx store.Tx, vms []jit.VM) ([]jit.VMView, error) {
 	if len(vms) == 0 {
 		return nil, nil
 	}
 	now := c.Now()
-	groups := map[string]bool{}
-	for _, vm := range vms {
-		groups[vm.Group] = true
+	ids := make([]string, len(vms))
+	for i, vm := range vms {
+		ids[i] = vm.ID
 	}
-	var gl []string
-	for g := range groups {
-		gl = append(gl, g)
-	}
-	f := store.VMFilter{Groups: gl}
-	if len(vms) == 1 {
-		f = store.VMFilter{Group: vms[0].Group, Name: vms[0].Name}
-	}
-	pols, err := tx.ListPolicies(f)
+	pols, err := tx.ListPolicies(store.VMFilter{IDs: ids})
 	if err != nil {
 		return nil, err
 	}
@@ -227,16 +321,11 @@ func (c *Control) views(tx store.Tx, vms []jit.VM) ([]jit.VMView, error) {
 	for i := range pols {
 		byVM[pols[i].VMID] = &pols[i]
 	}
-	gf := store.GrantFilter{Since: now.Add(-7 * 24 * time.Hour), Groups: gl}
-	if len(vms) == 1 {
-		gf = store.GrantFilter{Since: now.Add(-7 * 24 * time.Hour), VMID: vms[0].ID}
-	}
-	recent, err := tx.ListGrants(gf)
+	usage, err := tx.VMUsage(ids, now.Add(-7*24*time.Hour), now)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]jit.VMView, len(vms))
-	idx := map[string]int{}
 	for i, vm := range vms {
 		pol := byVM[vm.ID]
 		out[i] = jit.VMView{VM: vm, Classification: jit.Classify(vm, pol != nil, now), Policy: pol}
@@ -247,29 +336,8 @@ func (c *Control) views(tx store.Tx, vms []jit.VM) ([]jit.VMView, error) {
 			out[i].EnforcementError = vm.Report.Reason
 		}
 		out[i].ShadowedRules = ShadowedRules(vm)
-		idx[vm.ID] = i
-	}
-	requests := map[string]map[string]bool{}
-	for _, g := range recent { // newest first
-		i, ok := idx[g.VMID]
-		if !ok {
-			continue
-		}
-		v := &out[i]
-		if g.Status == jit.GrantActive && g.EndTime.After(now) {
-			v.ActiveGrants++
-		}
-		if requests[g.VMID] == nil {
-			requests[g.VMID] = map[string]bool{}
-		}
-		requests[g.VMID][g.RequestID] = true
-		if v.LastAccess == nil {
-			st := g.StartTime
-			v.LastAccess, v.LastUser = &st, g.User
-		}
-	}
-	for id, reqs := range requests {
-		out[idx[id]].ApprovedLast7d = len(reqs)
+		u := usage[vm.ID]
+		out[i].ApprovedLast7d, out[i].LastAccess, out[i].LastUser, out[i].ActiveGrants = u.Approved, u.LastAccess, u.LastUser, u.ActiveGrants
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/csv"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,16 +36,20 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, a *control.Actor
 	return writeJSON(w, http.StatusOK, Whoami{User: a.Name(), Kind: a.Token.Kind, Address: a.Address.String(), Bindings: b})
 }
 
-// List is the envelope of every list response.
+// List is the envelope of every list response. Next, when set, is the
+// cursor of the next page: pass it back as ?cursor= with the same filters.
 type List[T any] struct {
-	Value []T `json:"value"`
+	Value []T    `json:"value"`
+	Next  string `json:"next,omitempty"`
 }
 
-func list[T any](v []T) List[T] {
+func list[T any](v []T) List[T] { return page(v, "") }
+
+func page[T any](v []T, next string) List[T] {
 	if v == nil {
 		v = []T{}
 	}
-	return List[T]{Value: v}
+	return List[T]{Value: v, Next: next}
 }
 
 func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -83,11 +88,16 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Act
 
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	q := r.URL.Query()
-	vms, err := s.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: q.Get("group"), JIT: q.Get("jit"), Name: q.Get("name")})
+	limit, err := queryInt(r, "limit", 1, control.MaxVMPage)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(vms))
+	vms, next, err := s.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: q.Get("group"), JIT: q.Get("jit"), Name: q.Get("name"),
+		Limit: int(limit), Cursor: q.Get("cursor")})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, page(vms, next))
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -170,28 +180,30 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, a *contro
 }
 
 func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	limit, err := queryInt(r, "limit", 1, 10000)
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
 	if err != nil {
 		return err
 	}
-	reqs, err := s.ctl.ListRequests(r.Context(), a, r.URL.Query().Get("user"), int(limit))
+	q := r.URL.Query()
+	reqs, next, err := s.ctl.ListRequests(r.Context(), a, control.RequestListFilter{User: q.Get("user"), Limit: int(limit), Cursor: q.Get("cursor")})
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(reqs))
+	return writeJSON(w, http.StatusOK, page(reqs, next))
 }
 
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	q := r.URL.Query()
-	limit, err := queryInt(r, "limit", 1, 10000)
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
 	if err != nil {
 		return err
 	}
-	gs, err := s.ctl.ListGrants(r.Context(), a, control.GrantListFilter{VMID: q.Get("vm"), Status: q.Get("status"), User: q.Get("user"), Limit: int(limit)})
+	gs, next, err := s.ctl.ListGrants(r.Context(), a, control.GrantListFilter{VMID: q.Get("vm"), Status: q.Get("status"), User: q.Get("user"),
+		Limit: int(limit), Cursor: q.Get("cursor")})
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(gs))
+	return writeJSON(w, http.StatusOK, page(gs, next))
 }
 
 func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -202,11 +214,11 @@ func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, a *control.
 	return writeJSON(w, http.StatusOK, g)
 }
 
-// EventFilterFromQuery reads the activity filters of a request's query:
-// vm, actor, operation, since, until, after, limit.
-func EventFilterFromQuery(r *http.Request) (control.EventListFilter, error) {
+// eventFilter reads the activity filters of a request's query: vm, actor,
+// operation, since, until, after, cursor, and limit up to maxLimit.
+func eventFilter(r *http.Request, maxLimit int64) (control.EventListFilter, error) {
 	q := r.URL.Query()
-	f := control.EventListFilter{VMID: q.Get("vm"), Actor: q.Get("actor"), Operation: q.Get("operation")}
+	f := control.EventListFilter{VMID: q.Get("vm"), Actor: q.Get("actor"), Operation: q.Get("operation"), Cursor: q.Get("cursor")}
 	var err error
 	if f.Since, err = queryTime(r, "since"); err != nil {
 		return f, err
@@ -217,58 +229,111 @@ func EventFilterFromQuery(r *http.Request) (control.EventListFilter, error) {
 	if f.AfterSeq, err = queryInt(r, "after", 0, 1<<62); err != nil {
 		return f, err
 	}
-	limit, err := queryInt(r, "limit", 1, control.MaxEventPage)
+	limit, err := queryInt(r, "limit", 1, maxLimit)
 	f.Limit = int(limit)
 	return f, err
 }
 
 func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	f, err := EventFilterFromQuery(r)
-	if err != nil {
-		return err
-	}
 	format := r.URL.Query().Get("format")
 	switch format {
-	case "", "json", "jsonl", "csv":
+	case "", "json":
+	case "jsonl", "csv":
+		return s.exportActivity(w, r, a, format)
 	default:
 		return jit.Invalid("format", "format must be json, jsonl or csv, got %q", format)
 	}
-	events, err := s.ctl.ListEvents(r.Context(), a, f)
+	f, err := eventFilter(r, control.MaxEventPage)
 	if err != nil {
 		return err
 	}
-	switch format {
-	case "jsonl":
-		w.Header().Set("Content-Type", "application/jsonl")
-		enc := json.NewEncoder(w)
-		for _, e := range events {
-			if err := enc.Encode(e); err != nil {
-				return nil // the client went away
-			}
-		}
-		return nil
-	case "csv":
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.Header().Set("Content-Disposition", `attachment; filename="ajar-activity.csv"`)
-		return WriteEventsCSV(w, events)
+	events, next, err := s.ctl.ListEvents(r.Context(), a, f)
+	if err != nil {
+		return err
 	}
-	return writeJSON(w, http.StatusOK, list(events))
+	return writeJSON(w, http.StatusOK, page(events, next))
+}
+
+// exportActivity streams every event the filters select (after the
+// sequence number in after; limit, when given, is the most to send) as
+// JSON lines or CSV.
+func (s *Server) exportActivity(w http.ResponseWriter, r *http.Request, a *control.Actor, format string) error {
+	if r.URL.Query().Has("cursor") {
+		return jit.Invalid("cursor", "exports are not paged: they return every event (use after to resume)")
+	}
+	f, err := eventFilter(r, 1<<62)
+	if err != nil {
+		return err
+	}
+	return StreamEvents(w, r, s.log, format, "ajar-activity."+format, func(fn func(*jit.Event) error) error {
+		return s.ctl.ExportEvents(r.Context(), a, f, fn)
+	})
 }
 
 // CSVHeader is the header row of the activity log's CSV export.
 var CSVHeader = []string{"seq", "time", "actor", "actorAddress", "vmId", "group", "operation", "outcome", "details", "prevHash", "hash"}
 
-// WriteEventsCSV writes events as CSV with a header row.
-func WriteEventsCSV(w http.ResponseWriter, events []jit.Event) error {
+// StreamEvents writes the events export yields to w as csv (with a header
+// row) or jsonl, flushing as it goes. Headers are sent with the first
+// event or at the end, so an error before any event comes back as an
+// error; a later one cuts the body short and is logged.
+func StreamEvents(w http.ResponseWriter, r *http.Request, log *slog.Logger, format, filename string, export func(func(*jit.Event) error) error) error {
+	started := false
+	start := func() {
+		started = true
+		if format == "csv" {
+			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		} else {
+			w.Header().Set("Content-Type", "application/jsonl")
+		}
+		w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
+		w.WriteHeader(http.StatusOK)
+	}
+	rc := http.NewResponseController(w)
 	cw := csv.NewWriter(w)
-	cw.Write(CSVHeader)
-	for _, e := range events {
-		cw.Write([]string{strconv.FormatInt(e.Seq, 10), e.Time.Format(time.RFC3339Nano), csvSafe(e.Actor), e.ActorAddress, e.VMID, csvSafe(e.Group),
-			e.Operation, e.Outcome, csvSafe(string(e.Details)), e.PrevHash, e.Hash})
+	enc := json.NewEncoder(w)
+	n := 0
+	err := export(func(e *jit.Event) error {
+		if !started {
+			start()
+			if format == "csv" {
+				cw.Write(CSVHeader)
+			}
+		}
+		if format == "csv" {
+			cw.Write([]string{strconv.FormatInt(e.Seq, 10), e.Time.Format(time.RFC3339Nano), csvSafe(e.Actor), e.ActorAddress, e.VMID, csvSafe(e.Group),
+				e.Operation, e.Outcome, csvSafe(string(e.Details)), e.PrevHash, e.Hash})
+		} else if err := enc.Encode(e); err != nil {
+			return err
+		}
+		if n++; n%exportFlush == 0 {
+			cw.Flush()
+			if err := cw.Error(); err != nil {
+				return err
+			}
+			rc.Flush()
+		}
+		return nil
+	})
+	if err != nil && !started {
+		return err
+	}
+	if err != nil {
+		log.Warn("activity export ended early", "path", r.URL.Path, "events", n, "err", err)
+		return nil
+	}
+	if !started {
+		start()
+		if format == "csv" {
+			cw.Write(CSVHeader)
+		}
 	}
 	cw.Flush()
 	return nil
 }
+
+// exportFlush is how many events an export writes between flushes.
+const exportFlush = 500
 
 // csvSafe defuses values a spreadsheet would run as formulas.
 func csvSafe(s string) string {
@@ -322,13 +387,6 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.A
 	return nil
 }
 
-// PasswordSet answers a password change: the user's other console
-// sessions ended with it.
-type PasswordSet struct {
-	User          string `json:"user"`
-	SessionsEnded int    `json:"sessionsEnded"`
-}
-
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	var in struct {
 		Password string `json:"password"`
@@ -338,11 +396,11 @@ func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	n, err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.CurrentPassword, in.Password)
-	if err != nil {
+	if _, err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.CurrentPassword, in.Password); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, PasswordSet{User: r.PathValue("name"), SessionsEnded: n})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

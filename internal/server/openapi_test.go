@@ -602,6 +602,13 @@ func TestOpenAPIRoutes(t *testing.T) {
 	}
 }
 
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func keys(m map[string]bool) []string {
 	var out []string
 	for k := range m {
@@ -927,14 +934,16 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 	detail, _ := schemaProps(t, doc, schemaRef("Error"))
 	checkFields(t, doc, "Error.error", detail["error"], jsonFields(reflect.TypeFor[ErrorDetail]()), true)
 
-	// Every list response is {"value": [...]}.
+	// Every list response is {"value": [...]}, with the next page's
+	// cursor when it pages.
 	for name, s := range schemas {
 		if !strings.HasSuffix(name, "List") {
 			continue
 		}
 		props, req := schemaProps(t, doc, s)
-		if len(props) != 1 || mapOf(props["value"])["type"] != "array" || !req["value"] {
-			t.Errorf("%s: a list must be {\"value\": [...]} with value required", name)
+		next, paged := props["next"]
+		if len(props) != 1+btoi(paged) || mapOf(props["value"])["type"] != "array" || !req["value"] || paged && (mapOf(next)["type"] != "string" || req["next"]) {
+			t.Errorf("%s: a list must be {\"value\": [...]} with value required, and an optional string next", name)
 		}
 	}
 }

@@ -21,7 +21,14 @@ type Chatter struct {
 
 // Chat starts chatting on c; c is closed and the chatter waited for when t
 // ends.
-func Chat(t testing.TB, c net.Conn) *Chatter {
+func Chat(t testing.TB, c net.Conn) *Chatter { return chat(t, c, true) }
+
+// Receive is Chat for a side that only reads, like a client watching a
+// log stream: every packet on the connection then comes from the other
+// side first.
+func Receive(t testing.TB, c net.Conn) *Chatter { return chat(t, c, false) }
+
+func chat(t testing.TB, c net.Conn, talk bool) *Chatter {
 	ch := &Chatter{}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -35,6 +42,10 @@ func Chat(t testing.TB, c net.Conn) *Chatter {
 		}
 	})
 	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); c.Close(); wg.Wait() })
+	if !talk {
+		return ch
+	}
 	wg.Go(func() {
 		tick := time.NewTicker(TickEvery)
 		defer tick.Stop()
@@ -49,7 +60,6 @@ func Chat(t testing.TB, c net.Conn) *Chatter {
 			}
 		}
 	})
-	t.Cleanup(func() { close(stop); c.Close(); wg.Wait() })
 	return ch
 }
 

@@ -270,9 +270,10 @@ func (f *Firewall) Remove(ctx context.Context, _ jit.VM) error {
 	return nil
 }
 
-// KillConnections deletes the conntrack entries of connections from
-// g.Source to g.Port over g.Protocol, so that established connections a
-// grant let in stop at once (the next packet meets the lock).
+// KillConnections deletes the conntrack entries of connections between
+// g.Source and the host's g.Port over g.Protocol, whichever side the entry
+// was made from, so that established connections a grant let in stop at
+// once: the next packet either side sends meets the lock.
 func (f *Firewall) KillConnections(ctx context.Context, g jit.GrantRule) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -315,8 +316,14 @@ func (f *Firewall) KillConnections(ctx context.Context, g jit.GrantRule) error {
 			return err
 		}
 		o := fl.TupleOrig
-		if !want[o.Proto.Protocol] || o.Proto.DestinationPort != uint16(g.Port) ||
-			!src.Contains(o.IP.SourceAddress.Unmap()) {
+		if !want[o.Proto.Protocol] {
+			continue
+		}
+		// The client opened it, or the entry was picked up mid-stream
+		// from the host's side while the grant allowed it.
+		fromClient := o.Proto.DestinationPort == uint16(g.Port) && src.Contains(o.IP.SourceAddress.Unmap())
+		fromHost := o.Proto.SourcePort == uint16(g.Port) && src.Contains(o.IP.DestinationAddress.Unmap())
+		if !fromClient && !fromHost {
 			continue
 		}
 		if err := c.Delete(fl); err != nil && !errors.Is(err, syscall.ENOENT) {

@@ -736,6 +736,53 @@ func TestChattySessionCutAtExpiry(t *testing.T) {
 	}
 }
 
+// TestSessionPickedUpInTheVMsDirectionCutAtExpiry: a connection whose
+// conntrack entry was lost during the grant and picked up again from the
+// VM's side (which the grant allows) is held in an entry the other way
+// round; it is cut at expiry all the same.
+func TestSessionPickedUpInTheVMsDirectionCutAtExpiry(t *testing.T) {
+	const chattyPort = 2223
+	l := newLab(t)
+	ctx := context.Background()
+	lock := []jit.PortLock{{Port: chattyPort, Protocol: jit.ProtoTCP}}
+	grant := jit.GrantRule{ID: "g", Port: chattyPort, Protocol: jit.ProtoTCP, Source: l.a4.String() + "/32", RemainingSeconds: 3600}
+	if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock, Grants: []jit.GrantRule{grant}}); err != nil {
+		t.Fatal(err)
+	}
+	l.vm.ServeChat(t, fmt.Sprintf(":%d", chattyPort))
+	c, err := l.dial(t, l.a4, chattyPort)
+	if err != nil {
+		t.Fatalf("dial during grant: %v", err)
+	}
+	client := netns.Receive(t, c) // the client only acknowledges: the VM's packets come first
+	heard := func(what string, after int64) {
+		t.Helper()
+		for i := 0; client.Received.Load() <= after; i++ {
+			if i == 40 {
+				t.Fatalf("%s: the client hears nothing", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	heard("during the grant", 0)
+	time.Sleep(100 * time.Millisecond) // past the client's delayed acknowledgement
+	if err := l.fw.KillConnections(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	heard("entry lost during the grant, picked up from the VM's side", client.Received.Load())
+
+	if err := l.fw.Apply(ctx, jit.VM{}, jit.DesiredState{Lock: lock}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.fw.KillConnections(ctx, grant); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if quiet, got := netns.Quiet(12*netns.TickEvery, client); !quiet {
+		t.Fatalf("client received %d bytes after the grant ended and its connections were cut", got[0])
+	}
+}
+
 // TestCheckEndingGrant: a grant's element the kernel is about to time out
 // after the grant ended is no drift, nor are neighbouring grants the
 // kernel holds as one element; an element the kernel would keep, or one

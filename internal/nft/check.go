@@ -26,9 +26,12 @@ import (
 // kernel is about to time it out (within endingSlack).
 //
 // When the kernel's ruleset generation has not moved since this Firewall
-// applied or verified the same state (timeouts aside), nothing can differ and Check answers
-// without reading the table (one small netlink request instead of a dump
-// of every element).
+// applied or verified the same state (timeouts aside), nothing can differ
+// and Check answers without reading the table (one small netlink request
+// instead of a dump of every element). Elements only leave a table on
+// their own (timeouts); an ending grant's element that a check let pass
+// times out within endingSlack, and nothing can lengthen it without moving
+// the generation.
 func (f *Firewall) Check(ctx context.Context, st jit.DesiredState) (drift bool, reason string, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, "", err

@@ -360,9 +360,20 @@ func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, "/api/v1/users/"+url.PathEscape(name), nil, nil)
 }
 
-// SetPassword sets a user's console password.
-func (c *Client) SetPassword(ctx context.Context, user, password string) error {
-	return c.Do(ctx, http.MethodPut, "/api/v1/users/"+url.PathEscape(user)+"/password", map[string]string{"password": password}, nil)
+// PasswordSet answers SetPassword.
+type PasswordSet struct {
+	User          string `json:"user"`
+	SessionsEnded int    `json:"sessionsEnded"` // the user's other console sessions
+}
+
+// SetPassword sets a user's console password. current is the user's
+// current one, needed to change one's own; "" for an admin's reset.
+func (c *Client) SetPassword(ctx context.Context, user, current, password string) (PasswordSet, error) {
+	in := map[string]string{"password": password}
+	if current != "" {
+		in["currentPassword"] = current
+	}
+	return send[PasswordSet](ctx, c, http.MethodPut, "/api/v1/users/"+url.PathEscape(user)+"/password", in)
 }
 
 // CreateToken creates an API token; its secret is in the answer only.

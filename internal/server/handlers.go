@@ -387,6 +387,13 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.A
 	return nil
 }
 
+// PasswordSet answers a password change: the user's other console
+// sessions ended with it.
+type PasswordSet struct {
+	User          string `json:"user"`
+	SessionsEnded int    `json:"sessionsEnded"`
+}
+
 func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	var in struct {
 		Password string `json:"password"`
@@ -396,11 +403,11 @@ func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	if _, err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.CurrentPassword, in.Password); err != nil {
+	n, err := s.ctl.SetPassword(r.Context(), a, r.PathValue("name"), in.CurrentPassword, in.Password)
+	if err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return writeJSON(w, http.StatusOK, PasswordSet{User: r.PathValue("name"), SessionsEnded: n})
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

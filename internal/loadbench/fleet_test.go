@@ -36,7 +36,7 @@ func BenchmarkFleet(b *testing.B) {
 		}
 		idle = d
 	}
-	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn", "--tls", "auto"}})
+	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn", "--tls", "auto", "--max-conns", strconv.Itoa(n + 1000)}})
 	pid := s.Cmd.Process.Pid
 	ctx := context.Background()
 	baseFDs := countFDs(b, pid)

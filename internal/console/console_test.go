@@ -64,7 +64,9 @@ func newFixture(t *testing.T) *fixture {
 		_, err := a.CreateGroup(ctx, g)
 		check(err)
 	}
-	check(a.SetPassword(ctx, "admin", adminPassword))
+	if _, err := a.SetPassword(ctx, "admin", "", adminPassword); err != nil {
+		t.Fatal(err)
+	}
 	for _, u := range []struct{ name, password, role, group string }{
 		{"rachel", requesterPassword, jit.RoleRequester, "prod"},
 		{"rita", readerPassword, jit.RoleReader, jit.AllGroups},
@@ -665,7 +667,7 @@ func TestSignInLimits(t *testing.T) {
 // TestSecureCookie checks the session cookie's attributes over TLS.
 func TestSecureCookie(t *testing.T) {
 	s := ajardtest.Start(t, ajardtest.Options{Args: []string{"--tls", "auto"}})
-	if err := s.Admin.SetPassword(context.Background(), "admin", adminPassword); err != nil {
+	if _, err := s.Admin.SetPassword(context.Background(), "admin", "", adminPassword); err != nil {
 		t.Fatal(err)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -147,12 +148,23 @@ func checkReport(r *jit.Report) error {
 	return nil
 }
 
+// An agent may log AgentEventBurst events at once, then one every
+// AgentEventEvery; past that it gets 429 with Retry-After (the agent
+// queues its events and retries).
+const (
+	AgentEventBurst = 120
+	AgentEventEvery = time.Second
+)
+
 // RecordAgentEvent writes an agent's event (drift detected or repaired,
 // enforcement applied or failed) to the activity log.
 func (c *Control) RecordAgentEvent(ctx context.Context, a *Actor, e jit.AgentEvent) error {
 	vmID, err := agentVM(a)
 	if err != nil {
 		return err
+	}
+	if _, ok, retry := c.agentEvents.take(vmID, c.Now()); !ok {
+		return jit.RateLimited(retry, "too many events from this agent; try again in %s", retry.Round(time.Second))
 	}
 	switch e.Operation {
 	case jit.OpDriftDetect, jit.OpDriftRepair, jit.OpEnforceApply, jit.OpEnforceFail:

@@ -213,3 +213,45 @@ func TestReportBounded(t *testing.T) {
 		t.Errorf("report within the bounds: %v", err)
 	}
 }
+
+// TestAgentEventsRateLimited checks that an agent credential cannot grow
+// the activity log without bound through its events.
+func TestAgentEventsRateLimited(t *testing.T) {
+	ctl, clk, admin, _ := setup(t)
+	ctx := context.Background()
+	et, err := ctl.CreateEnrollToken(ctx, admin, jit.NewEnrollToken{Group: "prod", Uses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ea, err := ctl.Authenticate(ctx, et.Secret, netip.MustParseAddr("198.51.100.20"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	en, err := ctl.Enroll(ctx, ea, jit.Enrollment{Name: "host-1", Hostname: "host-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := ctl.Authenticate(ctx, en.Secret, netip.MustParseAddr("198.51.100.20"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := jit.AgentEvent{Operation: jit.OpDriftDetect, Details: json.RawMessage(`{"detail":"` + strings.Repeat("d", 8<<10) + `"}`)}
+	for i := range control.AgentEventBurst {
+		if err := ctl.RecordAgentEvent(ctx, agent, ev); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	for range 10 {
+		err := ctl.RecordAgentEvent(ctx, agent, ev)
+		if jit.ErrorCode(err) != jit.ERateLimited || jit.ErrorRetryAfter(err) <= 0 {
+			t.Fatalf("event past the burst = %v, want rate_limited with a wait", err)
+		}
+	}
+	if n := len(logged(t, ctl, jit.OpDriftDetect)); n != control.AgentEventBurst {
+		t.Errorf("%d events logged, want %d", n, control.AgentEventBurst)
+	}
+	clk.add(control.AgentEventEvery)
+	if err := ctl.RecordAgentEvent(ctx, agent, ev); err != nil {
+		t.Errorf("event after the wait: %v", err)
+	}
+}

@@ -39,8 +39,9 @@ type Control struct {
 	soonestMu sync.Mutex
 	soonest   time.Time
 
-	refusals *buckets // logged refusals per principal (see logRefusal)
-	guesses  *guesses // failed sign-ins (see SignIn)
+	refusals    *buckets // logged refusals per principal (see logRefusal)
+	agentEvents *buckets // events per agent (see RecordAgentEvent)
+	guesses     *guesses // failed sign-ins (see SignIn)
 
 	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
 	hashWait time.Duration
@@ -50,7 +51,8 @@ type Control struct {
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
 	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1),
 		refusals: newBuckets(RefusalBurst, RefusalEvery), guesses: newGuesses(),
-		hashing: make(chan struct{}, runtime.GOMAXPROCS(0)), hashWait: HashWait}
+		agentEvents: newBuckets(AgentEventBurst, AgentEventEvery),
+		hashing:     make(chan struct{}, runtime.GOMAXPROCS(0)), hashWait: HashWait}
 }
 
 // Store returns the store, for the adapters' own reads.

@@ -104,9 +104,28 @@ func (a *Agent) apply(ctx context.Context, h held, why string) error {
 func (a *Agent) applyLocked(ctx context.Context, h held, why string) error {
 	now := time.Now()
 	st := h.at(now)
+	// A change someone made to the table since the last check would vanish
+	// under this apply without a trace: look first. While nothing has
+	// committed to nftables since, that is one small netlink request.
+	a.mu.Lock()
+	cur, have := a.cur, a.have
+	a.mu.Unlock()
+	drift := ""
+	if have && why != "repair" {
+		if d, reason, err := a.Firewall.Check(ctx, cur.at(now)); err != nil {
+			a.Log.Error("check firewall", "err", err)
+		} else if d {
+			drift = reason
+			a.Log.Warn("firewall drift detected; repairing", "reason", reason)
+			a.event(jit.OpDriftDetect, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": cur.State.Revision})
+		}
+	}
 	if err := a.Firewall.Apply(ctx, jit.VM{ID: a.Config.VMID}, st); err != nil {
 		a.event(jit.OpEnforceFail, jit.OutcomeFailure, map[string]any{"revision": st.Revision, "error": err.Error(), "source": why})
 		return err
+	}
+	if drift != "" {
+		a.event(jit.OpDriftRepair, jit.OutcomeSuccess, map[string]any{"reason": drift, "revision": st.Revision})
 	}
 	a.mu.Lock()
 	prev, hadPrev := a.cur, a.have

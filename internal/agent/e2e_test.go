@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ type testbed struct {
 	alice6         *client.Client // alice calling over IPv6
 	stateDir       string
 	agent          *exec.Cmd
-	agentLog       *bytes.Buffer
+	agentLog       *lockedBuffer
 	agentExited    chan struct{}
 	serverAddr     string
 	port           int
@@ -182,7 +183,7 @@ func (tb *testbed) listen() {
 }
 
 func (tb *testbed) startAgent() {
-	tb.agentLog = &bytes.Buffer{}
+	tb.agentLog = &lockedBuffer{}
 	cmd := tb.vm.Command(context.Background(), ajardtest.Binary(tb.t, "ajar-agent"), "run", "--state-dir", tb.stateDir, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = tb.agentLog, tb.agentLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -239,6 +240,24 @@ func (tb *testbed) eventually(what string, within time.Duration, cond func() boo
 		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Since(start)
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func (tb *testbed) agentLogTail() string {

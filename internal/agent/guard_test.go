@@ -143,3 +143,33 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("outage after refusals: wait %v, want at most %v", w, retryCapOutage)
 	}
 }
+
+// TestApplyReportsDriftItOverwrites: a table deleted by hand just before a
+// new state arrives is drift in the events, although the new state's apply
+// (and not the guard) puts the table back; an apply over an untouched table
+// is none.
+func TestApplyReportsDriftItOverwrites(t *testing.T) {
+	a, ns := guardedAgent(t)
+	ctx := context.Background()
+	now := time.Now()
+	st := jit.DesiredState{Revision: 1, ServerTime: now, Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}}}
+	if err := a.apply(ctx, hold(st, now), "server"); err != nil {
+		t.Fatal(err)
+	}
+	st.Revision = 2
+	if err := a.apply(ctx, hold(st, time.Now()), "server"); err != nil {
+		t.Fatal(err)
+	}
+	if reasons := driftEvents(a); len(reasons) > 0 {
+		t.Fatalf("apply over an untouched table: drift events %v", reasons)
+	}
+	ns.Run(t, "nft", "delete", "table", "inet", "ajar")
+	st.Revision = 3
+	if err := a.apply(ctx, hold(st, time.Now()), "server"); err != nil {
+		t.Fatal(err)
+	}
+	if reasons := driftEvents(a); len(reasons) != 1 {
+		t.Fatalf("apply over a table deleted by hand: drift events %v, want one", reasons)
+	}
+	ns.Run(t, "nft", "list", "table", "inet", "ajar")
+}

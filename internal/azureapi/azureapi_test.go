@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,6 +25,8 @@ import (
 	"github.com/ajarhq/ajar/internal/ajardtest"
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
 const (
@@ -837,5 +840,53 @@ func TestPolicyHistory(t *testing.T) {
 	put("second") // the same name again is a new policy
 	if n := requests("second"); n != 0 {
 		t.Errorf("a policy re-created under the same name shows %d requests, want none", n)
+	}
+}
+
+// TestResourceGroupCase: Azure resource groups ignore case. ajar refuses
+// a group whose name differs from another's only in case, and resolves a
+// resource group case-insensitively; of groups that differ only in case
+// from before, the exact spelling is meant, and any other is ambiguous.
+func TestResourceGroupCase(t *testing.T) {
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--azure-api-subscription", sub}})
+	ctx := t.Context()
+	if _, err := srv.Admin.CreateGroup(ctx, "myRg1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := srv.Admin.CreateGroup(ctx, "MYRG1")
+	if jit.ErrorCode(err) != jit.EConflict || !strings.Contains(jit.ErrorMessage(err), "myRg1") {
+		t.Fatalf("creating group MYRG1 next to myRg1: %v, want a conflict naming myRg1", err)
+	}
+	if _, err := srv.Admin.CreateVM(ctx, jit.NewVM{Name: "vm1", Group: "myRg1"}); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, srv, sub, ajardtest.AdminToken, nil)
+	if _, err := c.CreateOrUpdate(ctx, "MYRG1", "westeurope", "default", policyBody(vmRules(armVM("MYRG1", "vm1"), rule(22, "TCP", "PT1H"))), nil); err != nil {
+		t.Fatalf("policy through resource group MYRG1: %v", err)
+	}
+	if _, err := c.Get(ctx, "myrg1", "westeurope", "default", nil); err != nil {
+		t.Fatalf("policy through resource group myrg1: %v", err)
+	}
+
+	// Groups that differ only in case, from before ajar refused them.
+	srv.Stop()
+	db, err := sqlite.Open(ctx, strings.TrimPrefix(srv.DB, "sqlite:"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(ctx, func(tx store.Tx) error { return tx.CreateGroup(jit.Group{Name: "MYRG1", CreatedAt: time.Now()}) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	c = newClient(t, srv, sub, ajardtest.AdminToken, nil)
+	if _, err := c.Get(ctx, "myRg1", "westeurope", "default", nil); err != nil {
+		t.Errorf("the exact spelling of one of two groups: %v", err)
+	}
+	_, err = c.Get(ctx, "myrg1", "westeurope", "default", nil)
+	wantError(t, "a spelling of two groups", err, 409, "AmbiguousResourceGroup")
+	if !strings.Contains(err.Error(), "MYRG1, myRg1") {
+		t.Errorf("the ambiguity does not name both groups: %v", err)
 	}
 }

@@ -34,10 +34,26 @@ func (h *Handler) group(c *call, rg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Resource groups ignore case, and ajar refuses group names that
+	// differ only in case; of groups that predate that, the one spelled
+	// exactly as the call does is meant, else the name is ambiguous.
+	var folded []string
 	for _, g := range groups {
-		if strings.EqualFold(g.Name, rg) {
+		if g.Name == rg {
 			return g.Name, nil
 		}
+		if strings.EqualFold(g.Name, rg) {
+			folded = append(folded, g.Name)
+		}
+	}
+	switch len(folded) {
+	case 1:
+		return folded[0], nil
+	case 0:
+	default:
+		return "", apiError(http.StatusConflict, "AmbiguousResourceGroup",
+			"resource group '%s' matches the ajar groups %s, whose names differ only in case; Azure resource groups ignore case, so spell it exactly as one of them",
+			rg, strings.Join(folded, ", "))
 	}
 	if !c.a.Can(jit.PermRead, "") {
 		return "", h.denied(c, actionRead)

@@ -84,6 +84,23 @@ func AzureKeyOf(vm jit.VM, d AzureDefaults) AzureKey {
 	return k
 }
 
+// groupFold returns the existing group whose name is name but for case.
+// Each ajar group is a resource group in the Azure-compatible API, and
+// Azure resource groups ignore case, so ajar keeps group names unique
+// case-insensitively.
+func groupFold(tx store.Tx, name string) (jit.Group, bool, error) {
+	groups, err := tx.ListGroups()
+	if err != nil {
+		return jit.Group{}, false, err
+	}
+	for _, g := range groups {
+		if strings.EqualFold(g.Name, name) {
+			return g, true, nil
+		}
+	}
+	return jit.Group{}, false, nil
+}
+
 // azureLocationFixed reports whether a VM's location is the cloud's (an
 // Azure VM) rather than ajar's to choose.
 func azureLocationFixed(vm jit.VM) bool {

@@ -188,6 +188,13 @@ func (c *Control) UpsertDiscovered(ctx context.Context, owned []string, found []
 				m[key] = upd
 				continue
 			}
+			// Resource groups ignore case: a VM joins the group whose name
+			// differs from its resource group's only in case.
+			if g, ok, err := groupFold(tx, n.Group); err != nil {
+				return err
+			} else if ok {
+				n.Group = g.Name
+			}
 			if _, err := tx.GetGroup(n.Group); jit.ErrorCode(err) == jit.ENotFound {
 				if err := tx.CreateGroup(jit.Group{Name: n.Group, CreatedAt: now}); err != nil {
 					return err

@@ -32,6 +32,12 @@ func (c *Control) CreateGroup(ctx context.Context, a *Actor, name string) (jit.G
 		return g, err
 	}
 	return g, c.store.Update(ctx, func(tx store.Tx) error {
+		if old, ok, err := groupFold(tx, name); err != nil {
+			return err
+		} else if ok {
+			return &jit.Error{Code: jit.EConflict, Target: "name",
+				Message: fmt.Sprintf("group %s already exists (group names ignore case, as Azure resource groups do)", old.Name)}
+		}
 		if err := tx.CreateGroup(g); err != nil {
 			return err
 		}

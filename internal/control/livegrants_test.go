@@ -199,6 +199,36 @@ func equalMaps(a, b map[string]int64) bool {
 	return true
 }
 
+// TestPolicyUpdateKeepsAllowedGrants: a change that still allows a grant
+// leaves it alone, also one asked to end within a second past the maximum
+// (as an end time may).
+func TestPolicyUpdateKeepsAllowedGrants(t *testing.T) {
+	ctl, clk, admin, vm := setup(t)
+	ctx := context.Background()
+	end := clk.now().Add(3*time.Hour + 500*time.Millisecond).Format(time.RFC3339Nano)
+	r, err := ctl.RequestAccess(ctx, admin, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID,
+		Ports: []jit.PortRequest{{Number: 22, EndTimeUTC: end}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := r.Grants[0]
+	clk.add(time.Minute)
+	if _, err := ctl.PutPolicy(ctx, admin, vm.ID, jit.Policy{Ports: []jit.PortRule{
+		{Number: 22, Protocol: "TCP", MaxRequestAccessDuration: "PT3H"},
+		{Number: 3389, Protocol: "TCP", MaxRequestAccessDuration: "PT1H"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := grantOf(t, ctl, g.ID); got.Status != jit.GrantActive || !got.EndTime.Equal(g.EndTime) {
+		t.Errorf("grant after a change that still allows it: %s ending %v, want active ending %v", got.Status, got.EndTime, g.EndTime)
+	}
+	for _, op := range []string{jit.OpGrantShorten, jit.OpGrantRevoke} {
+		if n := len(eventsOf(t, ctl, store.EventFilter{Operation: op})); n != 0 {
+			t.Errorf("%d %s events", n, op)
+		}
+	}
+}
+
 // TestAzurePolicyChangeFollowsGrants: a policy changed through the
 // Azure-compatible API's operation re-checks grants the same way, and its
 // events name the Azure policy.

@@ -112,7 +112,9 @@ func Run(ctx context.Context, clients []*client.Client, vmIDs []string, concurre
 // CPUTime returns the processor time (user and system) that process pid
 // has used so far, from /proc/PID/stat (Linux; times in USER_HZ, 100 a
 // second). Divided by the requests served, it is a cost that the
-// machine's other load hardly moves, unlike requests per second.
+// machine's other load moves less than requests per second (it still
+// grows with contention: smaller batches, more switching), so compare
+// runs taken back to back.
 func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

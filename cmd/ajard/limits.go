@@ -19,12 +19,14 @@ import (
 type limits struct {
 	maxConns                                int
 	maxHeaderBytes                          int
+	bodyBudget                              int64
 	headerTimeout, bodyTimeout, idleTimeout time.Duration
 }
 
 func (l *limits) flags(fs *flag.FlagSet) {
 	fs.IntVar(&l.maxConns, "max-conns", 1024, "most client connections open at once; more wait to be accepted (each agent holds one)")
 	fs.IntVar(&l.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request line and header accepted, in bytes")
+	fs.Int64Var(&l.bodyBudget, "max-body-bytes-in-flight", server.DefaultBodyBudget, "most request body bytes read and held at once, over all requests; more wait (at most --body-timeout, then 503)")
 	fs.DurationVar(&l.headerTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's header")
 	fs.DurationVar(&l.bodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a client may take to send a request's body (requests without one, such as agents' long polls, are not bounded by it)")
 	fs.DurationVar(&l.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
@@ -36,6 +38,8 @@ func (l *limits) check() error {
 		return fmt.Errorf("--max-conns must be at least 1, got %d", l.maxConns)
 	case l.maxHeaderBytes < 4<<10 || l.maxHeaderBytes > 1<<20:
 		return fmt.Errorf("--max-header-bytes must be from 4096 to 1048576, got %d", l.maxHeaderBytes)
+	case l.bodyBudget < server.MaxBody:
+		return fmt.Errorf("--max-body-bytes-in-flight must be at least %d (one largest body), got %d", server.MaxBody, l.bodyBudget)
 	case l.headerTimeout <= 0 || l.bodyTimeout <= 0 || l.idleTimeout <= 0:
 		return errors.New("--read-header-timeout, --body-timeout and --idle-timeout must be positive")
 	}
@@ -51,5 +55,6 @@ func (l *limits) apply(srv *http.Server, api *server.Server, ln net.Listener) ne
 	srv.IdleTimeout = l.idleTimeout
 	srv.MaxHeaderBytes = l.maxHeaderBytes
 	api.BodyTimeout = l.bodyTimeout
+	api.LimitBodies(l.bodyBudget)
 	return netutil.LimitListener(ln, l.maxConns)
 }

@@ -282,6 +282,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // decode reads one JSON value of at most MaxBody bytes into v. Unknown
 // fields are ignored, as ARM does: clients send back read-only ones.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := server.ReserveBody(r, MaxBody); err != nil {
+		return err
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err == nil && jit.EscapesNUL(data) {
 		return apiError(http.StatusBadRequest, "InvalidRequestContent", "text in the request body must not contain NUL characters (\\u0000)")

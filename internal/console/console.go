@@ -336,6 +336,9 @@ const (
 // r.PostForm. A form that is too large, malformed or holds text no store
 // keeps is refused; nothing of it is used.
 func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
+	if err := server.ReserveBody(r, limit); err != nil {
+		return err
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	if err := r.ParseForm(); err != nil {
 		r.PostForm, r.Form = nil, nil

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
 )
@@ -39,12 +41,13 @@ type Server struct {
 	// the end of its header (0: no bound). Requests without a body, such
 	// as the agents' long polls, are not bounded by it.
 	BodyTimeout time.Duration
+	bodies      *semaphore.Weighted
 }
 
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget)}
 	s.routes()
 	return s
 }
@@ -57,8 +60,21 @@ const HSTS = "max-age=31536000"
 // must come at 35 KB/s at least.
 const DefaultBodyTimeout = 30 * time.Second
 
+// DefaultBodyBudget is the default of LimitBodies: the request body bytes
+// ajard reads and holds at once, over all requests.
+const DefaultBodyBudget = 32 << 20
+
+// LimitBodies sets how many bytes of request bodies may be read and held
+// at once, over all requests (see ReserveBody). Call it before serving.
+func (s *Server) LimitBodies(n int64) { s.bodies = semaphore.NewWeighted(n) }
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = s.forwarded(r)
+	if r.Body != nil && r.Body != http.NoBody {
+		b := &bodyBudget{sem: s.bodies, wait: max(s.BodyTimeout, time.Second)}
+		r = r.WithContext(context.WithValue(r.Context(), budgetKey{}, b))
+		defer b.release()
+	}
 	if s.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 		rc := http.NewResponseController(w)
 		if rc.SetReadDeadline(time.Now().Add(s.BodyTimeout)) == nil {
@@ -91,6 +107,46 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
+}
+
+type budgetKey struct{}
+
+// bodyBudget is a request's share of the server's budget of body bytes.
+type bodyBudget struct {
+	sem  *semaphore.Weighted
+	wait time.Duration
+	held int64
+}
+
+func (b *bodyBudget) release() {
+	if b.held > 0 {
+		b.sem.Release(b.held)
+	}
+}
+
+// ReserveBody reserves room for reading up to limit bytes of r's body
+// (fewer when its Content-Length says so) in the server's budget of body
+// bytes read and held at once (LimitBodies), waiting at most the body
+// timeout; the room is given back when the request ends. Handlers call it
+// after authenticating the caller and before reading a body, so that
+// neither strangers nor many callers at once can make ajard hold more
+// than the budget. A server too busy answers jit.EUnavailable.
+func ReserveBody(r *http.Request, limit int64) error {
+	b, _ := r.Context().Value(budgetKey{}).(*bodyBudget)
+	if b == nil || b.held > 0 {
+		return nil
+	}
+	n := limit
+	if r.ContentLength >= 0 && r.ContentLength < n {
+		n = max(r.ContentLength, 1)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), b.wait)
+	defer cancel()
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return &jit.Error{Code: jit.EUnavailable, Message: "the server is busy reading other requests; try again shortly", RetryAfter: time.Second}
+	}
+	b.held = n
+	return nil
 }
 
 type schemeKey struct{}
@@ -345,6 +401,9 @@ func CheckText(r *http.Request) error {
 // decode reads one JSON value of at most MaxBody bytes into v, refusing
 // unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := ReserveBody(r, MaxBody); err != nil {
+		return err
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

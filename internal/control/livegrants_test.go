@@ -461,3 +461,27 @@ func TestRefusalTargets(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPolicyUpdateWithGrants measures a policy update that re-checks
+// 1,000 active grants on the VM and keeps them all.
+func BenchmarkPolicyUpdateWithGrants(b *testing.B) {
+	ctl, _, admin, vm := setup(b)
+	ctx := context.Background()
+	base := netip.MustParseAddr("10.0.0.0").As4()
+	for i := range 1000 {
+		a := base
+		a[2], a[3] = byte(i>>8), byte(i)
+		_, err := ctl.RequestAccess(ctx, admin, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID,
+			Ports: []jit.PortRequest{{Number: 22, AllowedSourceAddressPrefix: netip.AddrFrom4(a).String()}}}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	p := jit.Policy{Ports: []jit.PortRule{{Number: 22, Protocol: "TCP", MaxRequestAccessDuration: "PT3H"}}}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := ctl.PutPolicy(ctx, admin, vm.ID, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func (c *Control) Bootstrap(ctx context.Context, secret string) (string, error) 
 	}
 	created := false
 	err := c.store.Update(ctx, func(tx store.Tx) error {
-		users, err := tx.ListUsers()
+		users, err := tx.ListUsers(store.UserFilter{Limit: 1})
 		if err != nil || len(users) > 0 {
 			return err
 		}
@@ -131,7 +131,7 @@ func (c *Control) SetPassword(ctx context.Context, a *Actor, user, current, pass
 		if err := tx.SetPasswordHash(user, hash); err != nil {
 			return err
 		}
-		tokens, err := tx.ListTokens(user)
+		tokens, err := tx.ListTokens(store.TokenFilter{User: user})
 		if err != nil {
 			return err
 		}
@@ -148,18 +148,32 @@ func (c *Control) SetPassword(ctx context.Context, a *Actor, user, current, pass
 	return ended, err
 }
 
-// ListUsers lists users (admins only).
-func (c *Control) ListUsers(ctx context.Context, a *Actor) ([]jit.User, error) {
+// ListUsers lists one page of users by name (admins only): at most limit
+// (0 for DefaultPage, at most MaxPage) after cursor, and the cursor of the
+// next page ("" after the last).
+func (c *Control) ListUsers(ctx context.Context, a *Actor, limit int, cursor string) ([]jit.User, string, error) {
 	if err := a.require(jit.PermAdmin, "", "list users"); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	limit, err := pageLimit(limit, DefaultPage, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	f := store.UserFilter{Limit: limit + 1}
+	if err := decodeCursor(cursor, "users", &f.After); err != nil {
+		return nil, "", err
 	}
 	var out []jit.User
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = tx.ListUsers()
+		out, err = tx.ListUsers(f)
 		return err
 	})
-	return out, err
+	if err != nil || len(out) <= limit {
+		return out, "", err
+	}
+	out = out[:limit]
+	return out, encodeCursor("users", out[limit-1].Name), nil
 }
 
 // DeleteUser deletes a user with their tokens and role bindings.
@@ -239,18 +253,38 @@ func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check
 	return jit.CreatedToken{Token: tk, Secret: secret}, err
 }
 
-// ListTokens lists API tokens (admins only); secrets are never shown.
-func (c *Control) ListTokens(ctx context.Context, a *Actor, user string) ([]jit.Token, error) {
+// ListTokens lists one page of API tokens, oldest first (admins only;
+// secrets are never shown): at most limit (0 for DefaultPage, at most
+// MaxPage) after cursor, and the cursor of the next page ("" after the
+// last).
+func (c *Control) ListTokens(ctx context.Context, a *Actor, user string, limit int, cursor string) ([]jit.Token, string, error) {
 	if err := a.require(jit.PermAdmin, "", "list tokens"); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	limit, err := pageLimit(limit, DefaultPage, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	f := store.TokenFilter{User: user, Limit: limit + 1}
+	var created int64
+	if err := decodeCursor(cursor, "tokens", &created, &f.AfterID); err != nil {
+		return nil, "", err
+	}
+	if cursor != "" {
+		f.AfterCreated = time.Unix(0, created)
 	}
 	var out []jit.Token
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		out, err = tx.ListTokens(user)
+		out, err = tx.ListTokens(f)
 		return err
 	})
-	return out, err
+	if err != nil || len(out) <= limit {
+		return out, "", err
+	}
+	out = out[:limit]
+	last := out[limit-1]
+	return out, encodeCursor("tokens", last.CreatedAt.UnixNano(), last.ID), nil
 }
 
 // RevokeToken deletes a token (admins only).

@@ -109,7 +109,7 @@ func (c *Control) SignIn(ctx context.Context, user, password string, addr netip.
 	tk := jit.Token{ID: NewID(), Kind: jit.TokenUser, User: user, Name: SessionName, CreatedAt: now, ExpiresAt: &exp, Hash: HashSecret(secret)}
 	err = c.store.Update(ctx, func(tx store.Tx) error {
 		// Sessions that ran out are deleted here rather than kept forever.
-		old, err := tx.ListTokens(user)
+		old, err := tx.ListTokens(store.TokenFilter{User: user})
 		if err != nil {
 			return err
 		}

@@ -372,11 +372,15 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, a *control.A
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	us, err := s.ctl.ListUsers(r.Context(), a)
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(us))
+	us, next, err := s.ctl.ListUsers(r.Context(), a, int(limit), r.URL.Query().Get("cursor"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, page(us, next))
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -423,11 +427,16 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	ts, err := s.ctl.ListTokens(r.Context(), a, r.URL.Query().Get("user"))
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(ts))
+	q := r.URL.Query()
+	ts, next, err := s.ctl.ListTokens(r.Context(), a, q.Get("user"), int(limit), q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, page(ts, next))
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

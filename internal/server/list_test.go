@@ -189,6 +189,9 @@ func TestListLimits(t *testing.T) {
 			{"/api/v1/grants?limit=10001", "limit", "10000"},
 			{"/api/v1/requests?limit=10001", "limit", "10000"},
 			{"/api/v1/activity?limit=10001", "limit", "10000"},
+			{"/api/v1/users?limit=10001", "limit", "10000"},
+			{"/api/v1/tokens?limit=10001", "limit", "10000"},
+			{"/api/v1/users?cursor=x", "cursor", "cursor"},
 			{"/api/v1/vms?cursor=bm9wZQ", "cursor", "cursor"},
 			{"/api/v1/grants?cursor=" + url.QueryEscape("!!"), "cursor", "cursor"},
 			{"/api/v1/activity?cursor=WyJ2bXMiLCJhIiwiYiIsZmFsc2Vd", "cursor", "cursor"}, // a VM list's cursor

@@ -569,6 +569,7 @@ type policyBody struct {
 	CloseConnectionsOnExpiry bool               `json:"closeConnectionsOnExpiry"`
 	CreatedAt                int64              `json:"createdAt,omitempty"`
 	Written                  []jit.PortRuleText `json:"written,omitempty"`
+	Approval                 *jit.Approval      `json:"approval,omitempty"`
 }
 
 func (t *SQLTx) PutPolicy(p jit.Policy) error {
@@ -576,7 +577,7 @@ func (t *SQLTx) PutPolicy(p jit.Policy) error {
 	if !p.CreatedAt.IsZero() {
 		created = nanos(p.CreatedAt)
 	}
-	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, created, p.Written})
+	body := toJSON(policyBody{p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, created, p.Written, p.Approval})
 	_, err := t.exec(`INSERT INTO policies (vm_id, body, updated_at, updated_by) VALUES (?, ?, ?, ?)
 		ON CONFLICT (vm_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, updated_by = excluded.updated_by`,
 		p.VMID, body, nanos(p.UpdatedAt), p.UpdatedBy)
@@ -598,7 +599,7 @@ func decodePolicy(vmID, body string, updated int64, by string) (jit.Policy, erro
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		return p, fmt.Errorf("policy of %s: %w", vmID, err)
 	}
-	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, p.Written = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry, b.Written
+	p.Ports, p.RequireJustification, p.CloseConnectionsOnExpiry, p.Written, p.Approval = b.Ports, b.RequireJustification, b.CloseConnectionsOnExpiry, b.Written, b.Approval
 	if b.CreatedAt != 0 {
 		p.CreatedAt = fromNanos(b.CreatedAt)
 	}
@@ -836,8 +837,13 @@ func (t *SQLTx) GetUser(name string) (jit.User, string, error) {
 	return u, hash, err
 }
 
-func (t *SQLTx) ListUsers() ([]jit.User, error) {
-	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users ORDER BY name`)
+func (t *SQLTx) ListUsers(f UserFilter) ([]jit.User, error) {
+	var where []string
+	var args []any
+	if f.After != "" {
+		where, args = append(where, "name > ?"), append(args, f.After)
+	}
+	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users`+whereClause(where)+` ORDER BY name`+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -917,13 +923,17 @@ func (t *SQLTx) TokenByHash(h []byte) (jit.Token, error) {
 	return tk, err
 }
 
-func (t *SQLTx) ListTokens(user string) ([]jit.Token, error) {
-	q, args := `SELECT `+tokenCols+` FROM tokens`, []any{}
-	if user != "" {
-		q += ` WHERE usr = ?`
-		args = append(args, user)
+func (t *SQLTx) ListTokens(f TokenFilter) ([]jit.Token, error) {
+	var where []string
+	var args []any
+	if f.User != "" {
+		where, args = append(where, "usr = ?"), append(args, f.User)
 	}
-	rows, err := t.query(q+` ORDER BY created_at, id`, args...)
+	if !f.AfterCreated.IsZero() {
+		where = append(where, "(created_at > ? OR (created_at = ? AND id > ?))")
+		args = append(args, nanos(f.AfterCreated), nanos(f.AfterCreated), f.AfterID)
+	}
+	rows, err := t.query(`SELECT `+tokenCols+` FROM tokens`+whereClause(where)+` ORDER BY created_at, id`+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}

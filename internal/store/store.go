@@ -98,14 +98,14 @@ type Tx interface {
 
 	CreateUser(u jit.User, passwordHash string) error
 	GetUser(name string) (jit.User, string, error) // the user and their password hash
-	ListUsers() ([]jit.User, error)
+	ListUsers(f UserFilter) ([]jit.User, error)
 	DeleteUser(name string) error
 	SetPasswordHash(name, hash string) error
 
 	CreateToken(t jit.Token) error
 	// TokenByHash returns the token whose hash is h.
 	TokenByHash(h []byte) (jit.Token, error)
-	ListTokens(user string) ([]jit.Token, error)
+	ListTokens(f TokenFilter) ([]jit.Token, error)
 	DeleteToken(id string) error
 	// UseToken takes one use from a limited-use token; it returns EForbidden
 	// when none is left.
@@ -188,6 +188,22 @@ type RequestFilter struct {
 	BeforeCreated time.Time
 	BeforeID      string
 	Limit         int
+}
+
+// UserFilter selects users, in name order.
+type UserFilter struct {
+	After string // paging: only users named after it
+	Limit int    // 0 = no limit
+}
+
+// TokenFilter selects tokens, in (creation time, id) order.
+type TokenFilter struct {
+	User string // "" = every user's
+	// After pages: only tokens created after AfterCreated, or then with a
+	// greater id.
+	AfterCreated time.Time
+	AfterID      string
+	Limit        int // 0 = no limit
 }
 
 // EventFilter selects activity events in sequence order.

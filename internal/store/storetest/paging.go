@@ -25,6 +25,16 @@ func testPaging(t *testing.T, s store.Store) {
 				return err
 			}
 		}
+		// Five users and five tokens, two created at the same time.
+		for i := range 5 {
+			if err := tx.CreateUser(jit.User{Name: fmt.Sprintf("u%d", i), CreatedAt: t0}, ""); err != nil {
+				return err
+			}
+			if err := tx.CreateToken(jit.Token{ID: fmt.Sprintf("t%d", i), Hash: []byte(fmt.Sprintf("h%d", i)), Kind: jit.TokenUser,
+				User: fmt.Sprintf("u%d", i/2), CreatedAt: t0.Add(time.Duration(i/2) * time.Second)}); err != nil {
+				return err
+			}
+		}
 		// Twelve requests and grants, several sharing a time, to page
 		// through ties.
 		for i := range 12 {
@@ -122,6 +132,42 @@ func testPaging(t *testing.T, s store.Store) {
 			if !slices.Equal(grants, wantG) || !slices.Equal(reqs, wantR) {
 				t.Errorf("pages of %d: grants %v requests %v, want %v and %v", size, grants, reqs, wantG, wantR)
 			}
+		}
+		var users, tokens []string
+		uf := store.UserFilter{Limit: 2}
+		tf := store.TokenFilter{Limit: 2}
+		for range 20 {
+			page, err := tx.ListUsers(uf)
+			if err != nil {
+				return err
+			}
+			for _, u := range page {
+				users = append(users, u.Name)
+			}
+			if len(page) < uf.Limit {
+				break
+			}
+			uf.After = page[len(page)-1].Name
+		}
+		for range 20 {
+			page, err := tx.ListTokens(tf)
+			if err != nil {
+				return err
+			}
+			for _, tk := range page {
+				tokens = append(tokens, tk.ID)
+			}
+			if len(page) < tf.Limit {
+				break
+			}
+			tf.AfterCreated, tf.AfterID = page[len(page)-1].CreatedAt, page[len(page)-1].ID
+		}
+		if !slices.Equal(users, []string{"u0", "u1", "u2", "u3", "u4"}) || !slices.Equal(tokens, []string{"t0", "t1", "t2", "t3", "t4"}) {
+			t.Errorf("users in pages of 2: %v; tokens: %v", users, tokens)
+		}
+		mine, err := tx.ListTokens(store.TokenFilter{User: "u1"})
+		if err != nil || len(mine) != 2 {
+			t.Errorf("tokens of u1: %v %v", mine, err)
 		}
 		with, err := tx.ListVMs(store.VMFilter{Policy: store.WithPolicy})
 		if err != nil {

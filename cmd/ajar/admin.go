@@ -238,7 +238,7 @@ func (a *app) tokenCommand() *cobra.Command {
 
 func (a *app) roleCommand() *cobra.Command {
 	cmd := parent("role", "Manage role bindings (admins)")
-	cmd.Long = "Roles: admin, jit-admin, requester, requester-any-source, reader; each bound to a user in a group, or in every group (*)."
+	cmd.Long = "Roles: admin, jit-admin, requester, requester-any-source, reader, approver; each bound to a user in a group, or in every group (*)."
 
 	var lsUser string
 	ls := &cobra.Command{

@@ -20,6 +20,11 @@ func ValidatePolicy(p *Policy) error {
 	if len(p.Ports) > MaxPolicyPorts {
 		return Invalid("ports", "a JIT policy may have at most %d ports, got %d", MaxPolicyPorts, len(p.Ports))
 	}
+	if p.Approval != nil {
+		if err := validateApproval(p.Approval); err != nil {
+			return err
+		}
+	}
 	for i := range p.Ports {
 		r := &p.Ports[i]
 		field := fmt.Sprintf("ports[%d]", i)

@@ -9,6 +9,7 @@ const (
 	RoleRequester          = "requester"
 	RoleRequesterAnySource = "requester-any-source"
 	RoleReader             = "reader"
+	RoleApprover           = "approver"
 )
 
 // AllGroups is the group of a binding that applies everywhere.
@@ -26,6 +27,7 @@ const (
 	PermRevokeAny                          // revoke anyone's grant
 	PermManageVMs                          // register and delete VMs
 	PermAdmin                              // users, tokens, bindings, groups
+	PermApprove                            // approve or deny others' pending requests
 )
 
 var rolePerms = map[string][]Permission{
@@ -34,12 +36,13 @@ var rolePerms = map[string][]Permission{
 	RoleRequesterAnySource: {PermRead, PermRequest, PermRequestAnySource},
 	RoleRequester:          {PermRead, PermRequest},
 	RoleReader:             {PermRead},
+	RoleApprover:           {PermRead, PermApprove},
 }
 
 // ValidRole reports whether role is a known role.
 func ValidRole(role string) error {
 	if _, ok := rolePerms[role]; !ok {
-		return fmt.Errorf("unknown role %q (roles: admin, jit-admin, requester, requester-any-source, reader)", role)
+		return fmt.Errorf("unknown role %q (roles: admin, jit-admin, requester, requester-any-source, reader, approver)", role)
 	}
 	return nil
 }

@@ -98,8 +98,10 @@ type Policy struct {
 	Ports                    []PortRule `json:"ports"`
 	RequireJustification     bool       `json:"requireJustification"`
 	CloseConnectionsOnExpiry bool       `json:"closeConnectionsOnExpiry"`
-	UpdatedAt                time.Time  `json:"updatedAt"`
-	UpdatedBy                string     `json:"updatedBy"`
+	// Approval, when set, makes requests wait for approvers.
+	Approval  *Approval `json:"approval,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	UpdatedBy string    `json:"updatedBy"`
 	// CreatedAt is when the VM got this policy; changes to it keep it
 	// (zero for policies stored before it was kept). The Azure-compatible
 	// API shows the requests since then as the policy's history.
@@ -119,7 +121,7 @@ type PortRuleText struct {
 	MaxRequestAccessDuration     string   `json:"maxRequestAccessDuration,omitempty"`
 }
 
-// Request is an approved access request and the grants it opened.
+// Request is an access request and the grants it opened.
 type Request struct {
 	ID            string    `json:"id"`
 	User          string    `json:"user"`
@@ -127,6 +129,18 @@ type Request struct {
 	Justification string    `json:"justification"`
 	CreatedAt     time.Time `json:"createdAt"`
 	Grants        []Grant   `json:"grants"`
+	// Status is one of the Request* states; requests of policies without
+	// an approval rule are approved when made.
+	Status string `json:"status"`
+	// The rest is set for requests that waited for approval: what was
+	// asked, the VMs' group, the approvals needed, the decisions so far,
+	// until when it may wait and when it was decided.
+	Asked     *AccessRequest `json:"asked,omitempty"`
+	Group     string         `json:"group,omitempty"`
+	Required  int            `json:"required,omitempty"`
+	Decisions []Decision     `json:"decisions,omitempty"`
+	ExpiresAt *time.Time     `json:"expiresAt,omitempty"`
+	DecidedAt *time.Time     `json:"decidedAt,omitempty"`
 }
 
 // Grant is one opened (VM, port, protocol, source) with a start and an end.
@@ -215,6 +229,11 @@ const (
 	OpPolicyDelete      = "policy.delete"
 	OpRequestApprove    = "request.approve"
 	OpRequestRefuse     = "request.refuse"
+	OpRequestPending    = "request.pending"
+	OpRequestApproval   = "request.approval" // one approver's approval, short of the threshold
+	OpRequestDeny       = "request.deny"
+	OpRequestExpire     = "request.expire"
+	OpRequestCancel     = "request.cancel"
 	OpGrantOpen         = "grant.open"
 	OpGrantExpire       = "grant.expire"
 	OpGrantRevoke       = "grant.revoke"

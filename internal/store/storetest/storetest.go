@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Changes", testChanges},
 		{"Paging", testPaging},
 		{"VMUsage", testVMUsage},
+		{"PolicyApproval", testPolicyApproval},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })

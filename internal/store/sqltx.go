@@ -837,8 +837,13 @@ func (t *SQLTx) GetUser(name string) (jit.User, string, error) {
 	return u, hash, err
 }
 
-func (t *SQLTx) ListUsers() ([]jit.User, error) {
-	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users ORDER BY name`)
+func (t *SQLTx) ListUsers(f UserFilter) ([]jit.User, error) {
+	var where []string
+	var args []any
+	if f.After != "" {
+		where, args = append(where, "name > ?"), append(args, f.After)
+	}
+	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users`+whereClause(where)+` ORDER BY name`+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -918,13 +923,17 @@ func (t *SQLTx) TokenByHash(h []byte) (jit.Token, error) {
 	return tk, err
 }
 
-func (t *SQLTx) ListTokens(user string) ([]jit.Token, error) {
-	q, args := `SELECT `+tokenCols+` FROM tokens`, []any{}
-	if user != "" {
-		q += ` WHERE usr = ?`
-		args = append(args, user)
+func (t *SQLTx) ListTokens(f TokenFilter) ([]jit.Token, error) {
+	var where []string
+	var args []any
+	if f.User != "" {
+		where, args = append(where, "usr = ?"), append(args, f.User)
 	}
-	rows, err := t.query(q+` ORDER BY created_at, id`, args...)
+	if !f.AfterCreated.IsZero() {
+		where = append(where, "(created_at > ? OR (created_at = ? AND id > ?))")
+		args = append(args, nanos(f.AfterCreated), nanos(f.AfterCreated), f.AfterID)
+	}
+	rows, err := t.query(`SELECT `+tokenCols+` FROM tokens`+whereClause(where)+` ORDER BY created_at, id`+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}

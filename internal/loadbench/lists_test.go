@@ -103,7 +103,7 @@ func BenchmarkListFirstPage(b *testing.B) {
 		{"grants-of-user", "/api/v1/grants?user=user-007&limit=100"},
 		{"requests", "/api/v1/requests?limit=100"},
 		{"activity", "/api/v1/activity?limit=100"},
-		{"activity-vm", "/api/v1/activity?vm=vm-04242&limit=100"},
+		{"activity-vm", "/api/v1/activity?vm=vm-04240&limit=100"},
 		{"activity-op", "/api/v1/activity?operation=grant.open&limit=100"},
 	} {
 		b.Run(c.name, func(b *testing.B) {

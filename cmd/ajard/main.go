@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -45,6 +46,9 @@ type config struct {
 	tlsMode, tlsCert, tlsKey      string
 	tlsHosts                      string
 	readyFile                     string
+	// publicURL is the address people reach ajard at, for the links it
+	// prints; default the listening address.
+	publicURL string
 	// Azure: subscriptions ajar manages (discovery, NSG enforcement, the
 	// Azure-compatible API), optional resource groups to limit discovery
 	// to, the default ascLocation, and how often to re-discover.
@@ -76,6 +80,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsCert, "tls-cert", env("AJAR_TLS_CERT", ""), "TLS certificate file (PEM)")
 	fs.StringVar(&c.tlsKey, "tls-key", env("AJAR_TLS_KEY", ""), "TLS key file (PEM)")
 	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
+	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
 	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
@@ -91,6 +96,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
 	if err := validSubscription("--azure-api-subscription", c.azureAPISub); err != nil {
 		return c, err
+	}
+	if c.publicURL != "" {
+		if u, err := url.Parse(c.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return c, fmt.Errorf("--public-url: %q is not an http:// or https:// URL without query", c.publicURL)
+		}
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -188,6 +198,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		scheme = "https"
 		fmt.Fprintf(stderr, "TLS certificate fingerprint: %s\n", selfsigned.Fingerprint(cert.Certificate[0]))
+	}
+	if err := printSetupLink(ctx, ctl, stderr, publicURL(cfg.publicURL, scheme, ln.Addr())); err != nil {
+		ln.Close()
+		return fmt.Errorf("setup link: %w", err)
 	}
 	log.Info("ajard serving", "url", scheme+"://"+ln.Addr().String(), "db", redactDSN(cfg.db))
 	if cfg.readyFile != "" {

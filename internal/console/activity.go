@@ -26,7 +26,7 @@ var operations = []string{
 	jit.OpRequestApprove, jit.OpRequestRefuse, jit.OpGrantOpen, jit.OpGrantExpire, jit.OpGrantRevoke, jit.OpGrantSupersede, jit.OpGrantShorten,
 	jit.OpPolicyCreate, jit.OpPolicyUpdate, jit.OpPolicyDelete, jit.OpVMCreate, jit.OpVMDelete, jit.OpGroupCreate,
 	jit.OpEnforceApply, jit.OpEnforceFail, jit.OpAgentEnroll, jit.OpAgentConnect, jit.OpAgentDisconnect,
-	jit.OpDriftDetect, jit.OpDriftRepair, jit.OpSignIn, jit.OpUserCreate, jit.OpUserDelete, jit.OpUserSetPassword,
+	jit.OpDriftDetect, jit.OpDriftRepair, jit.OpSignIn, jit.OpUserCreate, jit.OpUserDelete, jit.OpUserSetPassword, jit.OpUserSetupLink,
 	jit.OpTokenCreate, jit.OpTokenRevoke, jit.OpRoleBindingCreate, jit.OpRoleBindingDelete,
 }
 

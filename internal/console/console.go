@@ -115,6 +115,8 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /signin", c.signInPage)
 	m.HandleFunc("POST /signin", c.signIn)
 	m.HandleFunc("POST /signout", c.page(c.signOut))
+	m.HandleFunc("GET /setup/{link}", c.setupPage)
+	m.HandleFunc("POST /setup", c.setup)
 
 	m.HandleFunc("GET /machines", c.page(c.machines))
 	m.HandleFunc("GET /machines/{id}", c.page(c.machine))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
@@ -16,6 +17,10 @@ type signInPage struct {
 	Next    string
 	Name    string
 	Message string
+	// Setup is set while the first admin has no console password: the
+	// page then says how to get in.
+	Setup     bool
+	SetupUser string
 }
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +35,7 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) renderSignIn(w http.ResponseWriter, r *http.Request, status int, p signInPage) {
 	p.base = c.base(nil, "Sign in", "")
+	p.Setup, p.SetupUser = c.ctl.SetupPending(r.Context()), control.SetupUser
 	if err := c.render(w, r, status, "signin.html", p); err != nil {
 		c.log.Error("render sign-in", "err", err)
 	}
@@ -65,6 +71,9 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		switch jit.ErrorCode(err) {
 		case jit.EUnauthorized:
 			p.Message = "Wrong user name or password."
+			if strings.HasPrefix(password, "ajar_") {
+				p.Message = "Wrong user name or password. That looks like an API token: the console takes a console password, which the setup link ajard printed at start sets (or: ajar user passwd NAME --password-stdin)."
+			}
 		case jit.EUnavailable:
 			w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
 			status, p.Message = http.StatusServiceUnavailable, Unavailable

@@ -173,6 +173,7 @@ const (
 	TokenUser   = "user"   // acts as its user
 	TokenAgent  = "agent"  // an agent's credential: its own VM only
 	TokenEnroll = "enroll" // enrolls agents into a group
+	TokenSetup  = "setup"  // a one-time link that sets a user's first console password; authenticates nothing
 )
 
 // Token is an API credential. Only its hash is stored.
@@ -250,6 +251,7 @@ const (
 	OpUserCreate        = "user.create"
 	OpUserDelete        = "user.delete"
 	OpUserSetPassword   = "user.password"
+	OpUserSetupLink     = "user.setuplink"
 	OpTokenCreate       = "token.create"
 	OpTokenRevoke       = "token.revoke"
 	OpRoleBindingCreate = "rolebinding.create"

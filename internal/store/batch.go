@@ -450,11 +450,6 @@ func (b *Batcher) runJob(j *job) {
 		err = b.call(j)
 	}
 	dbFailed := c.err != nil
-	if dbFailed && b.dialect.Retry != nil && b.dialect.Retry(c.err) {
-		// The database gave up on the whole transaction: the batch runs
-		// again (see runBatch).
-		b.spoil(c.err)
-	}
 	if err == nil && dbFailed {
 		// On PostgreSQL the failed statement spoiled the transaction
 		// until the rollback to the savepoint.
@@ -479,6 +474,11 @@ func (b *Batcher) runJob(j *job) {
 		default: // the release waits for the next round trip
 			return
 		}
+	}
+	if c.err != nil && b.dialect.Retry != nil && b.dialect.Retry(c.err) {
+		// The database gave up on the whole transaction: the batch runs
+		// again (see runBatch).
+		b.spoil(c.err)
 	}
 	if !sp {
 		c.truncate(mark) // nothing of it was sent

@@ -106,4 +106,12 @@ var Migrations = []string{
 	// The list of grants in one state, newest first, is an index range too
 	// (with 100,000 active grants, sorting them took 240 ms a page).
 	`CREATE INDEX grants_status_start ON grants (status, start_time);`,
+	// Requests may wait for approval: their state, the group they ask in,
+	// the rest of what an approval needs (JSON) and until when they wait.
+	`ALTER TABLE requests ADD COLUMN status TEXT NOT NULL DEFAULT 'approved';
+	ALTER TABLE requests ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+	ALTER TABLE requests ADD COLUMN state TEXT NOT NULL DEFAULT '';
+	ALTER TABLE requests ADD COLUMN pending_until BIGINT;
+	CREATE INDEX requests_pending ON requests (pending_until) WHERE status = 'pending';
+	CREATE INDEX requests_status_created ON requests (status, created_at);`,
 }

@@ -653,8 +653,8 @@ func (t *SQLTx) ListPolicies(f VMFilter) ([]jit.Policy, error) {
 // Requests and grants.
 
 func (t *SQLTx) CreateRequest(r jit.Request) error {
-	return t.write(`INSERT INTO requests (id, usr, address, justification, created_at) VALUES (?, ?, ?, ?, ?)`,
-		r.ID, r.User, r.Address, r.Justification, nanos(r.CreatedAt))
+	return t.write(`INSERT INTO requests (id, usr, address, justification, created_at, status, grp, state, pending_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.User, r.Address, r.Justification, nanos(r.CreatedAt), requestStatus(r), r.Group, encodeRequestState(r), pendingUntil(r))
 }
 
 func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
@@ -668,7 +668,18 @@ func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
 		where = append(where, "(created_at < ? OR (created_at = ? AND id > ?))")
 		args = append(args, nanos(f.BeforeCreated), nanos(f.BeforeCreated), f.BeforeID)
 	}
-	q := `SELECT id, usr, address, justification, created_at FROM requests` + whereClause(where) + ` ORDER BY created_at DESC, id` + limitClause(f.Limit)
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, f.Status)
+	}
+	if f.Groups != nil {
+		where, args = in(where, args, "grp", f.Groups)
+	}
+	order := ` ORDER BY created_at DESC, id`
+	if !f.PendingBy.IsZero() {
+		where, args = append(where, "status = 'pending' AND pending_until <= ?"), append(args, nanos(f.PendingBy))
+		order = ` ORDER BY pending_until, id`
+	}
+	q := `SELECT ` + requestCols + ` FROM requests` + whereClause(where) + order + limitClause(f.Limit)
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
@@ -676,14 +687,11 @@ func (t *SQLTx) ListRequests(f RequestFilter) ([]jit.Request, error) {
 	var out []jit.Request
 	idx := map[string]int{}
 	for rows.Next() {
-		var r jit.Request
-		var c int64
-		if err := rows.Scan(&r.ID, &r.User, &r.Address, &r.Justification, &c); err != nil {
+		r, err := scanRequest(rows)
+		if err != nil {
 			rows.Close()
 			return nil, err
 		}
-		r.CreatedAt = fromNanos(c)
-		r.Grants = []jit.Grant{}
 		idx[r.ID] = len(out)
 		out = append(out, r)
 	}

@@ -82,6 +82,14 @@ type Tx interface {
 
 	CreateRequest(r jit.Request) error
 	ListRequests(f RequestFilter) ([]jit.Request, error)
+	// GetRequest returns a request and its grants.
+	GetRequest(id string) (jit.Request, error)
+	// SetRequestState writes r's status and approval state if the request
+	// is still in state from; it reports false, and changes nothing, when
+	// it is not.
+	SetRequestState(r jit.Request, from string) (bool, error)
+	// NextPendingEnd returns the earliest end of a pending request's wait.
+	NextPendingEnd() (time.Time, bool, error)
 
 	CreateGrant(g jit.Grant) error
 	GetGrant(id string) (jit.Grant, error)
@@ -188,6 +196,13 @@ type RequestFilter struct {
 	BeforeCreated time.Time
 	BeforeID      string
 	Limit         int
+	// Status, when set, selects requests in that state; Groups, when not
+	// nil, those asking in one of these groups.
+	Status string
+	Groups []string
+	// PendingBy, when set, selects pending requests whose wait ends by it,
+	// the earliest first.
+	PendingBy time.Time
 }
 
 // UserFilter selects users, in name order.

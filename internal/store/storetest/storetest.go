@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Paging", testPaging},
 		{"VMUsage", testVMUsage},
 		{"PolicyApproval", testPolicyApproval},
+		{"RequestStates", testRequestStates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })

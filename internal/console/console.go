@@ -42,15 +42,6 @@ var staticFS embed.FS
 // CookieName is the session cookie.
 const CookieName = "ajar_session"
 
-// Sign-in limits: at most this many failures in SignInWindow per user name
-// and per address (IPv6 addresses count per /64), after which sign-in is
-// refused with 429 until the oldest failure leaves the window.
-const (
-	MaxFailuresPerUser = 5
-	MaxFailuresPerAddr = 20
-	SignInWindow       = 15 * time.Minute
-)
-
 // Console serves the web console.
 type Console struct {
 	ctl        *control.Control
@@ -59,8 +50,6 @@ type Console struct {
 	pages      map[string]*template.Template
 	static     http.Handler
 	version    string // of the static files, for cache busting
-	users      *limiter
-	addrs      *limiter
 	handler    http.Handler
 }
 
@@ -69,8 +58,6 @@ type Console struct {
 func New(ctl *control.Control, log *slog.Logger, clientAddr func(*http.Request) netip.Addr) *Console {
 	c := &Console{
 		ctl: ctl, log: log, clientAddr: clientAddr,
-		users: newLimiter(MaxFailuresPerUser, SignInWindow, ctl.Now),
-		addrs: newLimiter(MaxFailuresPerAddr, SignInWindow, ctl.Now),
 	}
 	sub, err := fs.Sub(staticFS, "static")
 	if err != nil {

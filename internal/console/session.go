@@ -3,7 +3,6 @@ package console
 import (
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -39,16 +38,6 @@ func (c *Console) renderSignIn(w http.ResponseWriter, r *http.Request, status in
 	if err := c.render(w, r, status, "signin.html", p); err != nil {
 		c.log.Error("render sign-in", "err", err)
 	}
-}
-
-// addrKey is the limiter key of an address: IPv6 hosts usually hold a
-// whole /64, so it counts as one.
-func addrKey(a netip.Addr) string {
-	if a.Is6() && !a.Is4In6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.Unmap().String()
 }
 
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/server"
 )
 
 // Actions of the Azure permission model, named in authorization errors.
@@ -306,11 +307,9 @@ func (h *Handler) list(c *call) error {
 		if q.Get("$top") != "" {
 			nq.Set("$top", strconv.Itoa(top))
 		}
-		scheme := "http"
-		if c.r.TLS != nil {
-			scheme = "https"
-		}
-		page.NextLink = (&url.URL{Scheme: scheme, Host: c.r.Host, Path: c.r.URL.Path, RawQuery: nq.Encode()}).String()
+		// The scheme and host the client used, through a trusted proxy too:
+		// the SDKs' pagers refuse an http:// link on an https:// API.
+		page.NextLink = (&url.URL{Scheme: server.Scheme(c.r), Host: c.r.Host, Path: c.r.URL.Path, RawQuery: nq.Encode()}).String()
 	}
 	return writeJSON(c.w, http.StatusOK, page)
 }

@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 
 	"github.com/ajarhq/ajar/internal/control"
@@ -70,6 +71,17 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 	for _, v := range vms {
 		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group)})
 	}
+	// Within the page, unhealthy machines first, then by name.
+	sort.SliceStable(p.VMs, func(i, j int) bool {
+		x, y := p.VMs[i], p.VMs[j]
+		if x.Classification.Health != y.Classification.Health {
+			return x.Classification.Health == jit.Unhealthy
+		}
+		if x.Name != y.Name {
+			return x.Name < y.Name
+		}
+		return x.Group < y.Group
+	})
 	filter := url.Values{"tab": {p.Tab}}
 	if p.Query != "" {
 		filter.Set("q", p.Query)

@@ -166,6 +166,10 @@ type User struct {
 	Name        string    `json:"name"`
 	CreatedAt   time.Time `json:"createdAt"`
 	HasPassword bool      `json:"hasPassword"`
+	// Origin is "" for a local user; a user provisioned at their first
+	// sign-in through an OpenID provider keeps the provider's issuer and
+	// their subject there: ISSUER#SUBJECT.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Token kinds.

@@ -106,6 +106,9 @@ var Migrations = []string{
 	// The list of grants in one state, newest first, is an index range too
 	// (with 100,000 active grants, sorting them took 240 ms a page).
 	`CREATE INDEX grants_status_start ON grants (status, start_time);`,
+	// A user provisioned at their first sign-in through an OpenID
+	// provider keeps ISSUER#SUBJECT; local users have none.
+	`ALTER TABLE users ADD COLUMN origin TEXT NOT NULL DEFAULT ''`,
 	// Requests may wait for approval: their state, the group they ask in,
 	// the rest of what an approval needs (JSON) and until when they wait.
 	`ALTER TABLE requests ADD COLUMN status TEXT NOT NULL DEFAULT 'approved';

@@ -826,7 +826,7 @@ func (t *SQLTx) NextGrantEnd() (time.Time, bool, error) {
 // Users, tokens, role bindings.
 
 func (t *SQLTx) CreateUser(u jit.User, hash string) error {
-	_, err := t.exec(`INSERT INTO users (name, created_at, password_hash) VALUES (?, ?, ?)`, u.Name, nanos(u.CreatedAt), hash)
+	_, err := t.exec(`INSERT INTO users (name, created_at, password_hash, origin) VALUES (?, ?, ?, ?)`, u.Name, nanos(u.CreatedAt), hash, u.Origin)
 	if jit.ErrorCode(err) == jit.EConflict {
 		return &jit.Error{Code: jit.EConflict, Message: fmt.Sprintf("user %s already exists", u.Name), Target: "name"}
 	}
@@ -837,7 +837,7 @@ func (t *SQLTx) GetUser(name string) (jit.User, string, error) {
 	var u jit.User
 	var c int64
 	var hash string
-	err := t.row(`SELECT name, created_at, password_hash FROM users WHERE name = ?`, name).Scan(&u.Name, &c, &hash)
+	err := t.row(`SELECT name, created_at, password_hash, origin FROM users WHERE name = ?`, name).Scan(&u.Name, &c, &hash, &u.Origin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, "", jit.Errorf(jit.ENotFound, "user %s not found", name)
 	}
@@ -851,7 +851,7 @@ func (t *SQLTx) ListUsers(f UserFilter) ([]jit.User, error) {
 	if f.After != "" {
 		where, args = append(where, "name > ?"), append(args, f.After)
 	}
-	rows, err := t.query(`SELECT name, created_at, password_hash <> '' FROM users`+whereClause(where)+` ORDER BY name`+limitClause(f.Limit), args...)
+	rows, err := t.query(`SELECT name, created_at, password_hash <> '', origin FROM users`+whereClause(where)+` ORDER BY name`+limitClause(f.Limit), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -860,7 +860,7 @@ func (t *SQLTx) ListUsers(f UserFilter) ([]jit.User, error) {
 	for rows.Next() {
 		var u jit.User
 		var c int64
-		if err := rows.Scan(&u.Name, &c, &u.HasPassword); err != nil {
+		if err := rows.Scan(&u.Name, &c, &u.HasPassword, &u.Origin); err != nil {
 			return nil, err
 		}
 		u.CreatedAt = fromNanos(c)

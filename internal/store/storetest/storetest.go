@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Policies", testPolicies},
 		{"Grants", testGrants},
 		{"UsersTokensBindings", testUsersTokensBindings},
+		{"UserOrigin", testUserOrigin},
 		{"RollbackLeavesNothing", testRollback},
 		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
 		{"FailedWritesAtUpdateEnd", testLateWriteFailure},

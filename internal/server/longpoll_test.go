@@ -3,8 +3,8 @@ package server_test
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"

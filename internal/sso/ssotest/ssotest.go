@@ -1,0 +1,184 @@
+// Package ssotest runs a real OpenID provider on loopback for tests: the
+// OpenID-certified github.com/zitadel/oidc op package over its example
+// in-memory storage, with users whose groups a test changes, a login
+// form, and a switch that takes it down. Only tests link it.
+package ssotest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/text/language"
+)
+
+// Client credentials ajard is given for the provider.
+const (
+	ClientID     = "ajar-console"
+	ClientSecret = "ajar-console-secret-0123456789"
+	Password     = "provider-password-1"
+)
+
+// Provider is a running OpenID provider.
+type Provider struct {
+	Issuer string
+	srv    *http.Server
+	st     *groupStorage
+	mu     sync.Mutex
+	down   bool
+}
+
+// Start starts a provider on a loopback port whose client ClientID may
+// redirect to each of redirectURIs (more can be added with Allow). Users
+// are given by name; each has Password and subject "sub-<name>".
+func Start(t testing.TB, users ...string) *Provider {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Provider{Issuer: "http://" + ln.Addr().String()}
+	us := userStore{users: map[string]*storage.User{}}
+	for _, u := range users {
+		us.users["sub-"+u] = &storage.User{ID: "sub-" + u, Username: u, Password: Password, FirstName: u, LastName: "Test",
+			Email: u + "@example.com", EmailVerified: true, PreferredLanguage: language.English}
+	}
+	client := &allowedClient{Client: storage.WebClient(ClientID, ClientSecret), redirects: nil}
+	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, map[string]*storage.Client{}), client: client, groups: map[string][]string{}}
+	h := exampleop.SetupServer(p.Issuer, p.st, nil, false)
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})}
+	go p.srv.Serve(ln)
+	t.Cleanup(func() { p.srv.Close() })
+	return p
+}
+
+// Allow lets the client redirect to uri.
+func (p *Provider) Allow(uri string) {
+	c := p.st.client
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.redirects = append(c.redirects, uri)
+}
+
+// SetGroups sets the groups claim of user.
+func (p *Provider) SetGroups(user string, groups ...string) {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	p.st.groups["sub-"+user] = groups
+}
+
+// SetDown makes every request to the provider fail (503) or work again.
+func (p *Provider) SetDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+}
+
+// LoginForm is the provider's login form: where to post the user name
+// and password, and the auth request id to send with them, read from the
+// login page's URL.
+func LoginForm(loginPage *url.URL, user string) (string, url.Values) {
+	u := *loginPage
+	u.RawQuery = ""
+	return u.String(), url.Values{"id": {loginPage.Query().Get("authRequestID")}, "username": {user}, "password": {Password}}
+}
+
+type userStore struct{ users map[string]*storage.User }
+
+func (u userStore) GetUserByID(id string) *storage.User { return u.users[id] }
+func (u userStore) ExampleClientID() string             { return "service" }
+func (u userStore) GetUserByUsername(name string) *storage.User {
+	for _, v := range u.users {
+		if v.Username == name {
+			return v
+		}
+	}
+	return nil
+}
+
+// groupStorage adds a groups claim (scope "groups") to the example
+// storage, and serves the one client.
+type groupStorage struct {
+	*storage.Storage
+	client *allowedClient
+	mu     sync.Mutex
+	groups map[string][]string
+}
+
+func (s *groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	if id != ClientID {
+		return s.Storage.GetClientByClientID(ctx, id)
+	}
+	return s.client, nil
+}
+
+func (s *groupStorage) AuthorizeClientIDSecret(ctx context.Context, id, secret string) error {
+	if id != ClientID || secret != ClientSecret {
+		return oidc.ErrInvalidClient()
+	}
+	return nil
+}
+
+func (s *groupStorage) SetUserinfoFromScopes(ctx context.Context, ui *oidc.UserInfo, userID, clientID string, scopes []string) error {
+	return s.addGroups(ui, userID, scopes)
+}
+
+func (s *groupStorage) SetUserinfoFromToken(ctx context.Context, ui *oidc.UserInfo, tokenID, subject, origin string) error {
+	if err := s.Storage.SetUserinfoFromToken(ctx, ui, tokenID, subject, origin); err != nil {
+		return err
+	}
+	return s.addGroups(ui, ui.Subject, []string{"groups"})
+}
+
+func (s *groupStorage) SetUserinfoFromRequest(ctx context.Context, ui *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
+	if err := s.Storage.SetUserinfoFromRequest(ctx, ui, req, scopes); err != nil {
+		return err
+	}
+	return s.addGroups(ui, req.GetSubject(), scopes)
+}
+
+func (s *groupStorage) addGroups(ui *oidc.UserInfo, subject string, scopes []string) error {
+	if !slices.Contains(scopes, "groups") {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ui.AppendClaims("groups", append([]string{}, s.groups[subject]...))
+	return nil
+}
+
+// allowedClient is the example's web client with redirect URIs the test
+// adds and the groups scope allowed.
+type allowedClient struct {
+	*storage.Client
+	mu        sync.Mutex
+	redirects []string
+}
+
+func (c *allowedClient) RedirectURIs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.redirects)
+}
+
+func (c *allowedClient) IsScopeAllowed(scope string) bool {
+	return scope == "groups" || strings.HasPrefix(scope, "custom")
+}

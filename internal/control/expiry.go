@@ -45,6 +45,13 @@ func (c *Control) RunExpirer(ctx context.Context) error {
 			err := c.store.View(ctx, func(tx store.Tx) error {
 				var err error
 				next, ok, err = tx.NextGrantEnd()
+				if err != nil {
+					return err
+				}
+				wait, waiting, err := tx.NextPendingEnd()
+				if waiting && (!ok || wait.Before(next)) {
+					next, ok = wait, true
+				}
 				return err
 			})
 			lastRead = c.Now()
@@ -122,15 +129,20 @@ func (c *Control) takeSoonest() time.Time {
 	return t
 }
 
-// ExpireDue ends every active grant whose end time has passed and returns
-// how many it ended. Each grant's transition happens once even when several
-// servers race: EndGrant changes only active grants.
+// ExpireDue ends every active grant whose end time has passed, and the
+// wait of every pending request whose pending lifetime has, and returns
+// how many it ended. Each transition happens once even when several
+// servers race: EndGrant changes only active grants, SetRequestState only
+// pending requests.
 func (c *Control) ExpireDue(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		n := 0
 		err := c.store.Update(ctx, func(tx store.Tx) error {
-			n = 0
+			var err error
+			if n, err = c.expirePending(tx, c.Now()); err != nil {
+				return err
+			}
 			due, err := tx.ListGrants(store.GrantFilter{EndingBy: c.Now(), Limit: expireBatch})
 			if err != nil {
 				return err

@@ -12,9 +12,22 @@ import (
 
 // RequestAccess checks an access request against the requester's
 // permissions and each VM's policy and, when every check passes, opens its
-// grants, superseding older grants for the same VM, port and source. A
-// refusal names the failing check, changes nothing and is logged.
+// grants, superseding older grants for the same VM, port and source; when
+// a VM's policy has an approval rule, the request waits for approvers
+// instead (status pending, no grants) and opens its grants when approved.
+// A refusal names the failing check, changes nothing and is logged.
 func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessRequest) (jit.Request, error) {
+	return c.requestAccess(ctx, a, r, true)
+}
+
+// RequestAccessNow is RequestAccess for callers that cannot wait, such as
+// the Azure-compatible API: a request whose VM's policy requires approval
+// is refused (invalid, naming the VM) rather than left pending.
+func (c *Control) RequestAccessNow(ctx context.Context, a *Actor, r jit.AccessRequest) (jit.Request, error) {
+	return c.requestAccess(ctx, a, r, false)
+}
+
+func (c *Control) requestAccess(ctx context.Context, a *Actor, r jit.AccessRequest, mayWait bool) (jit.Request, error) {
 	req := jit.Request{ID: NewID(), User: a.Name(), Address: a.addr(), Justification: strings.TrimSpace(r.Justification), CreatedAt: c.Now()}
 	var refusedVM *jit.VM
 	err := jit.CheckRequestShape(&r)
@@ -27,13 +40,21 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 	}
 	if err == nil {
 		err = c.store.Update(ctx, func(tx store.Tx) error {
-			grants, vm, err := c.openGrants(tx, a, r, &req)
+			req.Grants, req.Status, req.Group, req.Required, req.Asked, req.ExpiresAt = nil, "", "", 0, nil, nil
+			p, vm, err := c.planGrants(tx, a, r, req.ID, req.CreatedAt)
 			refusedVM = vm
 			if err != nil {
 				return err
 			}
-			req.Grants = grants
-			return nil
+			if p.required > 0 {
+				if !mayWait {
+					refusedVM = &p.vms[0].vm
+					return jit.Invalid("virtualMachines[0].id", "the JIT policy of VM %s requires approval by %d approver(s); request access through ajar's own API, CLI or console, where the request waits for approval", p.vms[0].vm.Name, p.required)
+				}
+				return c.holdRequest(tx, a, r, &req, p)
+			}
+			req.Status = jit.RequestApproved
+			return c.openPlanned(tx, a, p, &req, nil)
 		})
 	}
 	if err != nil {
@@ -48,6 +69,9 @@ func (c *Control) RequestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 	}
 	for _, g := range req.Grants {
 		c.noteEnd(g.EndTime)
+	}
+	if req.ExpiresAt != nil {
+		c.noteEnd(*req.ExpiresAt)
 	}
 	return req, nil
 }
@@ -87,17 +111,29 @@ func (c *Control) namedVMs(ctx context.Context, a *Actor, r jit.AccessRequest) [
 	return out
 }
 
-// openGrants does the work of RequestAccess inside its transaction. On a
-// refusal it returns the VM at fault, if any.
-func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *jit.Request) ([]jit.Grant, *jit.VM, error) {
-	now := req.CreatedAt
-	var out []jit.Grant
-	type opened struct {
-		vm     jit.VM
-		grants []jit.Grant
-		active []jit.Grant // the user's active grants the new ones may supersede
-	}
-	var perVM []opened
+// plan is what an access request would open, VM by VM, and the approval
+// its VMs' policies ask for (required 0: none).
+type plan struct {
+	vms []plannedVM
+	// required is the most approvers a VM's policy asks for, lifetime the
+	// shortest wait they allow; all the VMs are then in group.
+	required int
+	lifetime time.Duration
+	group    string
+}
+
+type plannedVM struct {
+	vm     jit.VM
+	grants []jit.Grant
+	active []jit.Grant // the user's active grants the new ones may supersede
+}
+
+// planGrants checks an access request of actor a, made at now, inside the
+// transaction and returns what it would open. On a refusal it returns the
+// VM at fault, if any.
+func (c *Control) planGrants(tx store.Tx, a *Actor, r jit.AccessRequest, reqID string, now time.Time) (plan, *jit.VM, error) {
+	var p plan
+	justification := strings.TrimSpace(r.Justification)
 	for i, vr := range r.VirtualMachines {
 		field := fmt.Sprintf("virtualMachines[%d]", i)
 		who := jit.Requester{User: a.Name(), Address: a.Address}
@@ -112,79 +148,107 @@ func (c *Control) openGrants(tx store.Tx, a *Actor, r jit.AccessRequest, req *ji
 			err = jit.Errorf(jit.ENotFound, "VM %s not found", vr.ID) // other groups' VMs stay invisible
 		}
 		if err != nil {
-			return nil, nil, targeted(err, field+".id")
+			return p, nil, targeted(err, field+".id")
 		}
 		if !a.Can(jit.PermRequest, vm.Group) {
-			return nil, &vm, &jit.Error{Code: jit.EForbidden, Target: field + ".id", Message: fmt.Sprintf("%s may not request access to VMs in group %s", a.Name(), vm.Group)}
+			return p, &vm, &jit.Error{Code: jit.EForbidden, Target: field + ".id", Message: fmt.Sprintf("%s may not request access to VMs in group %s", a.Name(), vm.Group)}
 		}
 		if polp == nil {
-			return nil, &vm, &jit.Error{Code: jit.EInvalid, Message: fmt.Sprintf("VM %s has no JIT policy", vm.Name), Target: field + ".id"}
+			return p, &vm, &jit.Error{Code: jit.EInvalid, Message: fmt.Sprintf("VM %s has no JIT policy", vm.Name), Target: field + ".id"}
 		}
 		pol := *polp
-		if pol.RequireJustification && req.Justification == "" {
-			return nil, &vm, jit.Invalid("justification", "the JIT policy of VM %s requires a justification", vm.Name)
+		if pol.RequireJustification && justification == "" {
+			return p, &vm, jit.Invalid("justification", "the JIT policy of VM %s requires a justification", vm.Name)
 		}
 		ports := vr.Ports
 		if len(ports) == 0 {
-			return nil, &vm, jit.Invalid(field+".ports", "name at least one port")
+			return p, &vm, jit.Invalid(field+".ports", "name at least one port")
 		}
 		who.AnySource = a.Can(jit.PermRequestAnySource, vm.Group)
 		var gs []jit.Grant
 		for j, pr := range ports {
 			g, err := jit.PlanGrant(vm, pol, pr, fmt.Sprintf("%s.ports[%d]", field, j), who, now)
 			if err != nil {
-				return nil, &vm, err
+				return p, &vm, err
 			}
 			for _, o := range gs {
 				if g.Overlaps(o) {
-					return nil, &vm, jit.Invalid(fmt.Sprintf("%s.ports[%d]", field, j), "port %d/%s from %s is asked for twice", g.Port, g.Protocol, g.Source)
+					return p, &vm, jit.Invalid(fmt.Sprintf("%s.ports[%d]", field, j), "port %d/%s from %s is asked for twice", g.Port, g.Protocol, g.Source)
 				}
 			}
-			g.ID, g.RequestID = NewID(), req.ID
+			g.ID, g.RequestID = NewID(), reqID
 			gs = append(gs, g)
 		}
-		perVM = append(perVM, opened{vm, gs, active})
+		if pol.Approval != nil {
+			p.required = max(p.required, pol.Approval.Required)
+			if l := pol.Approval.Lifetime(); p.lifetime == 0 || l < p.lifetime {
+				p.lifetime = l
+			}
+		}
+		p.vms = append(p.vms, plannedVM{vm, gs, active})
 	}
+	if p.required > 0 {
+		p.group = p.vms[0].vm.Group
+		for i, o := range p.vms {
+			if o.vm.Group != p.group {
+				return p, &o.vm, jit.Invalid(fmt.Sprintf("virtualMachines[%d].id", i), "a request that needs approval names VMs of one group; VM %s is in group %s, VM %s in %s", o.vm.Name, o.vm.Group, p.vms[0].vm.Name, p.group)
+			}
+		}
+	}
+	return p, nil, nil
+}
+
+// openPlanned opens a plan's grants for req, superseding the requester's
+// older grants. approved, when set, is the pending request's state at its
+// approval, written in place of creating the request.
+func (c *Control) openPlanned(tx store.Tx, a *Actor, p plan, req *jit.Request, approved *jit.Request) error {
 	// Supersede first, then write the request and its grants: its writes
 	// then go to the database together.
-	for _, o := range perVM {
+	for _, o := range p.vms {
 		for _, old := range o.active {
 			for _, g := range o.grants {
 				if g.Overlaps(old) {
 					if err := c.endGrant(tx, a, o.vm, old, jit.GrantSuperseded, "newer request "+req.ID, nil); err != nil {
-						return nil, nil, err
+						return err
 					}
 					break
 				}
 			}
 		}
 	}
-	if err := tx.CreateRequest(*req); err != nil {
-		return nil, nil, err
+	if approved == nil {
+		if err := tx.CreateRequest(*req); err != nil {
+			return err
+		}
+	} else if ok, err := tx.SetRequestState(*approved, jit.RequestPending); err != nil {
+		return err
+	} else if !ok {
+		return jit.Errorf(jit.EConflict, "request %s is no longer pending", req.ID)
 	}
 	var events []*jit.Event
-	for _, o := range perVM {
+	req.Grants = nil
+	for _, o := range p.vms {
 		for _, g := range o.grants {
 			if err := tx.CreateGrant(g); err != nil {
-				return nil, nil, err
+				return err
 			}
 			events = append(events, c.event(a, jit.OpGrantOpen, jit.OutcomeSuccess, &o.vm, grantDetails(g)))
-			out = append(out, g)
+			req.Grants = append(req.Grants, g)
 		}
 		if err := tx.BumpRevision(o.vm.ID); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	details := map[string]any{"request": req.ID, "justification": req.Justification, "grants": len(out)}
+	details := map[string]any{"request": req.ID, "justification": req.Justification, "grants": len(req.Grants)}
+	if approved != nil {
+		details["user"], details["approvers"] = req.User, approved.Decisions
+	}
 	var vm *jit.VM
-	if len(perVM) == 1 {
-		vm = &perVM[0].vm
+	if len(p.vms) == 1 {
+		vm = &p.vms[0].vm
 	}
 	// One statement for every event of the request.
-	if err := tx.AppendEvent(append(events, c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details))...); err != nil {
-		return nil, nil, err
-	}
-	return out, nil, nil
+	return tx.AppendEvent(append(events, c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details))...)
 }
 
 func grantDetails(g jit.Grant) map[string]any {

@@ -293,8 +293,12 @@ func (p *SQLPipe) Query(ctx context.Context, stmts []Stmt, q string, args []any)
 // Closed implements Pipe: database/sql hides a lost connection.
 func (p *SQLPipe) Closed() bool { return false }
 
-// Close closes the statements and returns the connection.
+// Close closes the statements and returns the connection to its pool,
+// first rolling back a transaction left open (a failed COMMIT, a BEGIN past
+// its deadline): the pool hands the same connection out again, and it must
+// come back clean. With no transaction open the ROLLBACK fails harmlessly.
 func (p *SQLPipe) Close() error {
+	p.c.ExecContext(context.Background(), `ROLLBACK`)
 	var errs []error
 	for _, st := range p.stmts {
 		errs = append(errs, st.Close())

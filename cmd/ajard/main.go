@@ -49,6 +49,7 @@ type config struct {
 	// publicURL is the address people reach ajard at, for the links it
 	// prints; default the listening address.
 	publicURL string
+	sso       ssoFlags // --oidc-*
 	// Azure: subscriptions ajar manages (discovery, NSG enforcement, the
 	// Azure-compatible API), optional resource groups to limit discovery
 	// to, the default ascLocation, and how often to re-discover.
@@ -81,6 +82,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsKey, "tls-key", env("AJAR_TLS_KEY", ""), "TLS key file (PEM)")
 	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
 	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
+	c.sso.register(fs, env)
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
 	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
@@ -172,8 +174,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("expired grants that ended while ajard was stopped", "grants", n)
 	}
 
+	provider, err := cfg.sso.provider()
+	if err != nil {
+		return err
+	}
 	api := server.New(ctl, log, cfg.trustedProxies)
-	api.Handle("/", console.New(ctl, log, api.ClientAddr))
+	web := console.New(ctl, log, api.ClientAddr)
+	if provider != nil {
+		web.UseSSO(provider, cfg.publicURL)
+	}
+	api.Handle("/", web)
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
 		Handler:     api,

@@ -31,6 +31,7 @@ import (
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/server"
+	"github.com/ajarhq/ajar/internal/sso"
 )
 
 //go:embed templates/*.html
@@ -51,6 +52,8 @@ type Console struct {
 	static     http.Handler
 	version    string // of the static files, for cache busting
 	handler    http.Handler
+	sso        *sso.Provider // nil: no single sign-on (UseSSO)
+	publicURL  string
 }
 
 // New returns the console over ctl. clientAddr tells the address a request
@@ -102,6 +105,8 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /signin", c.signInPage)
 	m.HandleFunc("POST /signin", c.signIn)
 	m.HandleFunc("POST /signout", c.page(c.signOut))
+	m.HandleFunc("GET /signin/sso", c.ssoStart)
+	m.HandleFunc("GET /signin/sso/callback", c.ssoFinish)
 	m.HandleFunc("GET /setup/{link}", c.setupPage)
 	m.HandleFunc("POST /setup", c.setup)
 

@@ -20,6 +20,8 @@ type signInPage struct {
 	// page then says how to get in.
 	Setup     bool
 	SetupUser string
+	// SSOName and SSOLink offer single sign-on, when configured.
+	SSOName, SSOLink string
 }
 
 func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -35,6 +37,9 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) renderSignIn(w http.ResponseWriter, r *http.Request, status int, p signInPage) {
 	p.base = c.base(nil, "Sign in", "")
 	p.Setup, p.SetupUser = c.ctl.SetupPending(r.Context()), control.SetupUser
+	if c.sso != nil {
+		p.SSOName, p.SSOLink = c.sso.Name(), ssoLink(p.Next)
+	}
 	if err := c.render(w, r, status, "signin.html", p); err != nil {
 		c.log.Error("render sign-in", "err", err)
 	}

@@ -1,0 +1,105 @@
+package control
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/sso"
+	"github.com/ajarhq/ajar/internal/store"
+)
+
+// SSOSessionName names the API tokens `ajar login --sso` gets; their life
+// is bounded by SSOTokenLifetime.
+const (
+	SSOTokenName     = "sso login"
+	SSOTokenLifetime = 12 * time.Hour
+)
+
+// SSOSignIn signs in someone their OpenID provider vouched for (id, from
+// a verified ID token). At their first sign-in the user is created,
+// marked as coming from the provider (provisioned just in time); a local
+// user of the same name is never signed in this way, nor one from
+// another provider. It opens a console session (api false) or, for the
+// CLI, an API token of SSOTokenLifetime; both are logged as auth.signin,
+// and a provisioning as user.create.
+func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Addr, api bool) (string, *Actor, error) {
+	a := &Actor{Address: addr}
+	via := "oidc"
+	// An e-mail address or UPN names the user by its local part. The
+	// user is bound to the provider's subject at provisioning, so another
+	// subject whose name maps the same is refused, not let in as them.
+	if i := strings.IndexByte(id.Username, '@'); i > 0 {
+		id.Username = id.Username[:i]
+	}
+	origin := Origin(id.Issuer, id.Subject)
+	details := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "user": id.Username}
+	if err := ValidName("user", id.Username); err != nil {
+		return "", nil, c.logRefusal(ctx, a, jit.OpSignIn, nil, jit.Invalid("user", "the provider's user name %q is not a valid ajar user name: %s", id.Username, jit.ErrorMessage(err)), details)
+	}
+	if reservedName(id.Username) {
+		return "", nil, c.logRefusal(ctx, a, jit.OpSignIn, nil, jit.Errorf(jit.EForbidden, "the provider's user name %q is reserved in ajar", id.Username), details)
+	}
+	now := c.Now()
+	name, lifetime := SessionName, SessionLifetime
+	if api {
+		name, lifetime = SSOTokenName, SSOTokenLifetime
+	}
+	exp := now.Add(lifetime)
+	secret := NewSecret()
+	tk := jit.Token{ID: NewID(), Kind: jit.TokenUser, User: id.Username, Name: name, CreatedAt: now, ExpiresAt: &exp, Hash: HashSecret(secret)}
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		u, _, err := tx.GetUser(id.Username)
+		switch {
+		case jit.ErrorCode(err) == jit.ENotFound:
+			u = jit.User{Name: id.Username, CreatedAt: now, Origin: origin}
+			if err := tx.CreateUser(u, ""); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(c.event(&Actor{User: id.Username, Address: addr}, jit.OpUserCreate, jit.OutcomeSuccess, nil, map[string]any{"user": id.Username, "via": via, "issuer": id.Issuer, "subject": id.Subject})); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case u.Origin == "":
+			return jit.Errorf(jit.EForbidden, "%s is a local ajar user: sign in with its password (a provider's user of the same name is not let in as it)", id.Username)
+		case u.Origin != origin:
+			return jit.Errorf(jit.EForbidden, "the ajar user %s was provisioned for another account (%s); an admin can delete it if the account changed", id.Username, u.Origin)
+		}
+		a.User = id.Username
+		if err := tx.CreateToken(tk); err != nil {
+			return err
+		}
+		if a.Bindings, err = tx.ListRoleBindings(id.Username); err != nil {
+			return err
+		}
+		d := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "expiresAt": exp}
+		if api {
+			d["token"] = tk.ID
+		} else {
+			d["session"] = tk.ID
+		}
+		return tx.AppendEvent(c.event(a, jit.OpSignIn, jit.OutcomeSuccess, nil, d))
+	})
+	if code := jit.ErrorCode(err); code == jit.EForbidden {
+		return "", nil, c.logRefusal(ctx, &Actor{Address: addr}, jit.OpSignIn, nil, err, details)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	a.Token = tk
+	return secret, a, nil
+}
+
+// Origin is what a provisioned user keeps of the account it stands for:
+// the provider's issuer and the account's subject.
+func Origin(issuer, subject string) string { return issuer + "#" + subject }
+
+// SSORefused logs a sign-in the provider's answer did not allow (state or
+// nonce mismatch, a token refused, the provider unreachable) and returns
+// cause.
+func (c *Control) SSORefused(ctx context.Context, addr netip.Addr, cause error) error {
+	return c.logRefusal(ctx, &Actor{Address: addr}, jit.OpSignIn, nil, cause, map[string]any{"via": "oidc"})
+}

@@ -89,6 +89,12 @@ func (s *listServer) get(t *testing.T, path string) (int, []byte) {
 // appendEvents appends n events in updates of 1,000.
 func appendEvents(t *testing.T, db store.Store, n int) {
 	t.Helper()
+	if err := writeEvents(db, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeEvents(db store.Store, n int) error {
 	for done := 0; done < n; {
 		k := min(1000, n-done)
 		err := db.Update(context.Background(), func(tx store.Tx) error {
@@ -100,10 +106,11 @@ func appendEvents(t *testing.T, db store.Store, n int) {
 			return tx.AppendEvent(evs...)
 		})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		done += k
 	}
+	return nil
 }
 
 func eventCount(t *testing.T, db store.Store) int64 {
@@ -250,8 +257,8 @@ func TestPagingUnderInserts(t *testing.T) {
 	stores(t, func(t *testing.T, s *listServer) {
 		ctx := context.Background()
 		now := time.Now()
-		seed := func(prefix string, n int) {
-			err := s.db.Update(ctx, func(tx store.Tx) error {
+		seed := func(prefix string, n int) error {
+			return s.db.Update(ctx, func(tx store.Tx) error {
 				if _, err := tx.GetGroup("g"); jit.ErrorCode(err) == jit.ENotFound {
 					if err := tx.CreateGroup(jit.Group{Name: "g", CreatedAt: now}); err != nil {
 						return err
@@ -274,11 +281,10 @@ func TestPagingUnderInserts(t *testing.T) {
 				}
 				return nil
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 		}
-		seed("b", 200)
+		if err := seed("b", 200); err != nil {
+			t.Fatal(err)
+		}
 		appendEvents(t, s.db, 300)
 		before := eventCount(t, s.db)
 
@@ -286,17 +292,19 @@ func TestPagingUnderInserts(t *testing.T) {
 		// newer grants and requests, and events, while the lists are read.
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		var werr error
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 50; i++ {
+			for i := 0; i < 50 && werr == nil; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				seed(fmt.Sprintf("%c%02d", "abc"[i%3], i), 2)
-				appendEvents(t, s.db, 5)
+				if werr = seed(fmt.Sprintf("%c%02d", "abc"[i%3], i), 2); werr == nil {
+					werr = writeEvents(s.db, 5)
+				}
 			}
 		}()
 		lists := map[string][]string{
@@ -307,6 +315,9 @@ func TestPagingUnderInserts(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
+		if werr != nil {
+			t.Fatalf("concurrent writes: %v", werr)
+		}
 		for name, keys := range lists {
 			seen := map[string]int{}
 			for _, k := range keys {

@@ -121,6 +121,7 @@ type PolicyInput struct {
 	Ports                    []jit.PortRule `json:"ports"`
 	RequireJustification     bool           `json:"requireJustification"`
 	CloseConnectionsOnExpiry bool           `json:"closeConnectionsOnExpiry"`
+	Approval                 *jit.Approval  `json:"approval,omitempty"`
 }
 
 func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -128,7 +129,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	p, err := s.ctl.PutPolicy(r.Context(), a, r.PathValue("id"), jit.Policy{Ports: in.Ports, RequireJustification: in.RequireJustification, CloseConnectionsOnExpiry: in.CloseConnectionsOnExpiry})
+	p, err := s.ctl.PutPolicy(r.Context(), a, r.PathValue("id"), jit.Policy{Ports: in.Ports, RequireJustification: in.RequireJustification, CloseConnectionsOnExpiry: in.CloseConnectionsOnExpiry, Approval: in.Approval})
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,8 @@ var schemaTypes = map[string]struct {
 	"Report":         {typ: reflect.TypeFor[jit.Report](), request: true, shared: true},
 	"Socket":         {typ: reflect.TypeFor[jit.Socket](), request: true, shared: true},
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
+	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
+	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
 
 	"Error":            {typ: reflect.TypeFor[ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
@@ -74,6 +76,7 @@ var schemaTypes = map[string]struct {
 	"DesiredState":     {typ: reflect.TypeFor[jit.DesiredState]()},
 	"PortLock":         {typ: reflect.TypeFor[jit.PortLock]()},
 	"GrantRule":        {typ: reflect.TypeFor[jit.GrantRule]()},
+	"Decision":         {typ: reflect.TypeFor[jit.Decision]()},
 }
 
 // namedBodyTypes resolves the named types handlers decode request bodies
@@ -88,6 +91,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.Enrollment":     reflect.TypeFor[jit.Enrollment](),
 	"jit.Report":         reflect.TypeFor[jit.Report](),
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
+	"DecisionInput":      reflect.TypeFor[DecisionInput](),
 }
 
 type apiDoc = map[string]any

@@ -26,6 +26,11 @@ func (s *Server) routes() {
 
 	m.HandleFunc("POST /api/v1/requests", s.api(s.createRequest))
 	m.HandleFunc("GET /api/v1/requests", s.api(s.listRequests))
+	m.HandleFunc("GET /api/v1/requests/pending", s.api(s.listPendingRequests))
+	m.HandleFunc("GET /api/v1/requests/{id}", s.api(s.getRequest))
+	m.HandleFunc("POST /api/v1/requests/{id}/approve", s.api(s.approveRequest))
+	m.HandleFunc("POST /api/v1/requests/{id}/deny", s.api(s.denyRequest))
+	m.HandleFunc("POST /api/v1/requests/{id}/cancel", s.api(s.cancelRequest))
 	m.HandleFunc("GET /api/v1/grants", s.api(s.listGrants))
 	m.HandleFunc("POST /api/v1/grants/{id}/revoke", s.api(s.revokeGrant))
 

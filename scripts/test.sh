@@ -18,6 +18,17 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Microsoft's JavaScript SDK for the Azure API's JavaScript test, from the
+# npm registry, installed once for the run (the test skips without node);
+# before the PostgreSQL cluster, whose cleanup adds to this EXIT trap.
+if command -v npm >/dev/null && [ -z "${AJAR_TEST_JS_MODULES:-}" ]; then
+  jsdir=$(mktemp -d)
+  trap 'rm -rf "$jsdir"' EXIT
+  cp internal/azureapi/testdata/js/package.json internal/azureapi/testdata/js/package-lock.json "$jsdir"/
+  (cd "$jsdir" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >/dev/null)
+  export AJAR_TEST_JS_MODULES="$jsdir/node_modules"
+fi
+
 # PostgreSQL for the store compliance suite and the replica tests.
 if [ -z "${AJAR_TEST_POSTGRES:-}" ] && [ -f scripts/postgres-test-cluster.sh ]; then
   # shellcheck source=/dev/null

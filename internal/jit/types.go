@@ -194,6 +194,18 @@ type Token struct {
 	Hash      []byte     `json:"-"`
 }
 
+// ClaimMapping gives the users an OpenID provider vouches for a role in a
+// group while a claim of theirs holds a value (for example groups =
+// ops-admins); evaluated at each sign-in through the provider.
+type ClaimMapping struct {
+	ID        string    `json:"id"`
+	Claim     string    `json:"claim"`
+	Value     string    `json:"value"`
+	Role      string    `json:"role"`
+	Group     string    `json:"group"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
 // RoleBinding gives a user a role in a group, or in every group ("*").
 type RoleBinding struct {
 	ID        string    `json:"id"`

@@ -109,6 +109,16 @@ var Migrations = []string{
 	// A user provisioned at their first sign-in through an OpenID
 	// provider keeps ISSUER#SUBJECT; local users have none.
 	`ALTER TABLE users ADD COLUMN origin TEXT NOT NULL DEFAULT ''`,
+	// Roles given by a claim of an OpenID provider's users.
+	`CREATE TABLE claim_mappings (
+		id TEXT PRIMARY KEY,
+		claim TEXT NOT NULL,
+		value TEXT NOT NULL,
+		role TEXT NOT NULL,
+		grp TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		UNIQUE (claim, value, role, grp)
+	)`,
 	// Requests may wait for approval: their state, the group they ask in,
 	// the rest of what an approval needs (JSON) and until when they wait.
 	`ALTER TABLE requests ADD COLUMN status TEXT NOT NULL DEFAULT 'approved';

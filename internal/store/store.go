@@ -123,6 +123,10 @@ type Tx interface {
 	ListRoleBindings(user string) ([]jit.RoleBinding, error)
 	DeleteRoleBinding(id string) error
 
+	CreateClaimMapping(m jit.ClaimMapping) error
+	ListClaimMappings() ([]jit.ClaimMapping, error)
+	DeleteClaimMapping(id string) error
+
 	// AppendEvent appends events, in order, to the activity log when the
 	// transaction commits; their sequence numbers and hashes are filled in
 	// then (the log is written once per commit, in one statement).

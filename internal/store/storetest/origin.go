@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -37,4 +38,27 @@ func testUserOrigin(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+// testClaimMappings: mappings are created, listed, refused twice, and
+// deleted.
+func testClaimMappings(t *testing.T, s store.Store) {
+	m := jit.ClaimMapping{ID: "m1", Claim: "groups", Value: "ops-admins", Role: jit.RoleAdmin, Group: "prod", CreatedAt: t0}
+	update(t, s, func(tx store.Tx) error { return tx.CreateClaimMapping(m) })
+	dup := m
+	dup.ID = "m2"
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.CreateClaimMapping(dup) }); jit.ErrorCode(err) != jit.EConflict {
+		t.Fatalf("duplicate mapping: %v, want conflict", err)
+	}
+	view(t, s, func(tx store.Tx) error {
+		got, err := tx.ListClaimMappings()
+		if err != nil || len(got) != 1 || got[0] != m {
+			t.Errorf("ListClaimMappings = %+v, %v; want [%+v]", got, err, m)
+		}
+		return nil
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteClaimMapping("m1") })
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.DeleteClaimMapping("m1") }); jit.ErrorCode(err) != jit.ENotFound {
+		t.Fatalf("deleting a deleted mapping: %v, want not found", err)
+	}
 }

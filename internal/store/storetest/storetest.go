@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Grants", testGrants},
 		{"UsersTokensBindings", testUsersTokensBindings},
 		{"UserOrigin", testUserOrigin},
+		{"ClaimMappings", testClaimMappings},
 		{"RollbackLeavesNothing", testRollback},
 		{"ConcurrentUpdatesIsolated", testConcurrentIsolation},
 		{"FailedWritesAtUpdateEnd", testLateWriteFailure},

@@ -72,7 +72,7 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 		if err := tx.CreateToken(tk); err != nil {
 			return err
 		}
-		if a.Bindings, err = tx.ListRoleBindings(id.Username); err != nil {
+		if a.Bindings, err = c.applyClaims(tx, a, id.Username, id.Claims); err != nil {
 			return err
 		}
 		d := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "expiresAt": exp}

@@ -63,7 +63,7 @@ func TestDiscovery(t *testing.T) {
 
 	type row struct{ Group, Backend, ExternalID, JIT, Health, Reason string }
 	got := map[string]row{}
-	vms, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{})
+	vms, _, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestDiscovery(t *testing.T) {
 	if len(sum.Created) != 0 || sum.Updated != 2 || sum.Unchanged != 2 || !slices.Equal(sum.Missing, []string{"app-rg/bare"}) {
 		t.Errorf("second summary = %+v", sum)
 	}
-	vms, err = w.ctl.ListVMs(ctx(), admin, control.VMListFilter{})
+	vms, _, err = w.ctl.ListVMs(ctx(), admin, control.VMListFilter{})
 	if err != nil || len(vms) != 5 {
 		t.Fatalf("%d VMs after re-discovery (%v), want 5", len(vms), err)
 	}
@@ -179,7 +179,7 @@ func jitWorld(w *world) (nsg string) {
 func (w *world) waitDiscovered(name string) jit.VMView {
 	w.t.Helper()
 	eventually(w.t, name+" is discovered", 10*time.Second, func() bool {
-		vms, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{Name: name})
+		vms, _, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{Name: name})
 		return err == nil && len(vms) == 1
 	})
 	return w.vm(name)
@@ -232,7 +232,7 @@ func TestEnforcement(t *testing.T) {
 	if w.f.Reachable(t, webID, me, 22, "TCP") {
 		t.Errorf("port 22 still open after expiry")
 	}
-	grants, err := w.ctl.ListGrants(ctx(), admin, control.GrantListFilter{VMID: web.ID})
+	grants, _, err := w.ctl.ListGrants(ctx(), admin, control.GrantListFilter{VMID: web.ID})
 	if err != nil || len(grants) != 1 || grants[0].Status != jit.GrantExpired {
 		t.Errorf("grants = %+v, %v; want one expired", grants, err)
 	}

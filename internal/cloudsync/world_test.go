@@ -137,7 +137,7 @@ func ctx() context.Context { return context.Background() }
 // vm returns the VM named name, failing the test when there is not exactly one.
 func (w *world) vm(name string) jit.VMView {
 	w.t.Helper()
-	vms, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{Name: name})
+	vms, _, err := w.ctl.ListVMs(ctx(), admin, control.VMListFilter{Name: name})
 	if err != nil {
 		w.t.Fatalf("list VMs: %v", err)
 	}
@@ -171,7 +171,7 @@ func (w *world) request(vmID string, port int, duration string) jit.Grant {
 // events returns the events of op on the VM vmID.
 func (w *world) events(vmID, op string) []jit.Event {
 	w.t.Helper()
-	evs, err := w.ctl.ListEvents(ctx(), admin, control.EventListFilter{VMID: vmID, Operation: op})
+	evs, _, err := w.ctl.ListEvents(ctx(), admin, control.EventListFilter{VMID: vmID, Operation: op})
 	if err != nil {
 		w.t.Fatalf("list events: %v", err)
 	}

@@ -76,6 +76,11 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 			return err
 		}
 		d := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "expiresAt": exp}
+		if g := id.Groups; len(g) > maxLoggedGroups {
+			d["groups"], d["groupsNotLogged"] = g[:maxLoggedGroups], len(g)-maxLoggedGroups
+		} else if len(g) > 0 {
+			d["groups"] = g
+		}
 		if api {
 			d["token"] = tk.ID
 		} else {
@@ -92,6 +97,9 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 	a.Token = tk
 	return secret, a, nil
 }
+
+// maxLoggedGroups bounds the groups a sign-in event lists.
+const maxLoggedGroups = 50
 
 // Origin is what a provisioned user keeps of the account it stands for:
 // the provider's issuer and the account's subject.

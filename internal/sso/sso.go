@@ -206,6 +206,11 @@ func (p *Provider) Finish(ctx context.Context, redirectURL string, q url.Values,
 		return Identity{}, fmt.Errorf("the ID token has no %s claim to name the user (see --oidc-username-claim)", p.cfg.UsernameClaim)
 	}
 	id.Groups = id.Claims[p.cfg.GroupsClaim]
+	// Mappings on "groups" read the provider's groups claim, whatever its
+	// name.
+	if p.cfg.GroupsClaim != "groups" {
+		id.Claims["groups"] = id.Groups
+	}
 	return id, nil
 }
 

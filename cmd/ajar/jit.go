@@ -21,9 +21,11 @@ func (a *app) jitEnableCommand() *cobra.Command {
 		ports, sources []string
 		max            string
 		p              jit.Policy
+		approvers      int
+		pendingLife    string
 	)
 	cmd := &cobra.Command{
-		Use:   "enable VM [--port 22/tcp|22/udp|22/*|22]... [--max 3h] [--source CIDR]... [--require-justification] [--close-connections]",
+		Use:   "enable VM [--port 22/tcp|22/udp|22/*|22]... [--max 3h] [--source CIDR]... [--require-justification] [--close-connections] [--approvers N [--pending-lifetime 24h]]",
 		Short: "Enable JIT on a VM: lock its management ports, open them on request",
 		Long: `enable sets the VM's JIT policy, replacing any policy it had. With no --port it
 uses the server's recommendation for the VM (the management ports it listens on, or
@@ -35,6 +37,15 @@ source.`,
 			maxISO, err := isoDuration("max", max)
 			if err != nil {
 				return err
+			}
+			if approvers > 0 {
+				life, err := isoDuration("pending-lifetime", pendingLife)
+				if err != nil {
+					return err
+				}
+				p.Approval = &jit.Approval{Required: approvers, PendingLifetime: life}
+			} else if pendingLife != "" {
+				return fmt.Errorf("--pending-lifetime needs --approvers")
 			}
 			for _, s := range ports {
 				n, proto, err := parsePort(s)
@@ -91,6 +102,8 @@ source.`,
 	f.StringArrayVar(&sources, "source", nil, "a source address or CIDR requests may name (repeatable; default any)")
 	f.BoolVar(&p.RequireJustification, "require-justification", false, "requests must give a reason")
 	f.BoolVar(&p.CloseConnectionsOnExpiry, "close-connections", false, "close established connections when a grant ends")
+	f.IntVar(&approvers, "approvers", 0, "requests wait for this many approvals by users with role approver in the VM's group, never the requester (default 0: no approval)")
+	f.StringVar(&pendingLife, "pending-lifetime", "", "how long a request may wait for approval, such as 24h (5m to 7 days; default 24h)")
 	return cmd
 }
 
@@ -138,6 +151,9 @@ func (a *app) jitShowCommand() *cobra.Command {
 func printPolicy(a *app, p jit.Policy) {
 	printRules(a, p.Ports)
 	fmt.Fprintf(a.stdout, "Justification required: %s; close connections at expiry: %s.\n", yesNo(p.RequireJustification), yesNo(p.CloseConnectionsOnExpiry))
+	if p.Approval != nil {
+		fmt.Fprintf(a.stdout, "Approval required: %d approver(s); requests wait up to %s.\n", p.Approval.Required, p.Approval.PendingLifetime)
+	}
 	if !p.UpdatedAt.IsZero() {
 		fmt.Fprintf(a.stdout, "Updated %s by %s.\n", fmtTime(p.UpdatedAt), cell(p.UpdatedBy))
 	}

@@ -19,6 +19,7 @@ func (a *app) sshCommand() *cobra.Command {
 		dur, user, why string
 		port           int
 		wait           time.Duration
+		approvalWait   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "ssh VM [-- ssh args]",
@@ -59,6 +60,12 @@ then runs ssh there. Arguments after -- go to ssh, after the address.`,
 			if err != nil {
 				return err
 			}
+			if req.Status == jit.RequestPending {
+				fmt.Fprintf(a.stderr, "Request %s waits for approval (%s); waiting up to %s.\n", req.ID, approvals(req), approvalWait)
+				if req, err = waitDecision(ctx, c, req, approvalWait); err != nil {
+					return err
+				}
+			}
 			for _, g := range req.Grants {
 				fmt.Fprintf(a.stderr, "Port %d/%s of %s/%s is open for %s until %s.\n", g.Port, g.Protocol, g.Group, g.VMName, g.Source, fmtTime(g.EndTime))
 			}
@@ -84,6 +91,7 @@ then runs ssh there. Arguments after -- go to ssh, after the address.`,
 	f.StringVar(&why, "reason", "", "the justification, logged with the request")
 	f.IntVar(&port, "port", 22, "the VM's SSH port")
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the port to accept connections")
+	f.DurationVar(&approvalWait, "approval-wait", 10*time.Minute, "how long to wait for approvers when the VM's policy requires approval")
 	return cmd
 }
 

@@ -258,6 +258,9 @@ func (c *Client) DeleteVM(ctx context.Context, id string) error {
 // PutPolicy sets a VM's JIT policy.
 func (c *Client) PutPolicy(ctx context.Context, vmID string, p jit.Policy) (jit.Policy, error) {
 	in := map[string]any{"ports": p.Ports, "requireJustification": p.RequireJustification, "closeConnectionsOnExpiry": p.CloseConnectionsOnExpiry}
+	if p.Approval != nil {
+		in["approval"] = p.Approval
+	}
 	return send[jit.Policy](ctx, c, http.MethodPut, "/api/v1/vms/"+url.PathEscape(vmID)+"/policy", in)
 }
 
@@ -284,6 +287,31 @@ func (c *Client) RequestAccess(ctx context.Context, r jit.AccessRequest) (jit.Re
 // ListRequests lists requests.
 func (c *Client) ListRequests(ctx context.Context, user string) ([]jit.Request, error) {
 	return getList[jit.Request](ctx, c, "/api/v1/requests"+query("user", user))
+}
+
+// GetRequest returns a request: its state, decisions and grants.
+func (c *Client) GetRequest(ctx context.Context, id string) (jit.Request, error) {
+	return get[jit.Request](ctx, c, "/api/v1/requests/"+url.PathEscape(id))
+}
+
+// ListPending lists the pending requests the caller may decide.
+func (c *Client) ListPending(ctx context.Context) ([]jit.Request, error) {
+	return getList[jit.Request](ctx, c, "/api/v1/requests/pending")
+}
+
+// Approve approves a pending request.
+func (c *Client) Approve(ctx context.Context, id, reason string) (jit.Request, error) {
+	return send[jit.Request](ctx, c, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/approve", map[string]string{"reason": reason})
+}
+
+// Deny denies a pending request; reason is required.
+func (c *Client) Deny(ctx context.Context, id, reason string) (jit.Request, error) {
+	return send[jit.Request](ctx, c, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/deny", map[string]string{"reason": reason})
+}
+
+// CancelRequest withdraws the caller's own pending request.
+func (c *Client) CancelRequest(ctx context.Context, id string) (jit.Request, error) {
+	return send[jit.Request](ctx, c, http.MethodPost, "/api/v1/requests/"+url.PathEscape(id)+"/cancel", nil)
 }
 
 // ListGrants lists grants; empty filters match everything.

@@ -51,7 +51,7 @@ func jsModules(t *testing.T) string {
 // TestJavaScriptSDK drives the API with Microsoft's JavaScript SDK,
 // @azure/arm-security, over TLS (the SDK sends bearer tokens over https
 // only), trusting ajard's self-signed certificate: create, get, the four
-// lists, initiate, a refused initiate, delete twice, and a get after.
+// lists page by page, initiate, a refused initiate, delete twice, and a get after.
 func TestJavaScriptSDK(t *testing.T) {
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -66,8 +66,10 @@ func TestJavaScriptSDK(t *testing.T) {
 	if _, err := srv.Admin.CreateGroup(ctx, "rg-a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.Admin.CreateVM(ctx, jit.NewVM{Name: "web-1", Group: "rg-a"}); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{"web-1", "web-2"} {
+		if _, err := srv.Admin.CreateVM(ctx, jit.NewVM{Name: n, Group: "rg-a"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	vm := armVM("rg-a", "web-1")
 
@@ -95,6 +97,7 @@ func TestJavaScriptSDK(t *testing.T) {
 		"AJAR_GROUP=rg-a",
 		"AJAR_LOCATION=westeurope",
 		"AJAR_VM="+vm,
+		"AJAR_VM2="+armVM("rg-a", "web-2"),
 		"AJAR_SOURCE=198.51.100.7",
 	)
 	var stdout, stderr bytes.Buffer
@@ -133,9 +136,9 @@ func TestJavaScriptSDK(t *testing.T) {
 		Code       string
 	}
 	var out struct {
-		Created, Got, AfterInitiate                                           policy
-		List, ListByRegion, ListByResourceGroup, ListByResourceGroupAndRegion []string
-		OtherRegion, ListAfterDelete                                          []string
+		Created, Second, Got, AfterInitiate                                   policy
+		List, ListByRegion, ListByResourceGroup, ListByResourceGroupAndRegion [][]string
+		OtherRegion, ListAfterDelete                                          [][]string
 		Initiated                                                             request
 		BadInitiate, DeletedAgain, Gone                                       *failure
 	}
@@ -161,14 +164,21 @@ func TestJavaScriptSDK(t *testing.T) {
 			t.Errorf("%s: port 3389 %+v", what, p3389)
 		}
 	}
-	for what, ids := range map[string][]string{"list": out.List, "listByRegion": out.ListByRegion,
+	// Pages of one policy each, the SDK following ajard's https nextLinks.
+	if out.Second.ID != strings.TrimSuffix(id, "default")+"second" {
+		t.Errorf("second policy: got id %q", out.Second.ID)
+	}
+	pages := [][]string{{id}, {out.Second.ID}}
+	for what, got := range map[string][][]string{"list": out.List, "listByRegion": out.ListByRegion,
 		"listByResourceGroup": out.ListByResourceGroup, "listByResourceGroupAndRegion": out.ListByResourceGroupAndRegion} {
-		if !slices.Equal(ids, []string{id}) {
-			t.Errorf("%s: got %q, want [%s]", what, ids, id)
+		if !slices.EqualFunc(got, pages, slices.Equal) {
+			t.Errorf("%s: got pages %q, want %q", what, got, pages)
 		}
 	}
-	if len(out.OtherRegion) != 0 || len(out.ListAfterDelete) != 0 {
-		t.Errorf("listByRegion(eastus2) = %q, list after delete = %q, want both empty", out.OtherRegion, out.ListAfterDelete)
+	for what, got := range map[string][][]string{"listByRegion(eastus2)": out.OtherRegion, "list after delete": out.ListAfterDelete} {
+		if len(got) > 1 || len(got) == 1 && len(got[0]) > 0 {
+			t.Errorf("%s: got pages %q, want no policies", what, got)
+		}
 	}
 
 	in := out.Initiated

@@ -241,3 +241,20 @@ func TestRequestAccessNowRefusesApproval(t *testing.T) {
 		t.Errorf("request without an approval rule = %+v, %v", r, err)
 	}
 }
+
+// TestAzurePolicyKeepsApproval: an Azure client rewriting a VM's ports
+// cannot drop the approval rule it does not know of.
+func TestAzurePolicyKeepsApproval(t *testing.T) {
+	ctx := context.Background()
+	ctl, _, admin, vm, _, _, _, _ := approvalSetup(t, 2, "PT1H")
+	d := control.AzureDefaults{Subscription: "00000000-0000-0000-0000-000000000001", Location: "westeurope"}
+	key := control.AzureKey{Subscription: d.Subscription, Group: "prod", Location: d.Location, Name: control.DefaultAzurePolicy}
+	if err := ctl.PutAzurePolicy(ctx, admin, key, d, []control.AzureVMPolicy{{VMID: vm.ID, Ports: []jit.PortRule{
+		{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"*"}, MaxRequestAccessDuration: "PT30M"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ctl.GetPolicy(ctx, admin, vm.ID)
+	if err != nil || p.Approval == nil || p.Approval.Required != 2 || p.Approval.PendingLifetime != "PT1H" {
+		t.Errorf("policy after an Azure update = %+v, %v; want the approval rule kept", p.Approval, err)
+	}
+}

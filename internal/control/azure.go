@@ -117,8 +117,8 @@ type AzureVMPolicy struct {
 }
 
 // PutAzurePolicy creates or replaces the Azure policy key: each listed VM
-// gets a policy with its ports (keeping its justification and connection
-// settings) and joins the Azure policy; VMs of the Azure policy that are
+// gets a policy with its ports (keeping its justification, connection and
+// approval settings) and joins the Azure policy; VMs of the Azure policy that are
 // not listed lose their policy, as JIT disabled. It all happens in one
 // transaction, with the usual activity events. A VM of another Azure
 // policy is a conflict; an Azure VM in another location is invalid.
@@ -191,7 +191,7 @@ func (c *Control) PutAzurePolicy(ctx context.Context, a *Actor, key AzureKey, d 
 			p := policies[i]
 			p.VMID, p.UpdatedAt, p.UpdatedBy, p.CreatedAt = vm.ID, now, a.Name(), now
 			if op == jit.OpPolicyUpdate {
-				p.RequireJustification, p.CloseConnectionsOnExpiry = old.RequireJustification, old.CloseConnectionsOnExpiry
+				p.RequireJustification, p.CloseConnectionsOnExpiry, p.Approval = old.RequireJustification, old.CloseConnectionsOnExpiry, old.Approval
 				p.CreatedAt = old.CreatedAt
 			}
 			if err := tx.PutPolicy(p); err != nil {

@@ -244,7 +244,9 @@ func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request) {
 // localPath returns p when it is a path on this site, else def: redirect
 // targets taken from forms must not lead elsewhere.
 func localPath(p, def string) string {
-	if p == "" || p[0] != '/' || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+	// No backslash or control character: browsers drop tabs and line
+	// breaks, and read a backslash as a slash, turning "/\t/host" into "//host".
+	if p == "" || p[0] != '/' || strings.HasPrefix(p, "//") || strings.ContainsFunc(p, func(r rune) bool { return r == '\\' || r < 0x20 || r == 0x7f }) {
 		return def
 	}
 	u, err := url.Parse(p)

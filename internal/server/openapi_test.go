@@ -73,6 +73,7 @@ var schemaTypes = map[string]struct {
 	"CreatedToken":     {typ: reflect.TypeFor[jit.CreatedToken]()},
 	"Enrolled":         {typ: reflect.TypeFor[jit.Enrolled]()},
 	"RoleBinding":      {typ: reflect.TypeFor[jit.RoleBinding]()},
+	"ClaimMapping":     {typ: reflect.TypeFor[jit.ClaimMapping]()},
 	"DesiredState":     {typ: reflect.TypeFor[jit.DesiredState]()},
 	"PortLock":         {typ: reflect.TypeFor[jit.PortLock]()},
 	"GrantRule":        {typ: reflect.TypeFor[jit.GrantRule]()},

@@ -47,6 +47,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/rolebindings", s.api(s.createRoleBinding))
 	m.HandleFunc("GET /api/v1/rolebindings", s.api(s.listRoleBindings))
 	m.HandleFunc("DELETE /api/v1/rolebindings/{id}", s.api(s.deleteRoleBinding))
+	m.HandleFunc("POST /api/v1/claimmappings", s.api(s.createClaimMapping))
+	m.HandleFunc("GET /api/v1/claimmappings", s.api(s.listClaimMappings))
+	m.HandleFunc("DELETE /api/v1/claimmappings/{id}", s.api(s.deleteClaimMapping))
 
 	m.HandleFunc("POST /api/v1/enrollment-tokens", s.api(s.createEnrollToken))
 	m.HandleFunc("POST /api/v1/agent/enroll", s.api(s.enroll))

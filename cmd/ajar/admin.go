@@ -310,5 +310,6 @@ func (a *app) roleCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(ls, grant, revoke)
+	cmd.AddCommand(a.claimCommands()...)
 	return cmd
 }

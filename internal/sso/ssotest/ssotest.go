@@ -182,3 +182,25 @@ func (c *allowedClient) RedirectURIs() []string {
 func (c *allowedClient) IsScopeAllowed(scope string) bool {
 	return scope == "groups" || strings.HasPrefix(scope, "custom")
 }
+
+// SignIn plays a browser (hc, keeping cookies and following redirects):
+// it opens start (ajar's /signin/sso link), fills the provider's login
+// form as user, and returns where the redirects back ended. When start
+// does not lead to the provider's login form, it returns that answer.
+func SignIn(t testing.TB, hc *http.Client, start, user string) *http.Response {
+	t.Helper()
+	resp, err := hc.Get(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp.Request.URL.Path, "/login/") {
+		return resp
+	}
+	resp.Body.Close()
+	to, form := LoginForm(resp.Request.URL, user)
+	resp, err = hc.PostForm(to, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ajarhq/ajar/internal/ajardtest"
+	"github.com/ajarhq/ajar/internal/sso/ssotest"
+)
+
+// ajar role map: a user of the provider gets exactly the roles their
+// claims map to, and loses them at the sign-in after leaving the group.
+func TestRoleMap(t *testing.T) {
+	op := ssotest.Start(t, "olga")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secret, []byte(ssotest.ClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := ajardtest.Start(t, ajardtest.Options{Dir: dir, Args: []string{"--oidc-issuer", op.Issuer, "--oidc-client-id", ssotest.ClientID,
+		"--oidc-client-secret-file", secret, "--oidc-scopes", "profile,email,groups"}})
+	op.Allow(srv.URL + "/signin/sso/callback")
+	c := &cli{t: t, srv: srv, env: map[string]string{"AJAR_SERVER": srv.URL, "AJAR_TOKEN": ajardtest.AdminToken, "XDG_CONFIG_HOME": t.TempDir()}}
+	c.must("group", "add", "prod")
+
+	if msg, _ := c.fails("role", "map", "--claim", "groups", "--role", "reader", "--group", "prod"); !strings.Contains(msg, "NAME=VALUE") {
+		t.Errorf("--claim without a value: %s", msg)
+	}
+	if msg, _ := c.fails("role", "map", "--claim", "groups=ops", "--role", "overlord", "--group", "prod"); !strings.Contains(msg, "role") {
+		t.Errorf("unknown role: %s", msg)
+	}
+	out := c.must("role", "map", "--claim", "groups=ops", "--role", "requester", "--group", "prod")
+	if !strings.Contains(out, "groups claim holds ops") {
+		t.Errorf("role map: %s", out)
+	}
+	c.must("role", "map", "--claim", "groups=auditors", "--role", "reader", "--group", "*")
+	if out := c.must("role", "maps"); !strings.Contains(out, "ops") || !strings.Contains(out, "auditors") {
+		t.Errorf("role maps:\n%s", out)
+	}
+
+	signIn := func() {
+		t.Helper()
+		jar, _ := cookiejar.New(nil)
+		hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+		resp := ssotest.SignIn(t, hc, srv.URL+"/signin/sso?next=/machines", "olga")
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Request.URL.Path != "/machines" {
+			t.Fatalf("olga's sign-in: %d at %s", resp.StatusCode, resp.Request.URL)
+		}
+	}
+	op.SetGroups("olga", "ops", "auditors", "unmapped")
+	signIn()
+	out = c.must("role", "ls", "--user", "olga")
+	if !strings.Contains(out, "requester") || !strings.Contains(out, "reader") || strings.Count(out, "olga") != 2 {
+		t.Fatalf("olga's roles from her groups:\n%s", out)
+	}
+
+	op.SetGroups("olga", "auditors")
+	signIn()
+	out = c.must("role", "ls", "--user", "olga")
+	if strings.Contains(out, "requester") || !strings.Contains(out, "reader") {
+		t.Fatalf("olga's roles after leaving ops:\n%s", out)
+	}
+	if out := c.must("log", "--user", "olga"); !strings.Contains(out, "rolebinding.delete") {
+		t.Errorf("no rolebinding.delete by olga's sign-in in the log:\n%s", out)
+	}
+}

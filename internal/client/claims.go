@@ -1,0 +1,25 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/ajarhq/ajar/internal/jit"
+)
+
+// CreateClaimMapping maps an OpenID provider claim's value to a role in a
+// group.
+func (c *Client) CreateClaimMapping(ctx context.Context, claim, value, role, group string) (jit.ClaimMapping, error) {
+	return send[jit.ClaimMapping](ctx, c, http.MethodPost, "/api/v1/claimmappings", map[string]string{"claim": claim, "value": value, "role": role, "group": group})
+}
+
+// ListClaimMappings lists claim mappings.
+func (c *Client) ListClaimMappings(ctx context.Context) ([]jit.ClaimMapping, error) {
+	return getList[jit.ClaimMapping](ctx, c, "/api/v1/claimmappings")
+}
+
+// DeleteClaimMapping removes a claim mapping.
+func (c *Client) DeleteClaimMapping(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/v1/claimmappings/"+url.PathEscape(id), nil, nil)
+}

@@ -118,6 +118,8 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /machines/{id}/request", c.page(c.requestPage))
 	m.HandleFunc("POST /machines/{id}/request", c.page(c.request))
 	m.HandleFunc("POST /grants/{id}/revoke", c.page(c.revoke))
+	m.HandleFunc("GET /requests", c.page(c.requests))
+	m.HandleFunc("POST /requests/{id}/{action}", c.page(c.decideRequest))
 
 	m.HandleFunc("GET /activity", c.page(c.activity))
 	m.HandleFunc("GET /activity.csv", c.page(c.activityCSV))

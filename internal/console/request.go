@@ -155,6 +155,10 @@ func (c *Console) request(w http.ResponseWriter, r *http.Request, a *control.Act
 	}
 	if form.Error == "" {
 		req, err := c.ctl.RequestAccess(r.Context(), a, jit.AccessRequest{VirtualMachines: []jit.VMRequest{vr}, Justification: form.Justification})
+		if err == nil && req.Status == jit.RequestPending {
+			http.Redirect(w, r, "/requests?done=pending", http.StatusSeeOther)
+			return nil
+		}
 		if err == nil {
 			http.Redirect(w, r, fmt.Sprintf("/machines/%s?opened=%s", url.PathEscape(vm.ID), url.QueryEscape(req.ID)), http.StatusSeeOther)
 			return nil

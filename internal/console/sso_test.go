@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/ajarhq/ajar/internal/ajardtest"
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/control"
@@ -174,5 +176,35 @@ func TestSSOConsole(t *testing.T) {
 	}
 	if body := readBody(resp); resp.StatusCode != 200 || resp.Request.URL.Path != "/machines" {
 		t.Fatalf("local sign-in with the provider down: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// The code flow in headless Chromium: a page asked for leads to the
+// sign-in page, "Sign in with Test IdP" to the provider's login form, and
+// back to that page, signed in with the roles the user's groups map to.
+func TestSSOBrowser(t *testing.T) {
+	ctx := newBrowser(t)
+	s, op := startSSO(t, "olga")
+	if _, err := s.Admin.CreateClaimMapping(context.Background(), "groups", "auditors", jit.RoleReader, jit.AllGroups); err != nil {
+		t.Fatal(err)
+	}
+	op.SetGroups("olga", "auditors")
+	run(t, ctx, "sign in with the provider",
+		chromedp.Navigate(s.URL+"/activity"),
+		visible("#signin-sso"),
+		click("#signin-sso"),
+		visible("#username"),
+		keys("#username", "olga"),
+		keys("#password", ssotest.Password),
+		click(`button[type="submit"]`),
+		visible(".who .user"),
+	)
+	loc := get(t, ctx, "location", chromedp.Location())
+	if u, err := url.Parse(loc); err != nil || u.Path != "/activity" {
+		t.Fatalf("after sign-in at %s, want /activity", loc)
+	}
+	who := get(t, ctx, "user", chromedp.Text(chromedp.CSS(".who .user")))
+	if !strings.Contains(who, "olga") || !strings.Contains(who, jit.RoleReader) {
+		t.Errorf("signed in as %q, want olga with role reader", who)
 	}
 }

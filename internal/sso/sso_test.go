@@ -83,6 +83,17 @@ func TestCodeFlow(t *testing.T) {
 		t.Errorf("next = %q", pend.Next)
 	}
 
+	// The provider rotates its key: a token signed with the new one is
+	// accepted once the key set is fetched again.
+	op.RotateKey()
+	to2, pend2, err := p.Start(ctx, redirect, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := p.Finish(ctx, redirect, browse(t, to2, "alice"), pend2); err != nil || id.Subject != "sub-alice" {
+		t.Fatalf("after the key rotated: %+v, %v", id, err)
+	}
+
 	// The same code again: the provider refuses it.
 	if _, err := p.Finish(ctx, redirect, back, pend); err == nil || !strings.Contains(err.Error(), "refused the sign-in code") {
 		t.Errorf("replayed code: %v", err)

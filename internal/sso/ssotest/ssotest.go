@@ -6,6 +6,9 @@ package ssotest
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -53,7 +57,7 @@ func Start(t testing.TB, users ...string) *Provider {
 			Email: u + "@example.com", EmailVerified: true, PreferredLanguage: language.English}
 	}
 	client := &allowedClient{Client: storage.WebClient(ClientID, ClientSecret), redirects: nil}
-	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, map[string]*storage.Client{}), client: client, groups: map[string][]string{}}
+	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, map[string]*storage.Client{}), client: client, groups: map[string][]string{}, keys: []*rsaKey{newKey(1)}}
 	h := exampleop.SetupServer(p.Issuer, p.st, nil, false)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
@@ -121,6 +125,58 @@ type groupStorage struct {
 	client *allowedClient
 	mu     sync.Mutex
 	groups map[string][]string
+	keys   []*rsaKey // the signing key first; all published
+}
+
+// rsaKey is a signing key and its published public half.
+type rsaKey struct {
+	id  string
+	key *rsa.PrivateKey
+}
+
+func (k *rsaKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
+func (k *rsaKey) Algorithm() jose.SignatureAlgorithm          { return jose.RS256 }
+func (k *rsaKey) Use() string                                 { return "sig" }
+func (k *rsaKey) ID() string                                  { return k.id }
+func (k *rsaKey) Key() any                                    { return k.key }
+
+type publicKey struct{ *rsaKey }
+
+func (k publicKey) Key() any { return &k.key.PublicKey }
+
+func newKey(n int) *rsaKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return &rsaKey{id: fmt.Sprintf("key-%d", n), key: k}
+}
+
+// RotateKey makes a new signing key; the old one stays published.
+func (p *Provider) RotateKey() {
+	p.st.mu.Lock()
+	defer p.st.mu.Unlock()
+	p.st.keys = append([]*rsaKey{newKey(len(p.st.keys) + 1)}, p.st.keys...)
+}
+
+func (s *groupStorage) SigningKey(ctx context.Context) (op.SigningKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[0], nil
+}
+
+func (s *groupStorage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
+	return []jose.SignatureAlgorithm{jose.RS256}, nil
+}
+
+func (s *groupStorage) KeySet(ctx context.Context) ([]op.Key, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]op.Key, len(s.keys))
+	for i, k := range s.keys {
+		out[i] = publicKey{k}
+	}
+	return out, nil
 }
 
 func (s *groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {

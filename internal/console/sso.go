@@ -81,7 +81,7 @@ func (c *Console) ssoFinish(w http.ResponseWriter, r *http.Request) {
 		c.ssoFailed(w, r, next, err)
 		return
 	}
-	secret, a, err := c.ctl.SSOSignIn(r.Context(), id, c.clientAddr(r), false)
+	secret, a, err := c.ctl.SSOSignIn(r.Context(), id, c.clientAddr(r), "")
 	if err != nil {
 		switch jit.ErrorCode(err) {
 		case jit.EForbidden, jit.EInvalid, jit.ERateLimited:

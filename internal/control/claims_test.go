@@ -55,7 +55,7 @@ func TestClaimMappings(t *testing.T) {
 		}
 	}
 
-	_, olga, err := ctl.SSOSignIn(ctx, ssoIdentity("olga", "ops", "devs", "other"), addr, false)
+	_, olga, err := ctl.SSOSignIn(ctx, ssoIdentity("olga", "ops", "devs", "other"), addr, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestClaimMappings(t *testing.T) {
 
 	// Olga leaves "ops" at the provider; at her next sign-in the role
 	// goes, and the grant it allowed ends.
-	_, olga, err = ctl.SSOSignIn(ctx, ssoIdentity("olga", "devs"), addr, false)
+	_, olga, err = ctl.SSOSignIn(ctx, ssoIdentity("olga", "devs"), addr, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestClaimMappings(t *testing.T) {
 	}
 
 	// With no claims left, only the hand-made binding stays.
-	_, olga, err = ctl.SSOSignIn(ctx, ssoIdentity("olga"), addr, false)
+	_, olga, err = ctl.SSOSignIn(ctx, ssoIdentity("olga"), addr, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,11 +106,11 @@ func TestClaimMappings(t *testing.T) {
 	// Another account whose name maps to olga is not let in as her.
 	other := ssoIdentity("olga@elsewhere.example", "ops")
 	other.Subject = "sub-someone-else"
-	if _, _, err := ctl.SSOSignIn(ctx, other, addr, false); jit.ErrorCode(err) != jit.EForbidden {
+	if _, _, err := ctl.SSOSignIn(ctx, other, addr, ""); jit.ErrorCode(err) != jit.EForbidden {
 		t.Fatalf("another subject as olga: %v, want forbidden", err)
 	}
 	// Nor as the local admin.
-	if _, _, err := ctl.SSOSignIn(ctx, ssoIdentity("admin", "ops"), addr, false); jit.ErrorCode(err) != jit.EForbidden {
+	if _, _, err := ctl.SSOSignIn(ctx, ssoIdentity("admin", "ops"), addr, ""); jit.ErrorCode(err) != jit.EForbidden {
 		t.Fatalf("provider's admin as the local admin: %v, want forbidden", err)
 	}
 

@@ -171,8 +171,8 @@ func (c *Control) Authenticate(ctx context.Context, secret string, addr netip.Ad
 	if a.Token.ExpiresAt != nil && !c.Now().Before(*a.Token.ExpiresAt) {
 		return nil, unauth
 	}
-	if a.Token.Kind == jit.TokenSetup {
-		return nil, unauth // only SetupPassword takes it
+	if a.Token.Kind == jit.TokenSetup || a.Token.Kind == jit.TokenHandoff {
+		return nil, unauth // only SetupPassword and ExchangeSSOCode take them
 	}
 	if a.Token.Kind == jit.TokenEnroll && (a.Token.UsesLeft == nil || *a.Token.UsesLeft <= 0) {
 		// Used up, it stands for no one: not even its refusals are logged.

@@ -2,6 +2,9 @@ package control
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"net/netip"
 	"strings"
 	"time"
@@ -11,11 +14,14 @@ import (
 	"github.com/ajarhq/ajar/internal/store"
 )
 
-// SSOSessionName names the API tokens `ajar login --sso` gets; their life
-// is bounded by SSOTokenLifetime.
+// `ajar login --sso` gets an API token named SSOTokenName that lives
+// SSOTokenLifetime, for a one-time code (HandoffLifetime) the browser
+// brings back to the CLI on loopback; the code is good only with the
+// verifier whose SHA-256 the CLI sent first (as PKCE does).
 const (
 	SSOTokenName     = "sso login"
 	SSOTokenLifetime = 12 * time.Hour
+	HandoffLifetime  = 2 * time.Minute
 )
 
 // SSOSignIn signs in someone their OpenID provider vouched for (id, from
@@ -25,7 +31,7 @@ const (
 // another provider. It opens a console session (api false) or, for the
 // CLI, an API token of SSOTokenLifetime; both are logged as auth.signin,
 // and a provisioning as user.create.
-func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Addr, api bool) (string, *Actor, error) {
+func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Addr, cliChallenge string) (string, *Actor, error) {
 	a := &Actor{Address: addr}
 	via := "oidc"
 	// An e-mail address or UPN names the user by its local part. The
@@ -43,13 +49,15 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 		return "", nil, c.logRefusal(ctx, a, jit.OpSignIn, nil, jit.Errorf(jit.EForbidden, "the provider's user name %q is reserved in ajar", id.Username), details)
 	}
 	now := c.Now()
-	name, lifetime := SessionName, SessionLifetime
-	if api {
-		name, lifetime = SSOTokenName, SSOTokenLifetime
+	kind, name, lifetime := jit.TokenUser, SessionName, SessionLifetime
+	var uses *int
+	if cliChallenge != "" {
+		one := 1
+		kind, name, lifetime, uses = jit.TokenHandoff, cliChallenge, HandoffLifetime, &one
 	}
 	exp := now.Add(lifetime)
 	secret := NewSecret()
-	tk := jit.Token{ID: NewID(), Kind: jit.TokenUser, User: id.Username, Name: name, CreatedAt: now, ExpiresAt: &exp, Hash: HashSecret(secret)}
+	tk := jit.Token{ID: NewID(), Kind: kind, User: id.Username, Name: name, CreatedAt: now, ExpiresAt: &exp, UsesLeft: uses, Hash: HashSecret(secret)}
 	err := c.store.Update(ctx, func(tx store.Tx) error {
 		u, _, err := tx.GetUser(id.Username)
 		switch {
@@ -81,8 +89,8 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 		} else if len(g) > 0 {
 			d["groups"] = g
 		}
-		if api {
-			d["token"] = tk.ID
+		if cliChallenge != "" {
+			d["for"] = "ajar login --sso"
 		} else {
 			d["session"] = tk.ID
 		}
@@ -110,4 +118,66 @@ func Origin(issuer, subject string) string { return issuer + "#" + subject }
 // cause.
 func (c *Control) SSORefused(ctx context.Context, addr netip.Addr, cause error) error {
 	return c.logRefusal(ctx, &Actor{Address: addr}, jit.OpSignIn, nil, cause, map[string]any{"via": "oidc"})
+}
+
+// ValidChallenge checks a CLI's challenge: the base64url SHA-256 of its
+// verifier.
+func ValidChallenge(s string) error {
+	if b, err := base64.RawURLEncoding.DecodeString(s); err != nil || len(b) != sha256.Size {
+		return jit.Invalid("challenge", "the challenge must be the base64url SHA-256 of the verifier (43 characters)")
+	}
+	return nil
+}
+
+// ExchangeSSOCode trades the one-time code of a sign-in through the
+// provider, with the CLI's verifier, for an API token of its user that
+// lives SSOTokenLifetime. A code that is unknown, used, expired or
+// without its verifier gets nothing, and the attempt is logged.
+func (c *Control) ExchangeSSOCode(ctx context.Context, code, verifier string, addr netip.Addr) (jit.CreatedToken, error) {
+	refused := jit.Errorf(jit.EUnauthorized, "the sign-in code is unknown, used, expired or not this verifier's; run ajar login --sso again")
+	var out jit.CreatedToken
+	if len(code) > 128 || len(verifier) > 128 {
+		return out, refused
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	challenge := base64.RawURLEncoding.EncodeToString(sum[:])
+	now := c.Now()
+	exp := now.Add(SSOTokenLifetime)
+	secret := NewSecret()
+	a := &Actor{Address: addr}
+	err := c.store.Update(ctx, func(tx store.Tx) error {
+		h, err := tx.TokenByHash(HashSecret(code))
+		if jit.ErrorCode(err) == jit.ENotFound {
+			return refused
+		}
+		if err != nil {
+			return err
+		}
+		if h.Kind != jit.TokenHandoff || h.ExpiresAt == nil || !now.Before(*h.ExpiresAt) || subtle.ConstantTimeCompare([]byte(h.Name), []byte(challenge)) != 1 {
+			return refused
+		}
+		if err := tx.UseToken(h.ID); err != nil {
+			if jit.ErrorCode(err) == jit.EForbidden {
+				return refused
+			}
+			return err
+		}
+		if err := tx.DeleteToken(h.ID); err != nil {
+			return err
+		}
+		a.User = h.User
+		out.Token = jit.Token{ID: NewID(), Kind: jit.TokenUser, User: h.User, Name: SSOTokenName, CreatedAt: now, ExpiresAt: &exp, Hash: HashSecret(secret)}
+		if err := tx.CreateToken(out.Token); err != nil {
+			return err
+		}
+		return tx.AppendEvent(c.event(a, jit.OpTokenCreate, jit.OutcomeSuccess, nil, map[string]any{"token": out.Token.ID, "user": h.User, "via": "ajar login --sso", "expiresAt": exp}))
+	})
+	if jit.ErrorCode(err) == jit.EUnauthorized {
+		return jit.CreatedToken{}, c.logRefusal(ctx, &Actor{Address: addr}, jit.OpTokenCreate, nil, err, map[string]any{"via": "ajar login --sso"})
+	}
+	if err != nil {
+		return jit.CreatedToken{}, err
+	}
+	out.Secret = secret
+	return out, nil
 }

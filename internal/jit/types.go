@@ -178,6 +178,9 @@ const (
 	TokenAgent  = "agent"  // an agent's credential: its own VM only
 	TokenEnroll = "enroll" // enrolls agents into a group
 	TokenSetup  = "setup"  // a one-time link that sets a user's first console password; authenticates nothing
+	// TokenHandoff is a one-time code that hands a sign-in through an
+	// OpenID provider to `ajar login --sso`; it authenticates nothing.
+	TokenHandoff = "handoff"
 )
 
 // Token is an API credential. Only its hash is stored.

@@ -12,7 +12,8 @@ import (
 
 // ListeningSockets reads the host's listening TCP sockets and bound UDP
 // sockets from /proc/net/{tcp,tcp6,udp,udp6} under root ("/proc" in
-// production).
+// production), lowest ports first and at most jit.MaxReportSockets of them
+// (management ports are low; a report with more would be refused).
 func ListeningSockets(root string) []jit.Socket {
 	var out []jit.Socket
 	for _, f := range []struct{ file, proto, state string }{
@@ -27,7 +28,8 @@ func ListeningSockets(root string) []jit.Socket {
 		}
 		return strings.Compare(a.Protocol, b.Protocol)
 	})
-	return slices.CompactFunc(out, func(a, b jit.Socket) bool { return a.Port == b.Port && a.Protocol == b.Protocol })
+	out = slices.CompactFunc(out, func(a, b jit.Socket) bool { return a.Port == b.Port && a.Protocol == b.Protocol })
+	return out[:min(len(out), jit.MaxReportSockets)]
 }
 
 func parseProcNet(path, proto, state string) []jit.Socket {

@@ -109,7 +109,7 @@ const (
 	MaxHostname     = 253 // a DNS name
 	MaxReportOS     = 64
 	MaxReportReason = 1024
-	MaxSockets      = 1024 // listening or exposed sockets
+	MaxSockets      = jit.MaxReportSockets // listening or exposed sockets
 )
 
 // checkReport refuses a report with a field past its bound, naming the

@@ -84,6 +84,10 @@ type Socket struct {
 	Address  string `json:"address,omitempty"`
 }
 
+// MaxReportSockets bounds the listening or exposed sockets of one agent
+// report (the server refuses more; the agent reports the lowest ports).
+const MaxReportSockets = 1024
+
 // PortRule is one port of a JIT policy. Field names follow Azure's API.
 type PortRule struct {
 	Number                       int      `json:"number"`

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -68,5 +72,59 @@ func TestRoleMap(t *testing.T) {
 	}
 	if out := c.must("log", "--user", "olga"); !strings.Contains(out, "rolebinding.delete") {
 		t.Errorf("no rolebinding.delete by olga's sign-in in the log:\n%s", out)
+	}
+}
+
+// ajar login --sso: the URL it prints leads through the provider back to
+// the CLI, which saves an API token of the user, as ajar login does.
+func TestLoginSSO(t *testing.T) {
+	op := ssotest.Start(t, "olga")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secret, []byte(ssotest.ClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := ajardtest.Start(t, ajardtest.Options{Dir: dir, Args: []string{"--oidc-issuer", op.Issuer, "--oidc-client-id", ssotest.ClientID,
+		"--oidc-client-secret-file", secret}})
+	op.Allow(srv.URL + "/signin/sso/callback")
+	env := map[string]string{"XDG_CONFIG_HOME": t.TempDir(), "AJAR_BROWSER": "none"}
+	getenv := func(k string) string { return env[k] }
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pr, pw := io.Pipe()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"login", "--sso", "--server", srv.URL}, getenv, strings.NewReader(""), &out, pw)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	start := ""
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); strings.HasPrefix(l, srv.URL+"/signin/sso?") {
+			start = l
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if start == "" {
+		t.Fatalf("ajar login --sso printed no URL; %v", <-done)
+	}
+	jar, _ := cookiejar.New(nil)
+	resp := ssotest.SignIn(t, &http.Client{Jar: jar, Timeout: 30 * time.Second}, start, "olga")
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Hostname() != "127.0.0.1" || resp.Request.URL.Path != "/callback" {
+		t.Fatalf("the browser ended at %s: %d", resp.Request.URL, resp.StatusCode)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("ajar login --sso: %v", err)
+	}
+	if !strings.Contains(out.String(), "as olga") {
+		t.Errorf("login said: %s", out.String())
+	}
+	c := &cli{t: t, srv: srv, env: map[string]string{"XDG_CONFIG_HOME": env["XDG_CONFIG_HOME"]}}
+	if who := c.must("whoami"); !strings.Contains(who, "olga") {
+		t.Errorf("whoami with the saved login:\n%s", who)
 	}
 }

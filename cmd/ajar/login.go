@@ -14,9 +14,9 @@ import (
 )
 
 func (a *app) loginCommand() *cobra.Command {
-	var tokenStdin bool
+	var tokenStdin, sso bool
 	cmd := &cobra.Command{
-		Use:   "login --server URL --token T [--ca-fingerprint sha256:HEX]",
+		Use:   "login --server URL (--token T | --sso) [--ca-fingerprint sha256:HEX]",
 		Short: "Check a token and save it with the server's address",
 		Long: `login checks the token against the server (whoami) and saves the server, the token
 and the certificate fingerprint to the config file, readable by you only.`,
@@ -35,6 +35,14 @@ and the certificate fingerprint to the config file, readable by you only.`,
 			}
 			if c.Fingerprint == "" && c.Server == saved.Server {
 				c.Fingerprint = saved.Fingerprint
+			}
+			if sso {
+				if c.Server == "" {
+					return errors.New("login --sso needs --server URL")
+				}
+				if c, err = a.ssoLogin(cmd.Context(), c); err != nil {
+					return err
+				}
 			}
 			if tokenStdin {
 				line, err := bufio.NewReader(a.stdin).ReadString('\n')
@@ -66,6 +74,7 @@ and the certificate fingerprint to the config file, readable by you only.`,
 		},
 	}
 	cmd.Flags().BoolVar(&tokenStdin, "token-stdin", false, "read the token from stdin instead of --token")
+	cmd.Flags().BoolVar(&sso, "sso", false, "sign in through the server's OpenID provider in a browser, for an API token of 12 hours")
 	return cmd
 }
 

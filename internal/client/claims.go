@@ -23,3 +23,9 @@ func (c *Client) ListClaimMappings(ctx context.Context) ([]jit.ClaimMapping, err
 func (c *Client) DeleteClaimMapping(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodDelete, "/api/v1/claimmappings/"+url.PathEscape(id), nil, nil)
 }
+
+// SSOToken trades the one-time code of `ajar login --sso` and its
+// verifier for an API token; it needs no token of its own.
+func (c *Client) SSOToken(ctx context.Context, code, verifier string) (jit.CreatedToken, error) {
+	return send[jit.CreatedToken](ctx, c, http.MethodPost, "/api/v1/sso/token", map[string]string{"code": code, "verifier": verifier})
+}

@@ -4,11 +4,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/sso"
@@ -50,11 +53,25 @@ func (c *Console) ssoStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := localPath(r.URL.Query().Get("next"), "/machines")
+	// ajar login --sso: the code goes back to the CLI on loopback.
+	port, challenge := 0, r.URL.Query().Get("challenge")
+	if p := r.URL.Query().Get("cli"); p != "" {
+		var err error
+		if port, err = strconv.Atoi(p); err != nil || port < 1024 || port > 65535 {
+			c.renderError(w, r, nil, http.StatusBadRequest, "cli must be the CLI's loopback port, 1024 to 65535.")
+			return
+		}
+		if err := control.ValidChallenge(challenge); err != nil {
+			c.renderError(w, r, nil, http.StatusBadRequest, jit.ErrorMessage(err))
+			return
+		}
+	}
 	to, pend, err := c.sso.Start(r.Context(), c.redirectURL(r), next)
 	if err != nil {
 		c.ssoFailed(w, r, next, err)
 		return
 	}
+	pend.CLIPort, pend.CLIChallenge = port, challenge
 	b, _ := json.Marshal(pend)
 	http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: base64.RawURLEncoding.EncodeToString(b), Path: ssoPath, MaxAge: int(SSOWait / time.Second),
 		HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
@@ -81,7 +98,13 @@ func (c *Console) ssoFinish(w http.ResponseWriter, r *http.Request) {
 		c.ssoFailed(w, r, next, err)
 		return
 	}
-	secret, a, err := c.ctl.SSOSignIn(r.Context(), id, c.clientAddr(r), "")
+	challenge := ""
+	if pend.CLIPort != 0 && control.ValidChallenge(pend.CLIChallenge) == nil {
+		challenge = pend.CLIChallenge
+	} else {
+		pend.CLIPort = 0
+	}
+	secret, a, err := c.ctl.SSOSignIn(r.Context(), id, c.clientAddr(r), challenge)
 	if err != nil {
 		switch jit.ErrorCode(err) {
 		case jit.EForbidden, jit.EInvalid, jit.ERateLimited:
@@ -93,6 +116,12 @@ func (c *Console) ssoFinish(w http.ResponseWriter, r *http.Request) {
 			c.log.Error("sso sign-in", "err", err)
 			c.renderSignIn(w, r, http.StatusInternalServerError, signInPage{Next: next, Message: "Sign-in failed on the server; try again."})
 		}
+		return
+	}
+	if pend.CLIPort != 0 {
+		// Only loopback, only the port the CLI named: the code is worth
+		// nothing without the CLI's verifier anyway.
+		http.Redirect(w, r, fmt.Sprintf("http://127.0.0.1:%d/callback?code=%s", pend.CLIPort, url.QueryEscape(secret)), http.StatusSeeOther)
 		return
 	}
 	c.setCookie(w, r, secret, *a.Token.ExpiresAt)

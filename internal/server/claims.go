@@ -41,3 +41,26 @@ func (s *Server) deleteClaimMapping(w http.ResponseWriter, r *http.Request, a *c
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// ssoToken trades the one-time code `ajar login --sso` got back from the
+// browser, with its verifier, for an API token. The code is the
+// credential: no bearer token is needed.
+func (s *Server) ssoToken(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Code     string `json:"code"`
+		Verifier string `json:"verifier"`
+	}
+	err := CheckText(r)
+	if err == nil {
+		err = decode(w, r, &in)
+	}
+	if err == nil {
+		var tk jit.CreatedToken
+		if tk, err = s.ctl.ExchangeSSOCode(r.Context(), in.Code, in.Verifier, s.ClientAddr(r)); err == nil {
+			err = writeJSON(w, http.StatusCreated, tk)
+		}
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+	}
+}

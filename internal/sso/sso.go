@@ -70,6 +70,9 @@ type Pending struct {
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	Next     string `json:"x,omitempty"` // the page to return to
+	// For `ajar login --sso`: the CLI's loopback port and challenge.
+	CLIPort      int    `json:"p,omitempty"`
+	CLIChallenge string `json:"c,omitempty"`
 }
 
 // Provider is one OpenID provider. Discovery happens at the first

@@ -4,6 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,24 +50,16 @@ func TestSDKOverTLS(t *testing.T) {
 	if !roots.AppendCertsFromPEM(pem) {
 		t.Fatal("tls.crt holds no certificate")
 	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
-	c, err := armsecurity.NewJitNetworkAccessPoliciesClient(sub, staticToken(ajardtest.AdminToken), &arm.ClientOptions{
-		ClientOptions: policy.ClientOptions{
-			Cloud: cloud.Configuration{
-				ActiveDirectoryAuthorityHost: "https://login.invalid/",
-				Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
-					cloud.ResourceManager: {Endpoint: srv.URL, Audience: "https://management.ajar.invalid"},
-				},
-			},
-			Transport:       hc,
-			Retry:           policy.RetryOptions{MaxRetries: -1},
-			PerCallPolicies: []policy.Policy{queryPolicy{"$top": "1"}},
-		},
-		DisableRPRegistration: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := httpsClient(t, srv.URL, roots)
+	pageInitiateDelete(t, c)
+}
+
+// pageInitiateDelete creates policies on web-1 and web-2 of rg-a, lists
+// them in pages of one (the SDK follows nextLink only when it is https
+// on the host it called), initiates on web-1 and deletes its policy.
+func pageInitiateDelete(t *testing.T, c *armsecurity.JitNetworkAccessPoliciesClient) {
+	t.Helper()
+	ctx := t.Context()
 	for _, n := range []string{"web-1", "web-2"} {
 		if _, err := c.CreateOrUpdate(ctx, "rg-a", "westeurope", n, policyBody(vmRules(armVM("rg-a", n), rule(22, armsecurity.ProtocolTCP, "PT1H"))), nil); err != nil {
 			t.Fatalf("create %s: %v", n, err)
@@ -97,4 +92,61 @@ func TestSDKOverTLS(t *testing.T) {
 	if _, err := c.Delete(ctx, "rg-a", "westeurope", "web-1", nil); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
+}
+
+// httpsClient is the Go SDK's JIT client for endpoint, trusting roots,
+// listing in pages of one.
+func httpsClient(t *testing.T, endpoint string, roots *x509.CertPool) *armsecurity.JitNetworkAccessPoliciesClient {
+	t.Helper()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	c, err := armsecurity.NewJitNetworkAccessPoliciesClient(sub, staticToken(ajardtest.AdminToken), &arm.ClientOptions{
+		ClientOptions: policy.ClientOptions{
+			Cloud: cloud.Configuration{
+				ActiveDirectoryAuthorityHost: "https://login.invalid/",
+				Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
+					cloud.ResourceManager: {Endpoint: endpoint, Audience: "https://management.ajar.invalid"},
+				},
+			},
+			Transport:       hc,
+			Retry:           policy.RetryOptions{MaxRetries: -1},
+			PerCallPolicies: []policy.Policy{queryPolicy{"$top": "1"}},
+		},
+		DisableRPRegistration: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestSDKThroughTLSProxy puts ajard (plain HTTP) behind a TLS-terminating
+// reverse proxy it trusts, as many deployments do: the nextLinks it builds
+// must be https on the proxy's host, or the SDK's pager stops after the
+// first page (it refuses to send its bearer token over http).
+func TestSDKThroughTLSProxy(t *testing.T) {
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--trusted-proxies", "127.0.0.1/32", "--azure-api-subscription", sub, "--azure-location", "westeurope"}})
+	if !strings.HasPrefix(srv.URL, "http://") {
+		t.Fatalf("ajard serves %s, want plain http behind the proxy", srv.URL)
+	}
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewTLSServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.SetXForwarded()
+	}})
+	t.Cleanup(proxy.Close)
+	ctx := t.Context()
+	if _, err := srv.Admin.CreateGroup(ctx, "rg-a"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"web-1", "web-2"} {
+		if _, err := srv.Admin.CreateVM(ctx, jit.NewVM{Name: n, Group: "rg-a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(proxy.Certificate())
+	pageInitiateDelete(t, httpsClient(t, proxy.URL, roots))
 }

@@ -84,6 +84,7 @@ type Provider struct {
 	ctx  context.Context // carries hc for the keys, fetched after discovery
 	mu   sync.Mutex
 	oidc *oidc.Provider
+	now  func() time.Time // checks expiry; nil = time.Now
 }
 
 // New returns the provider of cfg; hc makes its requests (nil: a client
@@ -239,7 +240,7 @@ func (p *Provider) exchange(ctx context.Context, op *oidc.Provider, redirectURL,
 // for this client, unexpired, and carrying the sign-in's nonce.
 func (p *Provider) verify(ctx context.Context, op *oidc.Provider, raw, nonce string) (*oidc.IDToken, error) {
 	// The key set outlives this request: it is fetched with p.ctx.
-	idt, err := op.VerifierContext(p.ctx, &oidc.Config{ClientID: p.cfg.ClientID}).Verify(ctx, raw)
+	idt, err := op.VerifierContext(p.ctx, &oidc.Config{ClientID: p.cfg.ClientID, Now: p.now}).Verify(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("the ID token was refused: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
+
 	"github.com/ajarhq/ajar/internal/sso/ssotest"
 )
 
@@ -175,6 +177,14 @@ func TestRefusals(t *testing.T) {
 		bad := parts[0] + "." + parts[1] + "." + string(sig)
 		if _, err := p.verify(ctx, o, bad, pend.Nonce); err == nil || !strings.Contains(err.Error(), "signature") {
 			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		later := newProvider(op, ssotest.ClientID)
+		later.now = func() time.Time { return time.Now().Add(24 * time.Hour) }
+		var expired *oidc.TokenExpiredError
+		if _, err := later.verify(ctx, o, raw, pend.Nonce); !errors.As(err, &expired) {
+			t.Errorf("err = %v, want the token expired", err)
 		}
 	})
 	t.Run("wrong issuer", func(t *testing.T) {

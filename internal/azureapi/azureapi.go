@@ -44,8 +44,8 @@ import (
 	"strings"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 // APIVersion is the one api-version served.
@@ -241,18 +241,6 @@ var armCodes = map[string]struct {
 	jit.EUnavailable:  {http.StatusServiceUnavailable, "ServiceUnavailable"},
 }
 
-// ErrorBody is ARM's error response.
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
-
-// ErrorDetail is the content of an error response.
-type ErrorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Target  string `json:"target,omitempty"`
-}
-
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *Error
 	if !errors.As(err, &ae) {
@@ -267,42 +255,30 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		}
 	}
 	w.Header().Set("x-ms-error-code", ae.Code)
-	if d := server.RetryAfter(err); d > 0 {
-		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
-	}
-	writeJSON(w, ae.Status, ErrorBody{ErrorDetail{Code: ae.Code, Message: ae.Message, Target: ae.Target}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
+	httpio.SetRetryAfter(w, err)
+	httpio.WriteJSON(w, ae.Status, httpio.ErrorBody{Error: httpio.ErrorDetail{Code: ae.Code, Message: ae.Message, Target: ae.Target}})
 }
 
 // decode reads one JSON value of at most MaxBody bytes into v. Unknown
 // fields are ignored, as ARM does: clients send back read-only ones.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if err := server.ReserveBody(r, MaxBody); err != nil {
-		return err
+	data, err := httpio.ReadBody(w, r, MaxBody)
+	switch jit.ErrorCode(err) {
+	case "":
+	case jit.EInvalid:
+		return apiError(http.StatusBadRequest, "InvalidRequestContent", "the %s", jit.ErrorMessage(err))
+	default:
+		return err // too large, or the server too busy: writeError maps them
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err == nil && jit.EscapesNUL(data) {
-		return apiError(http.StatusBadRequest, "InvalidRequestContent", "text in the request body must not contain NUL characters (\\u0000)")
-	}
-	if err == nil {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err = dec.Decode(v); err == nil {
-			if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-				return apiError(http.StatusBadRequest, "InvalidRequestContent", "the request body has data after the JSON value")
-			}
-			return nil
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err = dec.Decode(v); err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			return apiError(http.StatusBadRequest, "InvalidRequestContent", "the request body has data after the JSON value")
 		}
+		return nil
 	}
-	var mbe *http.MaxBytesError
 	var te *json.UnmarshalTypeError
 	switch {
-	case errors.As(err, &mbe):
-		return apiError(http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", "the request body is larger than %d bytes", MaxBody)
 	case errors.Is(err, io.EOF):
 		return apiError(http.StatusBadRequest, "InvalidRequestContent", "the request body is empty; send a JSON object")
 	case errors.As(err, &te):

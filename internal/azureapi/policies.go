@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 // Actions of the Azure permission model, named in authorization errors.
@@ -309,9 +309,9 @@ func (h *Handler) list(c *call) error {
 		}
 		// The scheme and host the client used, through a trusted proxy too:
 		// the SDKs' pagers refuse an http:// link on an https:// API.
-		page.NextLink = (&url.URL{Scheme: server.Scheme(c.r), Host: c.r.Host, Path: c.r.URL.Path, RawQuery: nq.Encode()}).String()
+		page.NextLink = (&url.URL{Scheme: httpio.Scheme(c.r), Host: c.r.Host, Path: c.r.URL.Path, RawQuery: nq.Encode()}).String()
 	}
-	return writeJSON(c.w, http.StatusOK, page)
+	return httpio.WriteJSON(c.w, http.StatusOK, page)
 }
 
 // one returns the policy a call's path names.
@@ -337,7 +337,7 @@ func (h *Handler) get(c *call) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
+	return httpio.WriteJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
 }
 
 func (h *Handler) put(c *call) error {
@@ -391,7 +391,7 @@ func (h *Handler) put(c *call) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
+	return httpio.WriteJSON(c.w, http.StatusOK, h.resource(p, h.ctl.Now()))
 }
 
 // vmsByARMID returns the VMs the actor may read by lower-cased ARM id.
@@ -506,7 +506,7 @@ func (h *Handler) initiate(c *call) error {
 	if err != nil {
 		return callerTarget(err, where)
 	}
-	return writeJSON(c.w, http.StatusAccepted, requestView(r, h.ctl.Now(), func(vmID string) string { return arm[vmID] }))
+	return httpio.WriteJSON(c.w, http.StatusAccepted, requestView(r, h.ctl.Now(), func(vmID string) string { return arm[vmID] }))
 }
 
 // callerTarget returns err with its target, a path of the request as the

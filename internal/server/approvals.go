@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 )
 
 // DecisionInput is the body of an approval or a denial.
@@ -16,7 +17,7 @@ func (s *Server) listPendingRequests(w http.ResponseWriter, r *http.Request, a *
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(reqs, ""))
+	return httpio.WriteJSON(w, http.StatusOK, page(reqs, ""))
 }
 
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -24,7 +25,7 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, a *control.A
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, req)
+	return httpio.WriteJSON(w, http.StatusOK, req)
 }
 
 func (s *Server) approveRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -36,7 +37,7 @@ func (s *Server) approveRequest(w http.ResponseWriter, r *http.Request, a *contr
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, req)
+	return httpio.WriteJSON(w, http.StatusOK, req)
 }
 
 func (s *Server) denyRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -48,7 +49,7 @@ func (s *Server) denyRequest(w http.ResponseWriter, r *http.Request, a *control.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, req)
+	return httpio.WriteJSON(w, http.StatusOK, req)
 }
 
 func (s *Server) cancelRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -56,5 +57,5 @@ func (s *Server) cancelRequest(w http.ResponseWriter, r *http.Request, a *contro
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, req)
+	return httpio.WriteJSON(w, http.StatusOK, req)
 }

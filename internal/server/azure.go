@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 )
 
 // AzureSyncer runs a discovery of the Azure subscriptions ajard manages
@@ -25,6 +26,6 @@ func (s *Server) HandleAzureSync(sync AzureSyncer) {
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, sum)
+		return httpio.WriteJSON(w, http.StatusOK, sum)
 	}))
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -23,7 +24,7 @@ func (s *Server) createClaimMapping(w http.ResponseWriter, r *http.Request, a *c
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, m)
+	return httpio.WriteJSON(w, http.StatusCreated, m)
 }
 
 func (s *Server) listClaimMappings(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -31,7 +32,7 @@ func (s *Server) listClaimMappings(w http.ResponseWriter, r *http.Request, a *co
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(ms))
+	return httpio.WriteJSON(w, http.StatusOK, list(ms))
 }
 
 func (s *Server) deleteClaimMapping(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -50,14 +51,14 @@ func (s *Server) ssoToken(w http.ResponseWriter, r *http.Request) {
 		Code     string `json:"code"`
 		Verifier string `json:"verifier"`
 	}
-	err := CheckText(r)
+	err := httpio.CheckText(r)
 	if err == nil {
 		err = decode(w, r, &in)
 	}
 	if err == nil {
 		var tk jit.CreatedToken
 		if tk, err = s.ctl.ExchangeSSOCode(r.Context(), in.Code, in.Verifier, s.ClientAddr(r)); err == nil {
-			err = writeJSON(w, http.StatusCreated, tk)
+			err = httpio.WriteJSON(w, http.StatusCreated, tk)
 		}
 	}
 	if err != nil {

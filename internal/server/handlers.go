@@ -1,19 +1,15 @@
 package server
 
 import (
-	"encoding/csv"
-	"encoding/json"
-	"log/slog"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpio.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -33,7 +29,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, a *control.Actor
 	if b == nil {
 		b = []jit.RoleBinding{}
 	}
-	return writeJSON(w, http.StatusOK, Whoami{User: a.Name(), Kind: a.Token.Kind, Address: a.Address.String(), Bindings: b})
+	return httpio.WriteJSON(w, http.StatusOK, Whoami{User: a.Name(), Kind: a.Token.Kind, Address: a.Address.String(), Bindings: b})
 }
 
 // List is the envelope of every list response. Next, when set, is the
@@ -63,7 +59,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, a *control.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, g)
+	return httpio.WriteJSON(w, http.StatusCreated, g)
 }
 
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -71,7 +67,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, a *control.A
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(gs))
+	return httpio.WriteJSON(w, http.StatusOK, list(gs))
 }
 
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -83,7 +79,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Act
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, vm)
+	return httpio.WriteJSON(w, http.StatusCreated, vm)
 }
 
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -97,7 +93,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, a *control.Acto
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(vms, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(vms, next))
 }
 
 func (s *Server) getVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -105,7 +101,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, a *control.Actor)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, vm)
+	return httpio.WriteJSON(w, http.StatusOK, vm)
 }
 
 func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -133,7 +129,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, p)
+	return httpio.WriteJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -141,7 +137,7 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, p)
+	return httpio.WriteJSON(w, http.StatusOK, p)
 }
 
 func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -157,7 +153,7 @@ func (s *Server) recommendation(w http.ResponseWriter, r *http.Request, a *contr
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, rec)
+	return httpio.WriteJSON(w, http.StatusOK, rec)
 }
 
 func (s *Server) vmDesiredState(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -165,7 +161,7 @@ func (s *Server) vmDesiredState(w http.ResponseWriter, r *http.Request, a *contr
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, st)
+	return httpio.WriteJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -177,7 +173,7 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, a *contro
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, req)
+	return httpio.WriteJSON(w, http.StatusCreated, req)
 }
 
 func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -190,7 +186,7 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, a *control
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(reqs, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(reqs, next))
 }
 
 func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -204,7 +200,7 @@ func (s *Server) listGrants(w http.ResponseWriter, r *http.Request, a *control.A
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(gs, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(gs, next))
 }
 
 func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -212,7 +208,7 @@ func (s *Server) revokeGrant(w http.ResponseWriter, r *http.Request, a *control.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, g)
+	return httpio.WriteJSON(w, http.StatusOK, g)
 }
 
 // eventFilter reads the activity filters of a request's query: vm, actor,
@@ -252,7 +248,7 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, a *control
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(events, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(events, next))
 }
 
 // exportActivity streams every event the filters select (after the
@@ -266,82 +262,9 @@ func (s *Server) exportActivity(w http.ResponseWriter, r *http.Request, a *contr
 	if err != nil {
 		return err
 	}
-	return StreamEvents(w, r, s.log, format, "ajar-activity."+format, func(fn func(*jit.Event) error) error {
+	return httpio.StreamEvents(w, r, s.log, format, "ajar-activity."+format, func(fn func(*jit.Event) error) error {
 		return s.ctl.ExportEvents(r.Context(), a, f, fn)
 	})
-}
-
-// CSVHeader is the header row of the activity log's CSV export.
-var CSVHeader = []string{"seq", "time", "actor", "actorAddress", "vmId", "group", "operation", "outcome", "details", "prevHash", "hash"}
-
-// StreamEvents writes the events export yields to w as csv (with a header
-// row) or jsonl, flushing as it goes. Headers are sent with the first
-// event or at the end, so an error before any event comes back as an
-// error; a later one cuts the body short and is logged.
-func StreamEvents(w http.ResponseWriter, r *http.Request, log *slog.Logger, format, filename string, export func(func(*jit.Event) error) error) error {
-	started := false
-	start := func() {
-		started = true
-		if format == "csv" {
-			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		} else {
-			w.Header().Set("Content-Type", "application/jsonl")
-		}
-		w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
-		w.WriteHeader(http.StatusOK)
-	}
-	rc := http.NewResponseController(w)
-	cw := csv.NewWriter(w)
-	enc := json.NewEncoder(w)
-	n := 0
-	err := export(func(e *jit.Event) error {
-		if !started {
-			start()
-			if format == "csv" {
-				cw.Write(CSVHeader)
-			}
-		}
-		if format == "csv" {
-			cw.Write([]string{strconv.FormatInt(e.Seq, 10), e.Time.Format(time.RFC3339Nano), csvSafe(e.Actor), e.ActorAddress, e.VMID, csvSafe(e.Group),
-				e.Operation, e.Outcome, csvSafe(string(e.Details)), e.PrevHash, e.Hash})
-		} else if err := enc.Encode(e); err != nil {
-			return err
-		}
-		if n++; n%exportFlush == 0 {
-			cw.Flush()
-			if err := cw.Error(); err != nil {
-				return err
-			}
-			rc.Flush()
-		}
-		return nil
-	})
-	if err != nil && !started {
-		return err
-	}
-	if err != nil {
-		log.Warn("activity export ended early", "path", r.URL.Path, "events", n, "err", err)
-		return nil
-	}
-	if !started {
-		start()
-		if format == "csv" {
-			cw.Write(CSVHeader)
-		}
-	}
-	cw.Flush()
-	return nil
-}
-
-// exportFlush is how many events an export writes between flushes.
-const exportFlush = 500
-
-// csvSafe defuses values a spreadsheet would run as formulas.
-func csvSafe(s string) string {
-	if s != "" && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@') {
-		return "'" + s
-	}
-	return s
 }
 
 func (s *Server) verifyActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -357,7 +280,7 @@ func (s *Server) verifyActivity(w http.ResponseWriter, r *http.Request, a *contr
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, v)
+	return httpio.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -369,7 +292,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, a *control.A
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, u)
+	return httpio.WriteJSON(w, http.StatusCreated, u)
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -381,7 +304,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(us, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(us, next))
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -412,7 +335,7 @@ func (s *Server) setPassword(w http.ResponseWriter, r *http.Request, a *control.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, PasswordSet{User: r.PathValue("name"), SessionsEnded: n})
+	return httpio.WriteJSON(w, http.StatusOK, PasswordSet{User: r.PathValue("name"), SessionsEnded: n})
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -424,7 +347,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, a *control.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, tk)
+	return httpio.WriteJSON(w, http.StatusCreated, tk)
 }
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -437,7 +360,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, a *control.A
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, page(ts, next))
+	return httpio.WriteJSON(w, http.StatusOK, page(ts, next))
 }
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -461,7 +384,7 @@ func (s *Server) createRoleBinding(w http.ResponseWriter, r *http.Request, a *co
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, b)
+	return httpio.WriteJSON(w, http.StatusCreated, b)
 }
 
 func (s *Server) listRoleBindings(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -469,7 +392,7 @@ func (s *Server) listRoleBindings(w http.ResponseWriter, r *http.Request, a *con
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, list(bs))
+	return httpio.WriteJSON(w, http.StatusOK, list(bs))
 }
 
 func (s *Server) deleteRoleBinding(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -489,7 +412,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request, a *co
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, tk)
+	return httpio.WriteJSON(w, http.StatusCreated, tk)
 }
 
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -501,7 +424,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request, a *control.Actor
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, e)
+	return httpio.WriteJSON(w, http.StatusCreated, e)
 }
 
 func (s *Server) agentDesiredState(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -522,7 +445,7 @@ func (s *Server) agentDesiredState(w http.ResponseWriter, r *http.Request, a *co
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, st)
+	return httpio.WriteJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) agentReport(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

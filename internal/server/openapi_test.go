@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -380,8 +381,8 @@ func TestOpenAPIDocument(t *testing.T) {
 	if len(mapOf(doc["paths"])) == 0 {
 		t.Fatal("no paths")
 	}
-	if MaxBody != 1<<20 {
-		t.Errorf("MaxBody is %d; the document says 1 MiB", MaxBody)
+	if httpio.MaxBody != 1<<20 {
+		t.Errorf("httpio.MaxBody is %d; the document says 1 MiB", httpio.MaxBody)
 	}
 }
 

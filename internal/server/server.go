@@ -22,11 +22,9 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 )
-
-// MaxBody is the largest request body accepted.
-const MaxBody = 1 << 20
 
 // Server serves the API over one control plane.
 type Server struct {
@@ -56,7 +54,7 @@ func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) 
 // TLS (directly, or through a trusted proxy that says so).
 const HSTS = "max-age=31536000"
 
-// DefaultBodyTimeout is the default BodyTimeout: a body of MaxBody bytes
+// DefaultBodyTimeout is the default BodyTimeout: a body of httpio.MaxBody bytes
 // must come at 35 KB/s at least.
 const DefaultBodyTimeout = 30 * time.Second
 
@@ -65,15 +63,15 @@ const DefaultBodyTimeout = 30 * time.Second
 const DefaultBodyBudget = 32 << 20
 
 // LimitBodies sets how many bytes of request bodies may be read and held
-// at once, over all requests (see ReserveBody). Call it before serving.
+// at once, over all requests (see httpio.ReserveBody). Call it before serving.
 func (s *Server) LimitBodies(n int64) { s.bodies = semaphore.NewWeighted(n) }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = s.forwarded(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		b := &bodyBudget{sem: s.bodies, wait: max(s.BodyTimeout, time.Second)}
-		r = r.WithContext(context.WithValue(r.Context(), budgetKey{}, b))
-		defer b.release()
+		var release func()
+		r, release = httpio.WithBodyBudget(r, s.bodies, max(s.BodyTimeout, time.Second))
+		defer release()
 	}
 	if s.BodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
 		rc := http.NewResponseController(w)
@@ -85,7 +83,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if Scheme(r) == "https" {
+	if httpio.Scheme(r) == "https" {
 		w.Header().Set("Strict-Transport-Security", HSTS)
 	}
 	s.metrics.observe(w, r, s.mux)
@@ -109,46 +107,6 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-type budgetKey struct{}
-
-// bodyBudget is a request's share of the server's budget of body bytes.
-type bodyBudget struct {
-	sem  *semaphore.Weighted
-	wait time.Duration
-	held int64
-}
-
-func (b *bodyBudget) release() {
-	if b.held > 0 {
-		b.sem.Release(b.held)
-	}
-}
-
-// ReserveBody reserves room for reading up to limit bytes of r's body
-// (fewer when its Content-Length says so) in the server's budget of body
-// bytes read and held at once (LimitBodies), waiting at most the body
-// timeout; the room is given back when the request ends. Handlers call it
-// after authenticating the caller and before reading a body, so that
-// neither strangers nor many callers at once can make ajard hold more
-// than the budget. A server too busy answers jit.EUnavailable.
-func ReserveBody(r *http.Request, limit int64) error {
-	b, _ := r.Context().Value(budgetKey{}).(*bodyBudget)
-	if b == nil || b.held > 0 {
-		return nil
-	}
-	n := limit
-	if r.ContentLength >= 0 && r.ContentLength < n {
-		n = max(r.ContentLength, 1)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), b.wait)
-	defer cancel()
-	if err := b.sem.Acquire(ctx, n); err != nil {
-		return &jit.Error{Code: jit.EUnavailable, Message: "the server is busy reading other requests; try again shortly", RetryAfter: time.Second}
-	}
-	b.held = n
-	return nil
-}
-
 type schemeKey struct{}
 
 // forwarded applies what a trusted proxy says about the client's side of
@@ -162,12 +120,11 @@ func (s *Server) forwarded(r *http.Request) *http.Request {
 	if proto == "" && host == "" || !s.trusted(peerAddr(r)) {
 		return r
 	}
-	ctx := r.Context()
+	r = r.WithContext(r.Context()) // a copy: Host changes below
 	switch strings.ToLower(proto) {
 	case "https", "http":
-		ctx = context.WithValue(ctx, schemeKey{}, strings.ToLower(proto))
+		r = httpio.WithScheme(r, strings.ToLower(proto))
 	}
-	r = r.WithContext(ctx)
 	if validHost(host) {
 		r.Host = host
 	}
@@ -196,19 +153,6 @@ func validHost(h string) bool {
 	return err == nil && u.Host == h && u.Hostname() != ""
 }
 
-// Scheme returns "https" when the client reached ajard over TLS (directly,
-// or through a trusted proxy that says so in X-Forwarded-Proto), else
-// "http". Secure cookies, HSTS and absolute links follow it.
-func Scheme(r *http.Request) string {
-	if v, ok := r.Context().Value(schemeKey{}).(string); ok {
-		return v
-	}
-	if r.TLS != nil {
-		return "https"
-	}
-	return "http"
-}
-
 // handler is an API handler; it writes its response or returns an error.
 type handler func(w http.ResponseWriter, r *http.Request, a *control.Actor) error
 
@@ -223,7 +167,7 @@ func (s *Server) api(h handler) http.HandlerFunc {
 		}()
 		a, err := s.authenticate(r)
 		if err == nil {
-			err = CheckText(r)
+			err = httpio.CheckText(r)
 		}
 		if err == nil {
 			err = h(w, r, a)
@@ -312,55 +256,6 @@ func (s *Server) trusted(a netip.Addr) bool {
 	return false
 }
 
-var statusOf = map[string]int{
-	jit.EInvalid:      http.StatusBadRequest,
-	jit.EUnauthorized: http.StatusUnauthorized,
-	jit.EForbidden:    http.StatusForbidden,
-	jit.ENotFound:     http.StatusNotFound,
-	jit.EConflict:     http.StatusConflict,
-	jit.ETooLarge:     http.StatusRequestEntityTooLarge,
-	jit.ERateLimited:  http.StatusTooManyRequests,
-	jit.EInternal:     http.StatusInternalServerError,
-	jit.EUnavailable:  http.StatusServiceUnavailable,
-}
-
-// StatusOf returns the HTTP status for err.
-func StatusOf(err error) int {
-	if st, ok := statusOf[jit.ErrorCode(err)]; ok {
-		return st
-	}
-	return http.StatusInternalServerError
-}
-
-// UnavailableRetry is the Retry-After of an outage that gives no advice
-// of its own.
-const UnavailableRetry = 5 * time.Second
-
-// RetryAfter returns how long the client of a request that failed with err
-// should wait before trying again: the error's own advice, else
-// UnavailableRetry for an outage (jit.EUnavailable); 0 for no advice.
-func RetryAfter(err error) time.Duration {
-	if d := jit.ErrorRetryAfter(err); d > 0 {
-		return d
-	}
-	if jit.ErrorCode(err) == jit.EUnavailable {
-		return UnavailableRetry
-	}
-	return 0
-}
-
-// ErrorBody is the error shape of every API error (Azure's).
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
-
-// ErrorDetail is the content of an error response.
-type ErrorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Target  string `json:"target,omitempty"`
-}
-
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := jit.ErrorCode(err)
 	if code == jit.EInternal {
@@ -369,51 +264,18 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == jit.EUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ajar"`)
 	}
-	if d := RetryAfter(err); d > 0 {
+	if d := httpio.RetryAfter(err); d > 0 {
 		w.Header().Set("Retry-After", jit.RetryAfterSeconds(d))
 	}
-	writeJSON(w, StatusOf(err), ErrorBody{ErrorDetail{Code: code, Message: jit.ErrorMessage(err), Target: jit.ErrorTarget(err)}})
+	httpio.WriteJSON(w, httpio.StatusOf(err), httpio.ErrorBody{Error: httpio.ErrorDetail{Code: code, Message: jit.ErrorMessage(err), Target: jit.ErrorTarget(err)}})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
-}
-
-// CheckText refuses a request whose path or query holds what no store
-// keeps as text (invalid UTF-8, NUL characters), before it reaches one.
-func CheckText(r *http.Request) error {
-	if !jit.Storable(r.URL.Path) {
-		return jit.Invalid("", "the path must be UTF-8 text without NUL characters")
-	}
-	for k, vs := range r.URL.Query() {
-		for _, v := range vs {
-			if !jit.Storable(k) || !jit.Storable(v) {
-				k = strings.ToValidUTF8(k, "?")
-				return jit.Invalid(k, "query parameter %q must be UTF-8 text without NUL characters", k)
-			}
-		}
-	}
-	return nil
-}
-
-// decode reads one JSON value of at most MaxBody bytes into v, refusing
+// decode reads one JSON value of at most httpio.MaxBody bytes into v, refusing
 // unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if err := ReserveBody(r, MaxBody); err != nil {
-		return err
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return &jit.Error{Code: jit.ETooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBody)}
-	}
+	data, err := httpio.ReadBody(w, r, httpio.MaxBody)
 	if err != nil {
-		return jit.Invalid("", "reading the request body: %v", err)
-	}
-	if jit.EscapesNUL(data) {
-		return jit.Invalid("", "text in the request body must not contain NUL characters (\\u0000)")
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

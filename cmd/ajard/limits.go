@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/netutil"
 
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/server"
 )
 
@@ -38,8 +39,8 @@ func (l *limits) check() error {
 		return fmt.Errorf("--max-conns must be at least 1, got %d", l.maxConns)
 	case l.maxHeaderBytes < 4<<10 || l.maxHeaderBytes > 1<<20:
 		return fmt.Errorf("--max-header-bytes must be from 4096 to 1048576, got %d", l.maxHeaderBytes)
-	case l.bodyBudget < server.MaxBody:
-		return fmt.Errorf("--max-body-bytes-in-flight must be at least %d (one largest body), got %d", server.MaxBody, l.bodyBudget)
+	case l.bodyBudget < httpio.MaxBody:
+		return fmt.Errorf("--max-body-bytes-in-flight must be at least %d (one largest body), got %d", httpio.MaxBody, l.bodyBudget)
 	case l.headerTimeout <= 0 || l.bodyTimeout <= 0 || l.idleTimeout <= 0:
 		return errors.New("--read-header-timeout, --body-timeout and --idle-timeout must be positive")
 	}

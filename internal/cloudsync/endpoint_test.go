@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/server"
 )
@@ -52,7 +53,7 @@ func TestSyncEndpoint(t *testing.T) {
 		t.Errorf("without a token: %s", resp.Status)
 	}
 	resp := post(reader.Secret)
-	var eb server.ErrorBody
+	var eb httpio.ErrorBody
 	if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil || resp.StatusCode != http.StatusForbidden || eb.Error.Code != jit.EForbidden {
 		t.Errorf("a reader: %s %+v %v", resp.Status, eb, err)
 	}

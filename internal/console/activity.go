@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 // PageSize is how many events one page of the activity log shows.
@@ -208,7 +208,7 @@ func (c *Console) activityCSV(w http.ResponseWriter, r *http.Request, a *control
 		return err
 	}
 	name := fmt.Sprintf("ajar-activity-%s.csv", c.ctl.Now().Format("20060102-150405"))
-	return server.StreamEvents(w, r, c.log, "csv", name, func(fn func(*jit.Event) error) error {
+	return httpio.StreamEvents(w, r, c.log, "csv", name, func(fn func(*jit.Event) error) error {
 		return c.ctl.ExportEvents(r.Context(), a, f, fn)
 	})
 }

@@ -29,8 +29,8 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/sso"
 )
 
@@ -89,7 +89,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "same-origin")
 	// Forms are read by the handlers (parseForm), after the session
 	// check: no body is read for a client that is not signed in.
-	if err := server.CheckText(r); err != nil {
+	if err := httpio.CheckText(r); err != nil {
 		c.renderError(w, r, nil, http.StatusBadRequest, jit.ErrorMessage(err))
 		return
 	}
@@ -196,11 +196,11 @@ const Unavailable = "ajar is temporarily unavailable: the server cannot reach it
 // unavailable page with Retry-After; internal errors are logged, not
 // shown.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, a *control.Actor, err error) {
-	st, msg := server.StatusOf(err), jit.ErrorMessage(err)
+	st, msg := httpio.StatusOf(err), jit.ErrorMessage(err)
 	switch st {
 	case http.StatusServiceUnavailable:
 		c.log.Warn("console request failed: unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
-		w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+		httpio.SetRetryAfter(w, err)
 		msg = Unavailable
 	case http.StatusTooManyRequests:
 		if d := jit.ErrorRetryAfter(err); d > 0 {
@@ -233,14 +233,14 @@ func (c *Console) actor(r *http.Request) (*control.Actor, error) {
 }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, secret string, expires time.Time) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: secret, Path: "/", Expires: expires, HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: secret, Path: "/", Expires: expires, HttpOnly: true, Secure: httpio.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 }
 
 func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request) {
 	if _, err := r.Cookie(CookieName); err != nil {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: httpio.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 }
 
 // localPath returns p when it is a path on this site, else def: redirect
@@ -327,14 +327,14 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, a *control
 // form (read only for a signed-in user).
 const (
 	MaxSignInForm = 16 << 10
-	MaxForm       = server.MaxBody
+	MaxForm       = httpio.MaxBody
 )
 
 // parseForm reads the form of a POST, of at most limit bytes, into
 // r.PostForm. A form that is too large, malformed or holds text no store
 // keeps is refused; nothing of it is used.
 func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
-	if err := server.ReserveBody(r, limit); err != nil {
+	if err := httpio.ReserveBody(r, limit); err != nil {
 		return err
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)

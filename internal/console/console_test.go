@@ -20,8 +20,8 @@ import (
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/console"
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 // Passwords of the test users.
@@ -378,10 +378,10 @@ func TestConsole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 2 || !slices.Equal(rows[0], server.CSVHeader) {
+	if len(rows) != 2 || !slices.Equal(rows[0], httpio.CSVHeader) {
 		t.Fatalf("CSV has %d rows: %q", len(rows), rows)
 	}
-	col := func(name string) string { return rows[1][slices.Index(server.CSVHeader, name)] }
+	col := func(name string) string { return rows[1][slices.Index(httpio.CSVHeader, name)] }
 	if col("operation") != jit.OpGrantRevoke || col("vmId") != f.db.ID || col("actor") != "admin" || !strings.Contains(col("details"), g.ID) {
 		t.Errorf("CSV row %q, want the revocation of grant %s on db-1", rows[1], g.ID)
 	}

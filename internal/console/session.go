@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 type signInPage struct {
@@ -69,7 +69,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 				p.Message = "Wrong user name or password. That looks like an API token: the console takes a console password, which the setup link ajard printed at start sets (or: ajar user passwd NAME --password-stdin)."
 			}
 		case jit.EUnavailable:
-			w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+			httpio.SetRetryAfter(w, err)
 			status, p.Message = http.StatusServiceUnavailable, Unavailable
 		case jit.ERateLimited:
 			wait := jit.ErrorRetryAfter(err)

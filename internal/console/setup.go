@@ -4,8 +4,8 @@ import (
 	"net/http"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
 // The first admin's setup link (control.NewSetupSecret) leads here: a
@@ -77,7 +77,7 @@ func (c *Console) setupFailed(w http.ResponseWriter, r *http.Request, err error)
 	case jit.EUnauthorized, jit.ERateLimited:
 		c.renderError(w, r, nil, http.StatusUnauthorized, jit.ErrorMessage(err))
 	case jit.EUnavailable:
-		w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+		httpio.SetRetryAfter(w, err)
 		c.renderError(w, r, nil, http.StatusServiceUnavailable, Unavailable)
 	default:
 		c.log.Error("setup link", "err", err)

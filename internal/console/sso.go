@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
-	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/sso"
 )
 
@@ -41,7 +41,7 @@ func (c *Console) UseSSO(p *sso.Provider, publicURL string) {
 func (c *Console) redirectURL(r *http.Request) string {
 	base := c.publicURL
 	if base == "" {
-		base = server.Scheme(r) + "://" + r.Host
+		base = httpio.Scheme(r) + "://" + r.Host
 	}
 	return base + ssoCallback
 }
@@ -74,7 +74,7 @@ func (c *Console) ssoStart(w http.ResponseWriter, r *http.Request) {
 	pend.CLIPort, pend.CLIChallenge = port, challenge
 	b, _ := json.Marshal(pend)
 	http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: base64.RawURLEncoding.EncodeToString(b), Path: ssoPath, MaxAge: int(SSOWait / time.Second),
-		HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
+		HttpOnly: true, Secure: httpio.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
@@ -91,7 +91,7 @@ func (c *Console) ssoFinish(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// One answer per sign-in: the cookie goes whatever happens.
-	http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: "", Path: ssoPath, MaxAge: -1, HttpOnly: true, Secure: server.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: "", Path: ssoPath, MaxAge: -1, HttpOnly: true, Secure: httpio.Scheme(r) == "https", SameSite: http.SameSiteLaxMode})
 	next := localPath(pend.Next, "/machines")
 	id, err := c.sso.Finish(r.Context(), c.redirectURL(r), r.URL.Query(), pend)
 	if err != nil {
@@ -110,7 +110,7 @@ func (c *Console) ssoFinish(w http.ResponseWriter, r *http.Request) {
 		case jit.EForbidden, jit.EInvalid, jit.ERateLimited:
 			c.renderSignIn(w, r, http.StatusForbidden, signInPage{Next: next, Message: jit.ErrorMessage(err)})
 		case jit.EUnavailable:
-			w.Header().Set("Retry-After", jit.RetryAfterSeconds(server.RetryAfter(err)))
+			httpio.SetRetryAfter(w, err)
 			c.renderSignIn(w, r, http.StatusServiceUnavailable, signInPage{Next: next, Message: Unavailable})
 		default:
 			c.log.Error("sso sign-in", "err", err)

@@ -194,3 +194,12 @@ func Scheme(r *http.Request) string {
 	}
 	return "http"
 }
+
+// Codes returns every error code an answer can carry.
+func Codes() []string {
+	out := make([]string, 0, len(statusOf))
+	for code := range statusOf {
+		out = append(out, code)
+	}
+	return out
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/console"
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/store/sqlite"
@@ -126,7 +127,7 @@ func TestUnavailable(t *testing.T) {
 	}
 
 	resp, body := e.do(t, http.MethodGet, "/api/v1/vms", nil, "Authorization", "Bearer "+edgeToken)
-	var eb server.ErrorBody
+	var eb httpio.ErrorBody
 	if resp.StatusCode != http.StatusServiceUnavailable || json.Unmarshal([]byte(body), &eb) != nil || eb.Error.Code != jit.EUnavailable {
 		t.Errorf("API with the database closed: %d %s, want 503 and code %q", resp.StatusCode, body, jit.EUnavailable)
 	}

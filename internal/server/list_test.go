@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
+	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/store"
@@ -205,7 +206,7 @@ func TestListLimits(t *testing.T) {
 			{"/api/v1/activity?format=csv&cursor=x", "cursor", "after"},
 		} {
 			st, body := s.get(t, c.path)
-			var eb server.ErrorBody
+			var eb httpio.ErrorBody
 			if err := json.Unmarshal(body, &eb); err != nil || st != http.StatusBadRequest || eb.Error.Target != c.target || !strings.Contains(eb.Error.Message, c.message) {
 				t.Errorf("GET %s: %d %s; want 400 naming %s and %q", c.path, st, body, c.target, c.message)
 			}

@@ -54,7 +54,7 @@ var schemaTypes = map[string]struct {
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
 
-	"Error":            {typ: reflect.TypeFor[ErrorBody]()},
+	"Error":            {typ: reflect.TypeFor[httpio.ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
 	"CloudSyncSummary": {typ: reflect.TypeFor[control.CloudSyncSummary]()},
 	"CloudScopeSync":   {typ: reflect.TypeFor[control.CloudScopeSync]()},
@@ -938,7 +938,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		}
 	}
 	detail, _ := schemaProps(t, doc, schemaRef("Error"))
-	checkFields(t, doc, "Error.error", detail["error"], jsonFields(reflect.TypeFor[ErrorDetail]()), true)
+	checkFields(t, doc, "Error.error", detail["error"], jsonFields(reflect.TypeFor[httpio.ErrorDetail]()), true)
 
 	// Every list response is {"value": [...]}, with the next page's
 	// cursor when it pages.
@@ -993,13 +993,7 @@ func TestOpenAPIConstraints(t *testing.T) {
 		{"Grant.status", enum(prop("Grant", "status")), sorted(jit.GrantActive, jit.GrantExpired, jit.GrantRevoked, jit.GrantSuperseded)},
 		{"Token.kind", enum(prop("Token", "kind")), sorted(jit.TokenUser, jit.TokenAgent, jit.TokenEnroll)},
 		{"NewVM.backend", enum(prop("NewVM", "backend")), sorted(jit.BackendAgent, jit.BackendAzure)},
-		{"Error.code", enum(schema("components", "schemas", "Error", "properties", "error", "properties", "code")), func() []string {
-			var out []string
-			for code := range statusOf {
-				out = append(out, code)
-			}
-			return sorted(out...)
-		}()},
+		{"Error.code", enum(schema("components", "schemas", "Error", "properties", "error", "properties", "code")), sorted(httpio.Codes()...)},
 	} {
 		if !slices.Equal(c.got, c.want) {
 			t.Errorf("%s: enum %v, want %v", c.what, c.got, c.want)

@@ -1,9 +1,9 @@
-// Package store defines how ajar keeps its state: the Store interface that
+// Package store is the contract of ajar's state: the Store interface that
 // every database adapter provides (store/sqlite, store/postgres), the Tx
-// with every read and write the rest of ajar needs, and what both adapters
-// share: the one SQL implementation of Tx (SQLTx), group commit (Batcher)
-// and the connection that holds writes back and sends statements
-// pipelined (Conn over a Pipe).
+// with every read and write the rest of ajar needs, the filters of its
+// lists and the change feed. The SQL both adapters share is in
+// store/sqlstore; the compliance suite every adapter passes is in
+// store/storetest.
 package store
 
 import (

@@ -1,9 +1,9 @@
 // Package postgres is the store for several ajard replicas sharing one
 // PostgreSQL database, through github.com/jackc/pgx connections that send
-// several statements in one round trip (pipelining); store.SQLTx serves it
+// several statements in one round trip (pipelining); sqlstore.SQLTx serves it
 // unchanged.
 //
-// Updates go through a store.Batcher: each replica commits concurrent
+// Updates go through a sqlstore.Batcher: each replica commits concurrent
 // updates together, in one READ COMMITTED transaction. A batch that
 // appends activity events takes a transaction advisory lock before it
 // reads the log's head, so the hash chain stays one linear chain however
@@ -34,6 +34,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/sqlstore"
 )
 
 const (
@@ -66,16 +67,16 @@ const (
 type DB struct {
 	log   *slog.Logger
 	cfg   *pgx.ConnConfig
-	batch *store.Batcher
+	batch *sqlstore.Batcher
 	// readers holds idle read connections; slots bounds how many exist.
-	readers chan *store.Conn
+	readers chan *sqlstore.Conn
 	slots   chan struct{}
 	// closeMu orders what starts work (returning a read connection,
 	// holding a lead) against Close.
 	closeMu sync.Mutex
 	stopped <-chan struct{} // closed by Close
 
-	dialect store.Dialect
+	dialect sqlstore.Dialect
 	feed    store.Feed
 	closed  atomic.Bool
 	stop    context.CancelFunc // stops the listener
@@ -90,22 +91,22 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{log: log, cfg: cfg, readers: make(chan *store.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: store.Dialect{
+	db := &DB{log: log, cfg: cfg, readers: make(chan *sqlstore.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: sqlstore.Dialect{
 		Numbered:  true,
-		Begin:     []store.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`}},
-		ChainLock: []store.Stmt{{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
+		Begin:     []sqlstore.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`}},
+		ChainLock: []sqlstore.Stmt{{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
 		Retry:     retry,
 		Conflict:  conflict,
 		Down:      down,
 		TxID:      `SELECT pg_current_xact_id()::text`,
 		TxStatus:  `SELECT pg_xact_status($1::text::xid8)`,
-		Notify: func(vmIDs []string) []store.Stmt {
+		Notify: func(vmIDs []string) []sqlstore.Stmt {
 			// One notification per chunk of ids; payloads stay well under
 			// PostgreSQL's 8000-byte limit.
-			var out []store.Stmt
+			var out []sqlstore.Stmt
 			for len(vmIDs) > 0 {
 				n := min(len(vmIDs), notifyChunk)
-				out = append(out, store.Stmt{Query: `SELECT pg_notify('` + channel + `', $1)`, Args: []any{strings.Join(vmIDs[:n], ",")}})
+				out = append(out, sqlstore.Stmt{Query: `SELECT pg_notify('` + channel + `', $1)`, Args: []any{strings.Join(vmIDs[:n], ",")}})
 				vmIDs = vmIDs[n:]
 			}
 			return out
@@ -120,7 +121,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newPipe(ctx, cfg) },
+	db.batch = sqlstore.NewBatcher(func(ctx context.Context) (*sqlstore.Conn, error) { return newPipe(ctx, cfg) },
 		&db.dialect, nil, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop, db.stopped = stop, lctx.Done()
@@ -163,20 +164,20 @@ func down(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// pipe is the writer's store.Pipe: a pgx connection of its own that sends
+// pipe is the writer's sqlstore.Pipe: a pgx connection of its own that sends
 // several statements in one round trip (pgx's batch: one Sync at the end,
 // PostgreSQL runs them in order and skips the rest after a failure).
 type pipe struct{ c *pgx.Conn }
 
-func newPipe(ctx context.Context, cfg *pgx.ConnConfig) (*store.Conn, error) {
+func newPipe(ctx context.Context, cfg *pgx.ConnConfig) (*sqlstore.Conn, error) {
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return store.NewConn(pipe{c}, true), nil
+	return sqlstore.NewConn(pipe{c}, true), nil
 }
 
-func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any) pgx.BatchResults {
+func (p pipe) send(ctx context.Context, stmts []sqlstore.Stmt, q string, args []any) pgx.BatchResults {
 	var b pgx.Batch
 	for _, s := range stmts {
 		b.Queue(s.Query, s.Args...)
@@ -187,7 +188,7 @@ func (p pipe) send(ctx context.Context, stmts []store.Stmt, q string, args []any
 	return p.c.SendBatch(ctx, &b)
 }
 
-// ran turns the failure of statement i into what store.Pipe reports: i
+// ran turns the failure of statement i into what sqlstore.Pipe reports: i
 // statements ran when the server refused statement i, and -1 otherwise
 // (pgx failed preparing the statements, or the connection failed: a lost
 // answer shows on the first result not read yet), since then it is unknown
@@ -201,8 +202,8 @@ func ran(i int, err error) int {
 	return i
 }
 
-// Exec implements store.Pipe.
-func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) {
+// Exec implements sqlstore.Pipe.
+func (p pipe) Exec(ctx context.Context, stmts []sqlstore.Stmt) (int64, int, error) {
 	if len(stmts) == 1 {
 		tag, err := p.c.Exec(ctx, stmts[0].Query, stmts[0].Args...)
 		if err != nil {
@@ -226,8 +227,8 @@ func (p pipe) Exec(ctx context.Context, stmts []store.Stmt) (int64, int, error) 
 	return n, len(stmts), nil
 }
 
-// Query implements store.Pipe.
-func (p pipe) Query(ctx context.Context, stmts []store.Stmt, q string, args []any) (store.Rows, int, error) {
+// Query implements sqlstore.Pipe.
+func (p pipe) Query(ctx context.Context, stmts []sqlstore.Stmt, q string, args []any) (sqlstore.Rows, int, error) {
 	if len(stmts) == 0 {
 		rows, err := p.c.Query(ctx, q, args...)
 		if err != nil {
@@ -250,10 +251,10 @@ func (p pipe) Query(ctx context.Context, stmts []store.Stmt, q string, args []an
 	return pipeRows{rows, br}, len(stmts), nil
 }
 
-// Closed implements store.Pipe.
+// Closed implements sqlstore.Pipe.
 func (p pipe) Closed() bool { return p.c.IsClosed() }
 
-// Close implements store.Pipe.
+// Close implements sqlstore.Pipe.
 func (p pipe) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -275,7 +276,7 @@ func (r pipeRows) Close() error {
 	return err
 }
 
-// migrate applies the pending store.Migrations, each in a transaction of
+// migrate applies the pending sqlstore.Migrations, each in a transaction of
 // its own that holds an advisory lock, so that replicas starting together
 // apply every step once.
 func (db *DB) migrate(ctx context.Context) error {
@@ -308,12 +309,12 @@ func (db *DB) migrateStep(ctx context.Context, conn *pgx.Conn) (done bool, err e
 	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return false, fmt.Errorf("migrate: %w", err)
 	}
-	if have > len(store.Migrations) {
-		return false, fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(store.Migrations))
+	if have > len(sqlstore.Migrations) {
+		return false, fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(sqlstore.Migrations))
 	}
-	if have < len(store.Migrations) {
+	if have < len(sqlstore.Migrations) {
 		v := have + 1
-		if _, err := tx.Exec(ctx, store.Migrations[v-1]); err != nil {
+		if _, err := tx.Exec(ctx, sqlstore.Migrations[v-1]); err != nil {
 			return false, fmt.Errorf("migrate to %d: %w", v, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
@@ -328,7 +329,7 @@ func (db *DB) migrateStep(ctx context.Context, conn *pgx.Conn) (done bool, err e
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("migrate: commit: %w", err)
 	}
-	return have == len(store.Migrations), nil
+	return have == len(sqlstore.Migrations), nil
 }
 
 // Update implements store.Store through the batcher: concurrent updates
@@ -372,7 +373,7 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 		}
 	}()
 	c.Defer(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`)
-	err = fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
+	err = fn(&sqlstore.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
 	returned = true
 	return err
 }
@@ -391,7 +392,7 @@ func (db *DB) sweep(ctx context.Context) {
 			return
 		}
 		for n := len(db.readers); n > 0; n-- {
-			var c *store.Conn
+			var c *sqlstore.Conn
 			select {
 			case c = <-db.readers:
 			default:
@@ -409,7 +410,7 @@ func (db *DB) sweep(ctx context.Context) {
 
 // reader takes an idle read connection, or opens one while fewer than
 // maxConns exist.
-func (db *DB) reader(ctx context.Context) (*store.Conn, error) {
+func (db *DB) reader(ctx context.Context) (*sqlstore.Conn, error) {
 	select {
 	case c := <-db.readers:
 		return c, nil
@@ -432,7 +433,7 @@ func (db *DB) reader(ctx context.Context) (*store.Conn, error) {
 
 // release returns a read connection to the pool when it is usable and
 // the store open, and closes it otherwise.
-func (db *DB) release(c *store.Conn, usable bool) {
+func (db *DB) release(c *sqlstore.Conn, usable bool) {
 	db.closeMu.Lock()
 	if usable && !db.closed.Load() {
 		db.readers <- c // never blocks: at most maxConns exist

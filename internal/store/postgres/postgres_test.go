@@ -18,6 +18,7 @@ import (
 	"github.com/ajarhq/ajar/internal/store"
 	"github.com/ajarhq/ajar/internal/store/postgres"
 	"github.com/ajarhq/ajar/internal/store/postgres/pgtest"
+	"github.com/ajarhq/ajar/internal/store/sqlstore"
 	"github.com/ajarhq/ajar/internal/store/storetest"
 )
 
@@ -58,8 +59,8 @@ func TestMigrateConcurrently(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &top); err != nil {
 		t.Fatal(err)
 	}
-	if n != len(store.Migrations) || top != len(store.Migrations) {
-		t.Fatalf("schema_migrations: %d rows up to %d, want %d", n, top, len(store.Migrations))
+	if n != len(sqlstore.Migrations) || top != len(sqlstore.Migrations) {
+		t.Fatalf("schema_migrations: %d rows up to %d, want %d", n, top, len(sqlstore.Migrations))
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package sqlite is the embedded default store: SQLite on disk in WAL mode
-// (modernc.org/sqlite, pure Go). Updates go through a store.Batcher (group
+// (modernc.org/sqlite, pure Go). Updates go through a sqlstore.Batcher (group
 // commit: many small durable transactions share one fsync); reads use a
 // pool of connections that keep their prepared statements.
 package sqlite
@@ -19,6 +19,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
+	"github.com/ajarhq/ajar/internal/store/sqlstore"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -30,11 +31,11 @@ type DB struct {
 	read    *sql.DB
 	write   *sql.DB
 	conn    *sql.Conn // migrations only
-	batch   *store.Batcher
-	readers chan *store.Conn
+	batch   *sqlstore.Batcher
+	readers chan *sqlstore.Conn
 	closed  chan struct{} // closed by Close
 	once    sync.Once
-	dialect store.Dialect
+	dialect sqlstore.Dialect
 	feed    store.Feed
 }
 
@@ -89,7 +90,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	db.conn.Close() // hand the one write connection back to the pool
 	db.conn = nil
 	n := max(4, 2*runtime.GOMAXPROCS(0))
-	db.readers = make(chan *store.Conn, n)
+	db.readers = make(chan *sqlstore.Conn, n)
 	for range n {
 		c, err := newConn(ctx, r)
 		if err != nil {
@@ -98,8 +99,8 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		}
 		db.readers <- c
 	}
-	db.dialect = store.Dialect{Begin: []store.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down}
-	db.batch = store.NewBatcher(func(ctx context.Context) (*store.Conn, error) { return newConn(ctx, w) },
+	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down}
+	db.batch = sqlstore.NewBatcher(func(ctx context.Context) (*sqlstore.Conn, error) { return newConn(ctx, w) },
 		&db.dialect, &db.feed, log)
 	return db, nil
 }
@@ -112,14 +113,14 @@ func (db *DB) migrate(ctx context.Context) error {
 	if err := db.conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if have > len(store.Migrations) {
-		return fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(store.Migrations))
+	if have > len(sqlstore.Migrations) {
+		return fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(sqlstore.Migrations))
 	}
-	for v := have + 1; v <= len(store.Migrations); v++ {
+	for v := have + 1; v <= len(sqlstore.Migrations); v++ {
 		if _, err := db.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 			return fmt.Errorf("migrate to %d: %w", v, err)
 		}
-		_, err := db.conn.ExecContext(ctx, store.Migrations[v-1])
+		_, err := db.conn.ExecContext(ctx, sqlstore.Migrations[v-1])
 		if err == nil {
 			_, err = db.conn.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v)
 		}
@@ -170,12 +171,12 @@ func down(err error) bool {
 
 // newConn takes a connection from db; SQLite runs in the process, so
 // statements go one at a time.
-func newConn(ctx context.Context, db *sql.DB) (*store.Conn, error) {
-	p, err := store.NewSQLPipe(ctx, db)
+func newConn(ctx context.Context, db *sql.DB) (*sqlstore.Conn, error) {
+	p, err := sqlstore.NewSQLPipe(ctx, db)
 	if err != nil {
 		return nil, err
 	}
-	return store.NewConn(p, false), nil
+	return sqlstore.NewConn(p, false), nil
 }
 
 // Update implements store.Store.
@@ -185,7 +186,7 @@ func (db *DB) Update(ctx context.Context, fn func(store.Tx) error) error {
 
 // View implements store.Store.
 func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
-	var c *store.Conn
+	var c *sqlstore.Conn
 	select {
 	case c = <-db.readers:
 	case <-db.closed:
@@ -200,7 +201,7 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer c.Exec(bg, `ROLLBACK`)
-	return fn(&store.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
+	return fn(&sqlstore.SQLTx{Ctx: ctx, Q: c, Dialect: &db.dialect})
 }
 
 // Changes implements store.Store.

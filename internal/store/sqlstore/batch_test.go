@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
 )
 
 // fakePipe runs nothing: it answers every statement with success, except
@@ -115,7 +116,7 @@ func TestCommitOutcome(t *testing.T) {
 			d.TxID, d.TxStatus = "TXID", "STATUS"
 		}
 		b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p, true), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		err := b.Update(context.Background(), func(tx Tx) error {
+		err := b.Update(context.Background(), func(tx store.Tx) error {
 			return tx.AppendEvent(&jit.Event{Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess})
 		})
 		b.Close()
@@ -141,7 +142,7 @@ func TestRetry(t *testing.T) {
 		Retry: func(err error) bool { return strings.Contains(err.Error(), "boom") }}
 	b := NewBatcher(func(context.Context) (*Conn, error) { return NewConn(p, true), nil }, d, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runs := 0
-	err := b.Update(context.Background(), func(tx Tx) error {
+	err := b.Update(context.Background(), func(tx store.Tx) error {
 		runs++
 		return tx.AppendEvent(&jit.Event{Actor: "x", Operation: jit.OpGroupCreate, Outcome: jit.OutcomeSuccess})
 	})

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 // Migrations is the schema, one step per entry, shared by every SQL adapter.
 // Steps are only ever appended. Times are Unix nanoseconds; lists and maps

@@ -1,4 +1,4 @@
-package store
+package sqlstore
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/store"
 )
 
 const (
@@ -42,7 +43,7 @@ const (
 type Batcher struct {
 	open    func(context.Context) (*Conn, error)
 	dialect *Dialect
-	publish *Feed // nil when the database announces changes itself
+	publish *store.Feed // nil when the database announces changes itself
 	log     *slog.Logger
 
 	conn *Conn
@@ -65,7 +66,7 @@ type Batcher struct {
 }
 
 type job struct {
-	fn   func(Tx) error
+	fn   func(store.Tx) error
 	done chan error
 	tx   *SQLTx
 	err  error // why the job failed, once it has
@@ -85,7 +86,7 @@ const maxTries = 5
 // NewBatcher starts a batcher. open returns the write connection (again
 // after a failure); publish, when not nil, receives the VMs changed by each
 // committed update.
-func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *Feed, log *slog.Logger) *Batcher {
+func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *store.Feed, log *slog.Logger) *Batcher {
 	b := &Batcher{open: open, dialect: d, publish: publish, log: log,
 		jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
 	b.wg.Add(1)
@@ -95,7 +96,7 @@ func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *
 
 // Update runs fn in the next batch and returns once it is committed (or
 // rolled back, with fn's error).
-func (b *Batcher) Update(ctx context.Context, fn func(Tx) error) error {
+func (b *Batcher) Update(ctx context.Context, fn func(store.Tx) error) error {
 	j := &job{fn: fn, done: make(chan error, 1)}
 	b.mu.RLock()
 	if b.closed {

@@ -474,7 +474,7 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("request with no --port opened %d grants, want 2: %+v", len(req.Grants), req.Grants)
 	}
 	id := req.Grants[0].ID
-	if out := c.must("revoke", id); !strings.Contains(out, "Revoked grant "+id) {
+	if out := c.must("grant", "revoke", id); !strings.Contains(out, "Revoked grant "+id) {
 		t.Errorf("revoke printed %q", out)
 	}
 	var gs valueList[jit.Grant]

@@ -8,8 +8,10 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-func (a *app) grantsCommand() *cobra.Command {
-	cmd := parent("grants", "List grants (opened ports)")
+// grantCommand is "ajar grant ls|revoke" (also spelled "grants").
+func (a *app) grantCommand() *cobra.Command {
+	cmd := parent("grant", "List and revoke grants (opened ports)")
+	cmd.Aliases = []string{"grants"}
 	var vmRef, status, user string
 	ls := &cobra.Command{
 		Use:   "ls [--vm VM] [--status active|expired|revoked|superseded] [--user U]",
@@ -43,7 +45,7 @@ func (a *app) grantsCommand() *cobra.Command {
 	ls.Flags().StringVar(&vmRef, "vm", "", "only grants on this VM")
 	ls.Flags().StringVar(&status, "status", "", "only grants in this state: active, expired, revoked or superseded")
 	ls.Flags().StringVar(&user, "user", "", "only grants of this user")
-	cmd.AddCommand(ls)
+	cmd.AddCommand(ls, a.revokeCommand())
 	return cmd
 }
 
@@ -70,6 +72,8 @@ func printGrants(a *app, gs []jit.Grant, all bool) {
 	t.flush()
 }
 
+// revokeCommand ends a grant: "ajar grant revoke ID", and the older
+// spelling "ajar revoke ID", kept hidden.
 func (a *app) revokeCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke GRANT-ID",

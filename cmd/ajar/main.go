@@ -130,7 +130,7 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.loginCommand(), a.logoutCommand(), a.whoamiCommand(),
 		a.groupCommand(), a.vmCommand(), a.jitCommand(),
 		a.requestCommand(), a.requestsCommand(), a.approveCommand(), a.denyCommand(),
-		a.grantsCommand(), a.revokeCommand(),
+		a.grantCommand(), hidden(a.revokeCommand()),
 		a.logCommand(),
 		a.userCommand(), a.tokenCommand(), a.roleCommand(),
 		a.sshCommand(),

@@ -152,8 +152,6 @@ func parsePort(s string) (port int, proto string, err error) {
 	return 0, "", fmt.Errorf("port %q: protocol must be tcp, udp or *", s)
 }
 
-// resolveVM finds a VM by name, group/name or id. A name used in several
-// groups is an error that lists the groups.
 // onVM runs fn with a client and the VM that ref names: the common start
 // of the commands that take one VM argument.
 func (a *app) onVM(ctx context.Context, ref string, fn func(c *client.Client, vm jit.VMView) error) error {
@@ -168,6 +166,8 @@ func (a *app) onVM(ctx context.Context, ref string, fn func(c *client.Client, vm
 	return fn(c, vm)
 }
 
+// resolveVM finds a VM by name, group/name or id. A name used in several
+// groups is an error that lists the groups.
 func resolveVM(ctx context.Context, c *client.Client, ref string) (jit.VMView, error) {
 	if group, name, ok := strings.Cut(ref, "/"); ok {
 		vms, err := c.ListVMs(ctx, group, "", name)
@@ -246,4 +246,10 @@ func parent(use, short string) *cobra.Command {
 			return cmd.Help()
 		},
 	}
+}
+
+// hidden marks cmd as an older spelling that works but is not listed.
+func hidden(cmd *cobra.Command) *cobra.Command {
+	cmd.Hidden = true
+	return cmd
 }

@@ -58,42 +58,36 @@ source.`,
 				p.Ports = append(p.Ports, jit.PortRule{Number: n, Protocol: proto})
 			}
 			ctx := cmd.Context()
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			vm, err := resolveVM(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			if len(p.Ports) == 0 {
-				rec, err := c.Recommend(ctx, vm.ID)
+			return a.onVM(ctx, args[0], func(c *client.Client, vm jit.VMView) error {
+				if len(p.Ports) == 0 {
+					rec, err := c.Recommend(ctx, vm.ID)
+					if err != nil {
+						return err
+					}
+					if len(rec.Ports) == 0 {
+						return fmt.Errorf("the server recommends no ports for VM %s/%s: name them with --port", vm.Group, vm.Name)
+					}
+					p.Ports = rec.Ports
+				}
+				for i := range p.Ports {
+					if maxISO != "" {
+						p.Ports[i].MaxRequestAccessDuration = maxISO
+					}
+					if len(sources) > 0 {
+						p.Ports[i].AllowedSourceAddressPrefixes = sources
+					}
+				}
+				got, err := c.PutPolicy(ctx, vm.ID, p)
 				if err != nil {
 					return err
 				}
-				if len(rec.Ports) == 0 {
-					return fmt.Errorf("the server recommends no ports for VM %s/%s: name them with --port", vm.Group, vm.Name)
+				if a.asJSON() {
+					return a.printJSON(got)
 				}
-				p.Ports = rec.Ports
-			}
-			for i := range p.Ports {
-				if maxISO != "" {
-					p.Ports[i].MaxRequestAccessDuration = maxISO
-				}
-				if len(sources) > 0 {
-					p.Ports[i].AllowedSourceAddressPrefixes = sources
-				}
-			}
-			got, err := c.PutPolicy(ctx, vm.ID, p)
-			if err != nil {
-				return err
-			}
-			if a.asJSON() {
-				return a.printJSON(got)
-			}
-			fmt.Fprintf(a.stdout, "JIT enabled on %s/%s.\n", vm.Group, vm.Name)
-			printPolicy(a, got)
-			return nil
+				fmt.Fprintf(a.stdout, "JIT enabled on %s/%s.\n", vm.Group, vm.Name)
+				printPolicy(a, got)
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()

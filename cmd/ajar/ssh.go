@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -37,52 +38,46 @@ then runs ssh there. Arguments after -- go to ssh, after the address.`,
 			if err != nil {
 				return fmt.Errorf("ssh: %w", err)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			vm, err := resolveVM(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			if len(vm.Addresses) == 0 {
-				return fmt.Errorf("VM %s/%s has no address to connect to", vm.Group, vm.Name)
-			}
-			host, _, _ := strings.Cut(vm.Addresses[0], "/")
-			ports, err := portRequests(ctx, c, vm, []string{strconv.Itoa(port)}, dur, "my-ip")
-			if err != nil {
-				return err
-			}
-			req, err := c.RequestAccess(ctx, jit.AccessRequest{
-				VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: ports}},
-				Justification:   why,
-			})
-			if err != nil {
-				return err
-			}
-			if req.Status == jit.RequestPending {
-				fmt.Fprintf(a.stderr, "Request %s waits for approval (%s); waiting up to %s.\n", req.ID, approvals(req), approvalWait)
-				if req, err = waitDecision(ctx, c, req, approvalWait); err != nil {
+			return a.onVM(ctx, args[0], func(c *client.Client, vm jit.VMView) error {
+				if len(vm.Addresses) == 0 {
+					return fmt.Errorf("VM %s/%s has no address to connect to", vm.Group, vm.Name)
+				}
+				host, _, _ := strings.Cut(vm.Addresses[0], "/")
+				ports, err := portRequests(ctx, c, vm, []string{strconv.Itoa(port)}, dur, "my-ip")
+				if err != nil {
 					return err
 				}
-			}
-			for _, g := range req.Grants {
-				fmt.Fprintf(a.stderr, "Port %d/%s of %s/%s is open for %s until %s.\n", g.Port, g.Protocol, g.Group, g.VMName, g.Source, fmtTime(g.EndTime))
-			}
-			addr := net.JoinHostPort(host, strconv.Itoa(port))
-			if err := waitOpen(ctx, addr, wait); err != nil {
-				return err
-			}
-			argv := []string{"ssh"}
-			if user != "" {
-				argv = append(argv, "-l", user)
-			}
-			if port != 22 {
-				argv = append(argv, "-p", strconv.Itoa(port))
-			}
-			argv = append(argv, host)
-			argv = append(argv, args[1:]...)
-			return a.exec(sshPath, argv, a.environ())
+				req, err := c.RequestAccess(ctx, jit.AccessRequest{
+					VirtualMachines: []jit.VMRequest{{ID: vm.ID, Ports: ports}},
+					Justification:   why,
+				})
+				if err != nil {
+					return err
+				}
+				if req.Status == jit.RequestPending {
+					fmt.Fprintf(a.stderr, "Request %s waits for approval (%s); waiting up to %s.\n", req.ID, approvals(req), approvalWait)
+					if req, err = waitDecision(ctx, c, req, approvalWait); err != nil {
+						return err
+					}
+				}
+				for _, g := range req.Grants {
+					fmt.Fprintf(a.stderr, "Port %d/%s of %s/%s is open for %s until %s.\n", g.Port, g.Protocol, g.Group, g.VMName, g.Source, fmtTime(g.EndTime))
+				}
+				addr := net.JoinHostPort(host, strconv.Itoa(port))
+				if err := waitOpen(ctx, addr, wait); err != nil {
+					return err
+				}
+				argv := []string{"ssh"}
+				if user != "" {
+					argv = append(argv, "-l", user)
+				}
+				if port != 22 {
+					argv = append(argv, "-p", strconv.Itoa(port))
+				}
+				argv = append(argv, host)
+				argv = append(argv, args[1:]...)
+				return a.exec(sshPath, argv, a.environ())
+			})
 		},
 	}
 	f := cmd.Flags()

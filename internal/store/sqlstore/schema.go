@@ -127,4 +127,10 @@ var Migrations = []string{
 	ALTER TABLE requests ADD COLUMN pending_until BIGINT;
 	CREATE INDEX requests_pending ON requests (pending_until) WHERE status = 'pending';
 	CREATE INDEX requests_status_created ON requests (status, created_at);`,
+	// A VM's grants in one state, newest first (its active grants: the
+	// agent's desired state, the checks of a request). Without it SQLite
+	// answered those from grants_status_start, reading every active grant
+	// of every VM (requests/s fell 2.5x as active grants piled up).
+	`DROP INDEX grants_vm;
+	CREATE INDEX grants_vm_status_start ON grants (vm_id, status, start_time);`,
 }

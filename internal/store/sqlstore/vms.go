@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +101,7 @@ func (t *SQLTx) GetVMAccess(id, user string, targets []store.GrantTarget) (jit.V
 		COALESCE(g.end_time, 0), COALESCE(g.status, ''), g.ended_at, COALESCE(g.ended_by, '')
 		FROM vms v LEFT JOIN policies p ON p.vm_id = v.id
 		LEFT JOIN grants g ON g.vm_id = v.id AND g.status = 'active' AND g.usr = ? AND (`+match+`)
-		WHERE v.id = ? ORDER BY g.start_time`, append(args, id)...)
+		WHERE v.id = ?`, append(args, id)...) // no ORDER BY: it would lead SQLite to an index of every active grant
 	if err != nil {
 		return jit.VM{}, nil, nil, err
 	}
@@ -137,6 +138,7 @@ func (t *SQLTx) GetVMAccess(id, user string, targets []store.GrantTarget) (jit.V
 	if !found {
 		return vm, nil, nil, jit.Errorf(jit.ENotFound, "VM %s not found", id)
 	}
+	slices.SortFunc(active, func(a, b jit.Grant) int { return a.StartTime.Compare(b.StartTime) })
 	if !body.Valid {
 		return vm, nil, active, nil
 	}

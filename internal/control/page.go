@@ -3,6 +3,8 @@ package control
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
+	"strings"
 
 	"github.com/ajarhq/ajar/internal/jit"
 )
@@ -66,4 +68,34 @@ func pageLimit(limit, def, max int) (int, error) {
 		return 0, jit.Invalid("limit", "limit must be from 1 to %d, got %d", max, limit)
 	}
 	return limit, nil
+}
+
+// PageOf pages a short list the store answers whole (groups, role
+// bindings: only admins make them): the items after cursor in the order
+// of key, at most limit of them (0: DefaultPage; above MaxPage refused),
+// and the next page's cursor ("" after the last).
+func PageOf[T any](items []T, list string, key func(T) string, limit int, cursor string) ([]T, string, error) {
+	limit, err := pageLimit(limit, DefaultPage, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	var after string
+	if err := decodeCursor(cursor, list, &after); err != nil {
+		return nil, "", err
+	}
+	items = slices.Clone(items)
+	slices.SortFunc(items, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+	if cursor != "" {
+		i, _ := slices.BinarySearchFunc(items, after, func(it T, k string) int {
+			if key(it) <= k {
+				return -1
+			}
+			return 1
+		})
+		items = items[i:]
+	}
+	if len(items) <= limit {
+		return items, "", nil
+	}
+	return items[:limit], encodeCursor(list, key(items[limit-1])), nil
 }

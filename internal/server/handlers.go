@@ -63,11 +63,19 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, a *control.
 }
 
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
+	if err != nil {
+		return err
+	}
 	gs, err := s.ctl.ListGroups(r.Context(), a)
 	if err != nil {
 		return err
 	}
-	return httpio.WriteJSON(w, http.StatusOK, list(gs))
+	gs, next, err := control.PageOf(gs, "groups", func(g jit.Group) string { return g.Name }, int(limit), r.URL.Query().Get("cursor"))
+	if err != nil {
+		return err
+	}
+	return httpio.WriteJSON(w, http.StatusOK, page(gs, next))
 }
 
 func (s *Server) createVM(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
@@ -388,11 +396,19 @@ func (s *Server) createRoleBinding(w http.ResponseWriter, r *http.Request, a *co
 }
 
 func (s *Server) listRoleBindings(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
+	if err != nil {
+		return err
+	}
 	bs, err := s.ctl.ListRoleBindings(r.Context(), a, r.URL.Query().Get("user"))
 	if err != nil {
 		return err
 	}
-	return httpio.WriteJSON(w, http.StatusOK, list(bs))
+	bs, next, err := control.PageOf(bs, "rolebindings", func(b jit.RoleBinding) string { return b.User + "\x00" + b.Group + "\x00" + b.Role }, int(limit), r.URL.Query().Get("cursor"))
+	if err != nil {
+		return err
+	}
+	return httpio.WriteJSON(w, http.StatusOK, page(bs, next))
 }
 
 func (s *Server) deleteRoleBinding(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

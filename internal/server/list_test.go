@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -340,6 +341,54 @@ func TestPagingUnderInserts(t *testing.T) {
 				if seen[k] != 1 {
 					t.Errorf("%s: %s listed %d times, want once", name, k, seen[k])
 				}
+			}
+		}
+	})
+}
+
+// TestShortListsPage: groups and role bindings, which the store answers
+// whole, still page with a limit and a cursor, every item exactly once.
+func TestShortListsPage(t *testing.T) {
+	stores(t, func(t *testing.T, s *listServer) {
+		now := time.Now().UTC()
+		var wantGroups, wantBindings []string
+		if err := s.db.Update(t.Context(), func(tx store.Tx) error {
+			for i := range 7 {
+				name := fmt.Sprintf("grp-%d", i)
+				if err := tx.CreateGroup(jit.Group{Name: name, CreatedAt: now}); err != nil {
+					return err
+				}
+				wantGroups = append(wantGroups, name)
+				b := jit.RoleBinding{ID: fmt.Sprintf("rb-%d", i), User: "admin", Role: jit.RoleReader, Group: name, CreatedAt: now}
+				if err := tx.CreateRoleBinding(b); err != nil {
+					return err
+				}
+				wantBindings = append(wantBindings, b.ID)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var first page[jit.Group]
+		if st, body := s.get(t, "/api/v1/groups?limit=2"); st != http.StatusOK || json.Unmarshal(body, &first) != nil || len(first.Value) != 2 || first.Next == "" {
+			t.Fatalf("first page of groups: %d %s; want 2 groups and a next cursor", st, body)
+		}
+		groups := follow(t, s, "/api/v1/groups?limit=2", func(g jit.Group) string { return g.Name })
+		if !slices.Equal(groups, wantGroups) {
+			t.Errorf("groups in pages of 2: %v, want %v", groups, wantGroups)
+		}
+		var got []string
+		for _, id := range follow(t, s, "/api/v1/rolebindings?user=admin&limit=2", func(b jit.RoleBinding) string { return b.ID }) {
+			if strings.HasPrefix(id, "rb-") {
+				got = append(got, id)
+			}
+		}
+		if !slices.Equal(got, wantBindings) {
+			t.Errorf("role bindings in pages of 2: %v, want %v", got, wantBindings)
+		}
+		for _, path := range []string{"/api/v1/groups?limit=10001", "/api/v1/rolebindings?limit=10001", "/api/v1/groups?cursor=x"} {
+			if st, body := s.get(t, path); st != http.StatusBadRequest {
+				t.Errorf("GET %s: %d %s, want 400", path, st, body)
 			}
 		}
 	})

@@ -128,3 +128,75 @@ func TestLoginSSO(t *testing.T) {
 		t.Errorf("whoami with the saved login:\n%s", who)
 	}
 }
+
+// ajar login --sso --device: the code it prints, approved at the
+// provider's page on "another device", gets the CLI an API token of that
+// user with the roles their groups map to; a denial gets nothing.
+func TestLoginSSODevice(t *testing.T) {
+	op := ssotest.Start(t, "dora", "dan")
+	op.SetGroups("dora", "ops-admins")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secret, []byte(ssotest.ClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := ajardtest.Start(t, ajardtest.Options{Dir: dir, Args: []string{"--oidc-issuer", op.Issuer, "--oidc-client-id", ssotest.ClientID,
+		"--oidc-client-secret-file", secret, "--oidc-scopes", "profile,email,groups"}})
+	admin := &cli{t: t, srv: srv, env: map[string]string{"AJAR_SERVER": srv.URL, "AJAR_TOKEN": ajardtest.AdminToken, "XDG_CONFIG_HOME": t.TempDir()}}
+	admin.must("group", "add", "prod")
+	admin.must("role", "map", "--claim", "groups=ops-admins", "--role", "jit-admin", "--group", "prod")
+
+	login := func(t *testing.T, user string, allow bool) (*cli, error, string) {
+		env := map[string]string{"XDG_CONFIG_HOME": t.TempDir()}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		pr, pw := io.Pipe()
+		var out bytes.Buffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"login", "--sso", "--device", "--server", srv.URL}, func(k string) string { return env[k] }, strings.NewReader(""), &out, pw)
+			pw.Close()
+		}()
+		sc := bufio.NewScanner(pr)
+		uri, code, next := "", "", false
+		for code == "" && sc.Scan() {
+			l := strings.TrimSpace(sc.Text())
+			switch {
+			case uri == "" && strings.HasPrefix(l, op.Issuer):
+				uri = l
+			case l == "and enter the code":
+				next = true
+			case next && l != "":
+				code = l
+			}
+		}
+		go io.Copy(io.Discard, pr)
+		if uri == "" || code == "" {
+			t.Fatalf("ajar login --sso --device printed no URL and code (%q %q); %v", uri, code, <-done)
+		}
+		jar, _ := cookiejar.New(nil)
+		ssotest.ApproveDevice(t, &http.Client{Jar: jar, Timeout: 30 * time.Second}, uri, code, user, allow)
+		err := <-done
+		return &cli{t: t, srv: srv, env: env}, err, out.String()
+	}
+	t.Run("allowed", func(t *testing.T) {
+		t.Parallel()
+		c, err, out := login(t, "dora", true)
+		if err != nil {
+			t.Fatalf("ajar login --sso --device: %v", err)
+		}
+		if !strings.Contains(out, "as dora") {
+			t.Errorf("login said: %s", out)
+		}
+		if who := c.must("whoami"); !strings.Contains(who, "dora") || !strings.Contains(who, "jit-admin") || !strings.Contains(who, "prod") {
+			t.Errorf("whoami with the saved login, want dora as jit-admin of prod:\n%s", who)
+		}
+	})
+	t.Run("denied", func(t *testing.T) {
+		t.Parallel()
+		_, err, _ := login(t, "dan", false)
+		if err == nil || !strings.Contains(err.Error(), "denied") {
+			t.Fatalf("a denied device sign-in: got %v, want an error saying it was denied", err)
+		}
+	})
+}

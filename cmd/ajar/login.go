@@ -14,9 +14,9 @@ import (
 )
 
 func (a *app) loginCommand() *cobra.Command {
-	var tokenStdin, sso bool
+	var tokenStdin, sso, device bool
 	cmd := &cobra.Command{
-		Use:   "login --server URL (--token T | --sso) [--ca-fingerprint sha256:HEX]",
+		Use:   "login --server URL (--token T | --sso [--device]) [--ca-fingerprint sha256:HEX]",
 		Short: "Check a token and save it with the server's address",
 		Long: `login checks the token against the server (whoami) and saves the server, the token
 and the certificate fingerprint to the config file, readable by you only.`,
@@ -40,7 +40,11 @@ and the certificate fingerprint to the config file, readable by you only.`,
 				if c.Server == "" {
 					return errors.New("login --sso needs --server URL")
 				}
-				if c, err = a.ssoLogin(cmd.Context(), c); err != nil {
+				login := a.ssoLogin
+				if device {
+					login = a.ssoDeviceLogin
+				}
+				if c, err = login(cmd.Context(), c); err != nil {
 					return err
 				}
 			}
@@ -75,6 +79,7 @@ and the certificate fingerprint to the config file, readable by you only.`,
 	}
 	cmd.Flags().BoolVar(&tokenStdin, "token-stdin", false, "read the token from stdin instead of --token")
 	cmd.Flags().BoolVar(&sso, "sso", false, "sign in through the server's OpenID provider in a browser, for an API token of 12 hours")
+	cmd.Flags().BoolVar(&device, "device", false, "with --sso: sign in on another device (a phone, a laptop) with a code, where no browser here can come back to the CLI")
 	return cmd
 }
 

@@ -50,7 +50,7 @@ func (a *app) ssoLogin(ctx context.Context, c config) (config, error) {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	fmt.Fprintf(a.stderr, "Open this URL to sign in:\n\n    %s\n\n", start)
+	fmt.Fprintf(a.stderr, "Open this URL to sign in:\n\n    %s\n\n(On a machine whose browser cannot reach this one: ajar login --sso --device.)\n\n", start)
 	if a.getenv("AJAR_BROWSER") != "none" {
 		if err := exec.Command("xdg-open", start).Start(); err != nil {
 			fmt.Fprintln(a.stderr, "(no browser could be opened; open the URL yourself)")
@@ -74,4 +74,37 @@ func (a *app) ssoLogin(ctx context.Context, c config) (config, error) {
 	}
 	c.Token = tk.Secret
 	return c, nil
+}
+
+// ssoDeviceLogin signs in through the server's OpenID provider with the
+// device authorization grant: the person opens the provider's page on any
+// device and types the code shown, while the server waits for the
+// provider to say they did.
+func (a *app) ssoDeviceLogin(ctx context.Context, c config) (config, error) {
+	cl, err := newClient(config{Server: c.Server, Fingerprint: c.Fingerprint})
+	if err != nil {
+		return c, err
+	}
+	d, err := cl.SSODevice(ctx)
+	if err != nil {
+		return c, err
+	}
+	fmt.Fprintf(a.stderr, "On any device, open\n\n    %s\n\nand enter the code\n\n    %s\n\n", d.VerificationURI, d.UserCode)
+	if d.VerificationURIComplete != "" {
+		fmt.Fprintf(a.stderr, "(or open %s, which has the code in it)\n\n", d.VerificationURIComplete)
+	}
+	ctx, cancel := context.WithDeadline(ctx, d.ExpiresAt)
+	defer cancel()
+	for {
+		tk, ok, err := cl.SSODeviceToken(ctx, d)
+		switch {
+		case ok:
+			c.Token = tk.Secret
+			return c, nil
+		case ctx.Err() != nil:
+			return c, errors.New("the code expired before the sign-in was approved; run ajar login --sso --device again")
+		case err != nil:
+			return c, err
+		}
+	}
 }

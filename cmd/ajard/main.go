@@ -182,6 +182,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	web := console.New(ctl, log, api.ClientAddr)
 	if provider != nil {
 		web.UseSSO(provider, cfg.publicURL)
+		api.UseSSO(provider)
 	}
 	api.Handle("/", web)
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))

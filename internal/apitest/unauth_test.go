@@ -2,7 +2,11 @@ package apitest
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,51 +15,40 @@ import (
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
-// apiRoutes is every route of internal/server/routes.go under /api/v1,
-// with "x" for path values.
-var apiRoutes = []struct{ method, path string }{
-	{"GET", "/api/v1/openapi.json"},
-	{"GET", "/api/v1/whoami"},
-	{"POST", "/api/v1/groups"},
-	{"GET", "/api/v1/groups"},
-	{"POST", "/api/v1/vms"},
-	{"GET", "/api/v1/vms"},
-	{"GET", "/api/v1/vms/x"},
-	{"DELETE", "/api/v1/vms/x"},
-	{"PUT", "/api/v1/vms/x/policy"},
-	{"GET", "/api/v1/vms/x/policy"},
-	{"DELETE", "/api/v1/vms/x/policy"},
-	{"GET", "/api/v1/vms/x/recommendation"},
-	{"GET", "/api/v1/vms/x/desired-state"},
-	{"POST", "/api/v1/requests"},
-	{"GET", "/api/v1/requests"},
-	{"GET", "/api/v1/requests/pending"},
-	{"GET", "/api/v1/requests/x"},
-	{"POST", "/api/v1/requests/x/approve"},
-	{"POST", "/api/v1/requests/x/deny"},
-	{"POST", "/api/v1/requests/x/cancel"},
-	{"GET", "/api/v1/grants"},
-	{"POST", "/api/v1/grants/x/revoke"},
-	{"GET", "/api/v1/activity"},
-	{"GET", "/api/v1/activity?format=csv"},
-	{"GET", "/api/v1/activity/verify"},
-	{"POST", "/api/v1/users"},
-	{"GET", "/api/v1/users"},
-	{"DELETE", "/api/v1/users/x"},
-	{"PUT", "/api/v1/users/x/password"},
-	{"POST", "/api/v1/tokens"},
-	{"GET", "/api/v1/tokens"},
-	{"DELETE", "/api/v1/tokens/x"},
-	{"POST", "/api/v1/rolebindings"},
-	{"GET", "/api/v1/rolebindings"},
-	{"DELETE", "/api/v1/rolebindings/x"},
-	{"POST", "/api/v1/enrollment-tokens"},
-	{"POST", "/api/v1/agent/enroll"},
-	{"GET", "/api/v1/agent/desired-state"},
-	{"GET", "/api/v1/agent/desired-state?after=0"},
-	{"POST", "/api/v1/agent/report"},
-	{"POST", "/api/v1/agent/events"},
-	{"GET", "/api/v1/no-such-route"},
+// apiRoutes is every route of the API's OpenAPI document that needs a
+// token (so none can be added without this test covering it), with "x"
+// for path values, and a few spellings the document does not hold.
+func apiRoutes(t *testing.T) []struct{ method, path string } {
+	b, err := os.ReadFile("../server/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Security *[]any `json:"security"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := []struct{ method, path string }{
+		{"GET", "/api/v1/activity?format=csv"},
+		{"GET", "/api/v1/agent/desired-state?after=0"},
+		{"GET", "/api/v1/no-such-route"},
+	}
+	values := regexp.MustCompile(`\{[^}]+\}`)
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if op.Security != nil && len(*op.Security) == 0 {
+				continue // documented as needing no token
+			}
+			out = append(out, struct{ method, path string }{strings.ToUpper(method), values.ReplaceAllString(path, "x")})
+		}
+	}
+	if len(out) < 40 {
+		t.Fatalf("only %d routes read from openapi.json", len(out))
+	}
+	return out
 }
 
 // TestUnauthenticated checks that nothing under /api/v1 answers without a
@@ -77,6 +70,7 @@ func TestUnauthenticated(t *testing.T) {
 	}
 	time.Sleep(time.Until(*expired.ExpiresAt) + 100*time.Millisecond)
 	before := snap(t, s)
+	routes := apiRoutes(t)
 
 	st, body := call(t, s, "", "GET", "/healthz", nil)
 	if st != http.StatusOK {
@@ -95,7 +89,7 @@ func TestUnauthenticated(t *testing.T) {
 	}
 	for _, c := range credentials {
 		t.Run(c.name, func(t *testing.T) {
-			for _, r := range apiRoutes {
+			for _, r := range routes {
 				req, err := http.NewRequestWithContext(t.Context(), r.method, s.URL+r.path, nil)
 				if err != nil {
 					t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 )
@@ -28,4 +29,29 @@ func (c *Client) DeleteClaimMapping(ctx context.Context, id string) error {
 // verifier for an API token; it needs no token of its own.
 func (c *Client) SSOToken(ctx context.Context, code, verifier string) (jit.CreatedToken, error) {
 	return send[jit.CreatedToken](ctx, c, http.MethodPost, "/api/v1/sso/token", map[string]string{"code": code, "verifier": verifier})
+}
+
+// Device is a device authorization in progress (POST /api/v1/sso/device):
+// the code the person types at the provider's page, and the device code
+// the server redeems.
+type Device struct {
+	UserCode                string    `json:"userCode"`
+	VerificationURI         string    `json:"verificationUri"`
+	VerificationURIComplete string    `json:"verificationUriComplete,omitempty"`
+	DeviceCode              string    `json:"deviceCode"`
+	ExpiresAt               time.Time `json:"expiresAt"`
+	Interval                int       `json:"interval"`
+}
+
+// SSODevice starts a sign-in through the server's OpenID provider on
+// another device (the device authorization grant).
+func (c *Client) SSODevice(ctx context.Context) (Device, error) {
+	return send[Device](ctx, c, http.MethodPost, "/api/v1/sso/device", nil)
+}
+
+// SSODeviceToken waits (up to 20 s on the server) for the person to
+// approve d; it answers the API token, or ok false while they have not.
+func (c *Client) SSODeviceToken(ctx context.Context, d Device) (tk jit.CreatedToken, ok bool, err error) {
+	tk, err = send[jit.CreatedToken](ctx, c, http.MethodPost, "/api/v1/sso/device/token", d)
+	return tk, err == nil && tk.Secret != "", err
 }

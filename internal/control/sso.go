@@ -32,6 +32,33 @@ const (
 // CLI, an API token of SSOTokenLifetime; both are logged as auth.signin,
 // and a provisioning as user.create.
 func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Addr, cliChallenge string) (string, *Actor, error) {
+	kind, name, lifetime, forWhat := jit.TokenUser, SessionName, SessionLifetime, ""
+	var uses *int
+	if cliChallenge != "" {
+		one := 1
+		kind, name, lifetime, uses, forWhat = jit.TokenHandoff, cliChallenge, HandoffLifetime, &one, "ajar login --sso"
+	}
+	exp := c.Now().Add(lifetime)
+	tk := jit.Token{Kind: kind, Name: name, ExpiresAt: &exp, UsesLeft: uses}
+	return c.ssoSignIn(ctx, id, addr, tk, forWhat)
+}
+
+// SSODeviceSignIn signs in, like SSOSignIn, someone who approved `ajar
+// login --sso --device` at their provider, and returns their API token
+// (SSOTokenName, SSOTokenLifetime).
+func (c *Control) SSODeviceSignIn(ctx context.Context, id sso.Identity, addr netip.Addr) (jit.CreatedToken, error) {
+	exp := c.Now().Add(SSOTokenLifetime)
+	secret, a, err := c.ssoSignIn(ctx, id, addr, jit.Token{Kind: jit.TokenUser, Name: SSOTokenName, ExpiresAt: &exp}, "ajar login --sso --device")
+	if err != nil {
+		return jit.CreatedToken{}, err
+	}
+	return jit.CreatedToken{Token: a.Token, Secret: secret}, nil
+}
+
+// ssoSignIn provisions and signs in id and creates tk (its kind, name,
+// expiry and uses) for them; forWhat names the CLI flow ("" for a
+// console session).
+func (c *Control) ssoSignIn(ctx context.Context, id sso.Identity, addr netip.Addr, tk jit.Token, forWhat string) (string, *Actor, error) {
 	a := &Actor{Address: addr}
 	via := "oidc"
 	// An e-mail address or UPN names the user by its local part. The
@@ -49,15 +76,8 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 		return "", nil, c.logRefusal(ctx, a, jit.OpSignIn, nil, jit.Errorf(jit.EForbidden, "the provider's user name %q is reserved in ajar", id.Username), details)
 	}
 	now := c.Now()
-	kind, name, lifetime := jit.TokenUser, SessionName, SessionLifetime
-	var uses *int
-	if cliChallenge != "" {
-		one := 1
-		kind, name, lifetime, uses = jit.TokenHandoff, cliChallenge, HandoffLifetime, &one
-	}
-	exp := now.Add(lifetime)
 	secret := NewSecret()
-	tk := jit.Token{ID: NewID(), Kind: kind, User: id.Username, Name: name, CreatedAt: now, ExpiresAt: &exp, UsesLeft: uses, Hash: HashSecret(secret)}
+	tk.ID, tk.User, tk.CreatedAt, tk.Hash = NewID(), id.Username, now, HashSecret(secret)
 	err := c.store.Update(ctx, func(tx store.Tx) error {
 		u, _, err := tx.GetUser(id.Username)
 		switch {
@@ -83,16 +103,19 @@ func (c *Control) SSOSignIn(ctx context.Context, id sso.Identity, addr netip.Add
 		if a.Bindings, err = c.applyClaims(tx, a, id.Username, id.Claims); err != nil {
 			return err
 		}
-		d := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "expiresAt": exp}
+		d := map[string]any{"via": via, "issuer": id.Issuer, "subject": id.Subject, "expiresAt": *tk.ExpiresAt}
 		if g := id.Groups; len(g) > maxLoggedGroups {
 			d["groups"], d["groupsNotLogged"] = g[:maxLoggedGroups], len(g)-maxLoggedGroups
 		} else if len(g) > 0 {
 			d["groups"] = g
 		}
-		if cliChallenge != "" {
-			d["for"] = "ajar login --sso"
+		if forWhat != "" {
+			d["for"] = forWhat
 		} else {
 			d["session"] = tk.ID
+		}
+		if tk.Kind == jit.TokenUser && tk.Name == SSOTokenName {
+			d["token"] = tk.ID
 		}
 		return tx.AppendEvent(c.event(a, jit.OpSignIn, jit.OutcomeSuccess, nil, d))
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/sso"
 )
 
 // The tests below hold openapi.json to the code: every route registered in
@@ -94,6 +95,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.Report":         reflect.TypeFor[jit.Report](),
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
+	"sso.Device":         reflect.TypeFor[sso.Device](),
 }
 
 type apiDoc = map[string]any
@@ -554,7 +556,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 			sec = doc["security"]
 		}
 		reqs := listOf(sec)
-		if path == "/healthz" || path == "/api/v1/sso/token" { // the latter's code is its credential
+		if path == "/healthz" || strings.HasPrefix(path, "/api/v1/sso/") { // their codes are their credentials
 			if !ok || len(reqs) != 0 {
 				t.Errorf("%s: must say security: [] (unauthenticated)", key)
 			}

@@ -51,6 +51,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/claimmappings", s.api(s.listClaimMappings))
 	m.HandleFunc("DELETE /api/v1/claimmappings/{id}", s.api(s.deleteClaimMapping))
 	m.HandleFunc("POST /api/v1/sso/token", s.ssoToken)
+	m.HandleFunc("POST /api/v1/sso/device", s.ssoDeviceStart)
+	m.HandleFunc("POST /api/v1/sso/device/token", s.ssoDeviceToken)
 
 	m.HandleFunc("POST /api/v1/enrollment-tokens", s.api(s.createEnrollToken))
 	m.HandleFunc("POST /api/v1/agent/enroll", s.api(s.enroll))

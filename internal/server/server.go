@@ -24,6 +24,7 @@ import (
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/httpio"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/sso"
 )
 
 // Server serves the API over one control plane.
@@ -40,6 +41,7 @@ type Server struct {
 	// as the agents' long polls, are not bounded by it.
 	BodyTimeout time.Duration
 	bodies      *semaphore.Weighted
+	sso         *sso.Provider // UseSSO
 }
 
 // New returns the API handler. trustedProxies lists the proxies whose

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -56,8 +57,11 @@ func Start(t testing.TB, users ...string) *Provider {
 		us.users["sub-"+u] = &storage.User{ID: "sub-" + u, Username: u, Password: Password, FirstName: u, LastName: "Test",
 			Email: u + "@example.com", EmailVerified: true, PreferredLanguage: language.English}
 	}
-	client := &allowedClient{Client: storage.WebClient(ClientID, ClientSecret), redirects: nil}
-	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, map[string]*storage.Client{}), client: client, groups: map[string][]string{}, keys: []*rsaKey{newKey(1)}}
+	web := storage.WebClient(ClientID, ClientSecret)
+	client := &allowedClient{Client: web, redirects: nil}
+	// Known to the example storage too, which keeps device codes only for
+	// clients it holds.
+	p.st = &groupStorage{Storage: storage.NewStorageWithClients(us, map[string]*storage.Client{ClientID: web}), client: client, groups: map[string][]string{}, keys: []*rsaKey{newKey(1)}}
 	h := exampleop.SetupServer(p.Issuer, p.st, nil, false)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
@@ -211,6 +215,12 @@ func (s *groupStorage) SetUserinfoFromRequest(ctx context.Context, ui *oidc.User
 	return s.addGroups(ui, req.GetSubject(), scopes)
 }
 
+// CompleteDeviceAuthorization approves a device code for the user named
+// (the example storage would take the name for the subject).
+func (s *groupStorage) CompleteDeviceAuthorization(ctx context.Context, userCode, username string) error {
+	return s.Storage.CompleteDeviceAuthorization(ctx, userCode, "sub-"+username)
+}
+
 func (s *groupStorage) addGroups(ui *oidc.UserInfo, subject string, scopes []string) error {
 	if !slices.Contains(scopes, "groups") {
 		return nil
@@ -233,6 +243,11 @@ func (c *allowedClient) RedirectURIs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.redirects)
+}
+
+// GrantTypes adds the device authorization grant to the web client's.
+func (c *allowedClient) GrantTypes() []oidc.GrantType {
+	return append(c.Client.GrantTypes(), oidc.GrantTypeDeviceCode)
 }
 
 func (c *allowedClient) IsScopeAllowed(scope string) bool {
@@ -259,4 +274,33 @@ func SignIn(t testing.TB, hc *http.Client, start, user string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// ApproveDevice plays a person at the provider's device page (hc keeping
+// cookies): it enters userCode, signs in as user and allows the device
+// (or denies it when allow is false).
+func ApproveDevice(t testing.TB, hc *http.Client, verificationURI, userCode, user string, allow bool) {
+	t.Helper()
+	base := strings.TrimRight(verificationURI, "/")
+	resp, err := hc.PostForm(base+"/login", url.Values{"user_code": {userCode}, "username": {user}, "password": {Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/device/login" {
+		t.Fatalf("device login at the provider: %s, ended at %s", resp.Status, resp.Request.URL)
+	}
+	action := "allowed"
+	if !allow {
+		action = "denied"
+	}
+	resp, err = hc.PostForm(base+"/confirm", url.Values{"action": {action}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), "Device authorization "+action) {
+		t.Fatalf("device confirmation at the provider: %s %s", resp.Status, b)
+	}
 }

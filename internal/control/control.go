@@ -45,6 +45,8 @@ type Control struct {
 
 	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
 	hashWait time.Duration
+
+	tokens authCache // what Authenticate read (see authCache)
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).
@@ -148,22 +150,28 @@ func (c *Control) Authenticate(ctx context.Context, secret string, addr netip.Ad
 	}
 	want := HashSecret(secret)
 	a := &Actor{Address: addr}
-	err := c.store.View(ctx, func(tx store.Tx) error {
-		tk, err := tx.TokenByHash(want)
-		if err != nil {
+	gen := c.store.AuthGeneration()
+	if tk, bs, ok := c.tokens.get(want, gen); ok {
+		a.Token, a.User, a.Bindings = tk, tk.User, bs
+	} else {
+		err := c.store.View(ctx, func(tx store.Tx) error {
+			tk, err := tx.TokenByHash(want)
+			if err != nil {
+				return err
+			}
+			a.Token, a.User = tk, tk.User
+			if tk.Kind == jit.TokenUser {
+				a.Bindings, err = tx.ListRoleBindings(tk.User)
+			}
 			return err
+		})
+		if jit.ErrorCode(err) == jit.ENotFound {
+			return nil, unauth
 		}
-		a.Token, a.User = tk, tk.User
-		if tk.Kind == jit.TokenUser {
-			a.Bindings, err = tx.ListRoleBindings(tk.User)
+		if err != nil {
+			return nil, err
 		}
-		return err
-	})
-	if jit.ErrorCode(err) == jit.ENotFound {
-		return nil, unauth
-	}
-	if err != nil {
-		return nil, err
+		c.tokens.put(gen, a.Token, a.Bindings)
 	}
 	if subtle.ConstantTimeCompare(a.Token.Hash, want) != 1 {
 		return nil, unauth

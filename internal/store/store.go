@@ -28,6 +28,13 @@ type Store interface {
 	// committed transaction, including those committed by other servers
 	// sharing the database, until ctx ends.
 	Changes(ctx context.Context) <-chan string
+	// AuthGeneration is a number that moves on whenever a committed
+	// transaction may have changed how a token authenticates (a token or
+	// user deleted, a role binding made or removed), on this server before
+	// its Update returns, on the others when they hear of it, and whenever
+	// they may have missed hearing of it. What was read from the database
+	// under one generation may be reused while the generation stays.
+	AuthGeneration() uint64
 	// Lead waits until this server is the one of the servers sharing the
 	// database that leads the work called name (one at a time), and
 	// returns a channel closed when it has stopped leading: ctx ended, the

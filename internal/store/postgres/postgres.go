@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,7 +123,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		return nil, fmt.Errorf("postgres: listen: %w", err)
 	}
 	db.batch = sqlstore.NewBatcher(func(ctx context.Context) (*sqlstore.Conn, error) { return newPipe(ctx, cfg) },
-		&db.dialect, nil, log)
+		&db.dialect, &db.feed, log)
 	lctx, stop := context.WithCancel(context.Background())
 	db.stop, db.stopped = stop, lctx.Done()
 	db.wg.Add(2)
@@ -460,6 +461,9 @@ func (db *DB) dropIdle() {
 // Changes implements store.Store.
 func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
 
+// AuthGeneration implements store.Store.
+func (db *DB) AuthGeneration() uint64 { return db.feed.AuthGeneration() }
+
 // Lead implements store.Store with a session advisory lock keyed by name,
 // held on a connection of its own: whoever holds it leads. It tries every
 // leadRetry; having taken the lock it waits leadSettle, so that a replica
@@ -621,6 +625,7 @@ func (db *DB) listener(ctx context.Context, conn *pgx.Conn) {
 			}
 			db.log.Info("change listener reconnected")
 			backoff = 50 * time.Millisecond
+			db.feed.AuthChanged()
 			db.feed.Publish(store.AllVMs)
 		}
 		wctx, cancel := context.WithTimeout(ctx, listenIdle)
@@ -628,7 +633,12 @@ func (db *DB) listener(ctx context.Context, conn *pgx.Conn) {
 		cancel()
 		switch {
 		case err == nil:
-			db.feed.Publish(strings.Split(n.Payload, ",")...)
+			ids := strings.Split(n.Payload, ",")
+			if i := slices.Index(ids, store.AuthChange); i >= 0 {
+				db.feed.AuthChanged()
+				ids = slices.Delete(ids, i, i+1)
+			}
+			db.feed.Publish(ids...)
 			continue
 		case ctx.Err() != nil:
 			return

@@ -194,6 +194,29 @@ func TestReplicaChanges(t *testing.T) {
 	}
 }
 
+// TestReplicaAuthGeneration: a token deleted through one replica moves
+// the other's authentication generation on, so that what it cached of the
+// token is read again.
+func TestReplicaAuthGeneration(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	update(t, a, func(tx store.Tx) error {
+		if err := tx.CreateUser(jit.User{Name: "alice", CreatedAt: t0}, ""); err != nil {
+			return err
+		}
+		return tx.CreateToken(jit.Token{ID: "t1", Kind: jit.TokenUser, User: "alice", CreatedAt: t0, Hash: []byte("h1")})
+	})
+	before := b.AuthGeneration()
+	update(t, a, func(tx store.Tx) error { return tx.DeleteToken("t1") })
+	deadline := time.Now().Add(5 * time.Second)
+	for b.AuthGeneration() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the other replica's authentication generation did not move within 5s of a token deleted")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestListenerReconnects kills the listener's connection: the replica
 // reconnects, says that every VM may have changed, and hears changes again.
 func TestListenerReconnects(t *testing.T) {

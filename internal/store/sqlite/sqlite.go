@@ -207,6 +207,9 @@ func (db *DB) View(ctx context.Context, fn func(store.Tx) error) error {
 // Changes implements store.Store.
 func (db *DB) Changes(ctx context.Context) <-chan string { return db.feed.Subscribe(ctx) }
 
+// AuthGeneration implements store.Store.
+func (db *DB) AuthGeneration() uint64 { return db.feed.AuthGeneration() }
+
 // Lead implements store.Store: one server uses a SQLite database, so it
 // leads at once, until ctx ends or the store closes.
 func (db *DB) Lead(ctx context.Context, name string) (<-chan struct{}, error) {

@@ -84,8 +84,9 @@ const (
 const maxTries = 5
 
 // NewBatcher starts a batcher. open returns the write connection (again
-// after a failure); publish, when not nil, receives the VMs changed by each
-// committed update.
+// after a failure); publish, when not nil, hears of each committed
+// update's authentication changes and, unless the dialect announces them
+// with Notify, of the VMs it changed.
 func NewBatcher(open func(context.Context) (*Conn, error), d *Dialect, publish *store.Feed, log *slog.Logger) *Batcher {
 	b := &Batcher{open: open, dialect: d, publish: publish, log: log,
 		jobs: make(chan *job, maxBatch), stop: make(chan struct{})}
@@ -172,7 +173,12 @@ func (b *Batcher) runBatch(first *job) {
 				j.done <- err
 			default:
 				if b.publish != nil {
-					b.publish.Publish(j.tx.Changed...)
+					if j.tx.AuthChanged {
+						b.publish.AuthChanged()
+					}
+					if b.dialect.Notify == nil {
+						b.publish.Publish(j.tx.Changed...)
+					}
 				}
 				j.done <- nil
 			}
@@ -249,8 +255,10 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job, locked bool) error {
 	var ids []string
 	var events []*jit.Event
 	seen := map[string]bool{}
+	auth := false
 	for _, j := range jobs {
 		events = append(events, j.tx.Events...)
+		auth = auth || j.tx.AuthChanged
 		for _, id := range j.tx.Changed {
 			if !seen[id] {
 				seen[id] = true
@@ -271,6 +279,9 @@ func (b *Batcher) flush(ctx context.Context, jobs []*job, locked bool) error {
 	}
 	if err := t.bumpRevisions(ids); err != nil {
 		return fmt.Errorf("bump revisions: %w", err)
+	}
+	if auth {
+		ids = append(ids, store.AuthChange) // announced, never bumped
 	}
 	if b.dialect.Notify != nil && len(ids) > 0 {
 		for _, s := range b.dialect.Notify(ids) {

@@ -70,6 +70,9 @@ type SQLTx struct {
 	// Batcher writes both for a whole batch at once (see flush).
 	Changed []string
 	Events  []*jit.Event
+	// AuthChanged is set by writes that may change how a token
+	// authenticates (see store.Store.AuthGeneration).
+	AuthChanged bool
 }
 
 func (t *SQLTx) rebind(q string) string {

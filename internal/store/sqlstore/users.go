@@ -56,6 +56,7 @@ func (t *SQLTx) ListUsers(f store.UserFilter) ([]jit.User, error) {
 }
 
 func (t *SQLTx) DeleteUser(name string) error {
+	t.AuthChanged = true
 	for _, q := range []string{`DELETE FROM tokens WHERE usr = ?`, `DELETE FROM role_bindings WHERE usr = ?`} {
 		if _, err := t.exec(q, name); err != nil {
 			return err
@@ -144,6 +145,7 @@ func (t *SQLTx) ListTokens(f store.TokenFilter) ([]jit.Token, error) {
 }
 
 func (t *SQLTx) DeleteToken(id string) error {
+	t.AuthChanged = true
 	n, err := t.exec(`DELETE FROM tokens WHERE id = ?`, id)
 	if err != nil {
 		return err
@@ -163,6 +165,7 @@ func (t *SQLTx) UseToken(id string) error {
 }
 
 func (t *SQLTx) CreateRoleBinding(b jit.RoleBinding) error {
+	t.AuthChanged = true
 	_, err := t.exec(`INSERT INTO role_bindings (id, usr, role, grp, created_at) VALUES (?, ?, ?, ?, ?)`,
 		b.ID, b.User, b.Role, b.Group, nanos(b.CreatedAt))
 	if jit.ErrorCode(err) == jit.EConflict {
@@ -196,6 +199,7 @@ func (t *SQLTx) ListRoleBindings(user string) ([]jit.RoleBinding, error) {
 }
 
 func (t *SQLTx) DeleteRoleBinding(id string) error {
+	t.AuthChanged = true
 	n, err := t.exec(`DELETE FROM role_bindings WHERE id = ?`, id)
 	if err != nil {
 		return err

@@ -254,6 +254,7 @@ func (t *SQLTx) UpdateVM(vm jit.VM) error {
 }
 
 func (t *SQLTx) DeleteVM(id string) error {
+	t.AuthChanged = true // its agent's token goes with it
 	for _, q := range []string{`DELETE FROM policies WHERE vm_id = ?`, `DELETE FROM tokens WHERE vm_id = ?`} {
 		if _, err := t.exec(q, id); err != nil {
 			return err

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Policies", testPolicies},
 		{"Grants", testGrants},
 		{"UsersTokensBindings", testUsersTokensBindings},
+		{"AuthGeneration", testAuthGeneration},
 		{"UserOrigin", testUserOrigin},
 		{"ClaimMappings", testClaimMappings},
 		{"RollbackLeavesNothing", testRollback},
@@ -767,4 +768,41 @@ func testAppendSeveral(t *testing.T, s store.Store) {
 		}
 		return verify(t, tx, 6)
 	})
+}
+
+// testAuthGeneration: every write that may change how a token
+// authenticates moves the generation on before its Update returns; other
+// writes need not.
+func testAuthGeneration(t *testing.T, s store.Store) {
+	vm := seedVM(t, s, "prod", "web")
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateUser(jit.User{Name: "alice", CreatedAt: t0}, ""); err != nil {
+			return err
+		}
+		for _, id := range []string{"t1", "t2"} {
+			if err := tx.CreateToken(jit.Token{ID: id, Kind: jit.TokenUser, User: "alice", CreatedAt: t0, Hash: []byte("h" + id)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	changes := []struct {
+		name string
+		fn   func(store.Tx) error
+	}{
+		{"a role binding made", func(tx store.Tx) error {
+			return tx.CreateRoleBinding(jit.RoleBinding{ID: "b1", User: "alice", Role: jit.RoleRequester, Group: "prod", CreatedAt: t0})
+		}},
+		{"a role binding removed", func(tx store.Tx) error { return tx.DeleteRoleBinding("b1") }},
+		{"a token deleted", func(tx store.Tx) error { return tx.DeleteToken("t1") }},
+		{"a VM (and its agent's token) deleted", func(tx store.Tx) error { return tx.DeleteVM(vm.ID) }},
+		{"a user deleted", func(tx store.Tx) error { return tx.DeleteUser("alice") }},
+	}
+	for _, c := range changes {
+		before := s.AuthGeneration()
+		update(t, s, c.fn)
+		if after := s.AuthGeneration(); after == before {
+			t.Errorf("%s: the authentication generation stayed %d", c.name, after)
+		}
+	}
 }

@@ -69,6 +69,30 @@ func Setup(ctx context.Context, admin *client.Client, vms int) (string, []string
 // opens one grant for its own source address (from 2001:db8::/32, never
 // contacted: it is data), so none supersedes another.
 func Run(ctx context.Context, clients []*client.Client, vmIDs []string, concurrency, total int) Result {
+	return drive(ctx, clients, concurrency, total, func(c *client.Client, i int) error {
+		req := jit.AccessRequest{Justification: "load", VirtualMachines: []jit.VMRequest{{ID: vmIDs[i%len(vmIDs)],
+			Ports: []jit.PortRequest{{Number: 22, AllowedSourceAddressPrefix: fmt.Sprintf("2001:db8:%x:%x::1", i>>16, i&0xffff), Duration: "PT1H"}}}}}
+		_, err := c.RequestAccess(ctx, req)
+		return err
+	})
+}
+
+// RunPolicies makes total JIT policy updates (PUT of a VM's policy, as an
+// admin; clients must be admins') from concurrency workers, spread over
+// the VMs, each changing the port's maximum duration so that every update
+// is a change the VM's agent must hear of.
+func RunPolicies(ctx context.Context, clients []*client.Client, vmIDs []string, concurrency, total int) Result {
+	return drive(ctx, clients, concurrency, total, func(c *client.Client, i int) error {
+		p := jit.Policy{Ports: []jit.PortRule{{Number: 22, Protocol: "TCP", AllowedSourceAddressPrefixes: []string{"*"},
+			MaxRequestAccessDuration: fmt.Sprintf("PT%dM", 60+i%120)}}}
+		_, err := c.PutPolicy(ctx, vmIDs[i%len(vmIDs)], p)
+		return err
+	})
+}
+
+// drive calls op total times from concurrency workers, the i-th call with
+// clients[worker % len(clients)], and measures.
+func drive(ctx context.Context, clients []*client.Client, concurrency, total int, op func(c *client.Client, i int) error) Result {
 	var next atomic.Int64
 	lat := make([]time.Duration, total)
 	var mu sync.Mutex
@@ -83,10 +107,8 @@ func Run(ctx context.Context, clients []*client.Client, vmIDs []string, concurre
 				if i >= total || ctx.Err() != nil {
 					return
 				}
-				req := jit.AccessRequest{Justification: "load", VirtualMachines: []jit.VMRequest{{ID: vmIDs[i%len(vmIDs)],
-					Ports: []jit.PortRequest{{Number: 22, AllowedSourceAddressPrefix: fmt.Sprintf("2001:db8:%x:%x::1", i>>16, i&0xffff), Duration: "PT1H"}}}}}
 				t0 := time.Now()
-				_, err := c.RequestAccess(ctx, req)
+				err := op(c, i)
 				lat[i] = time.Since(t0)
 				mu.Lock()
 				if err != nil {

@@ -34,7 +34,7 @@ type world struct {
 	// provider is the Azure provider the Syncer runs; tests may change
 	// its resource groups before a sync.
 	provider *azurensg.Provider
-	log    *slog.Logger
+	log      *slog.Logger
 
 	stop func() // stops what start started and waits for it
 }

@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer func() { cancel(); wg.Wait() }()
 	wg.Go(func() { ctl.RunExpirer(bg) })
 	wg.Go(func() { ctl.RunWatchHub(bg) })
-	wg.Go(func() { runAzure(bg, cfg, ctl, api, log) })
+	wg.Go(func() { runClouds(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
 

@@ -33,12 +33,6 @@ var OwnedLabels = []string{LabelProject, LabelZone, LabelInstanceID, LabelNetwor
 // an instance unhealthy (JIT recommended).
 var ManagementPorts = []int{22, 3389, 5985, 5986}
 
-// Discovered is one instance as ajar imports it, and what discovery saw.
-type Discovered struct {
-	VM     jit.VM
-	Report jit.Report
-}
-
 // Reasons an instance is not enforceable.
 const (
 	ReasonNoNIC = "instance has no network interface in a VPC network"
@@ -51,7 +45,7 @@ const (
 // Report.Enforceable false and the reason; Report.Exposed lists the
 // management ports that ingress rules open to 0.0.0.0/0 or ::/0. An error
 // means the listing itself failed (jit.EForbidden when refused).
-func (c *Client) Discover(ctx context.Context, project string, zones []string) ([]Discovered, error) {
+func (c *Client) Discover(ctx context.Context, project string, zones []string) ([]jit.Discovered, error) {
 	instances, err := c.listInstances(ctx, project, zones)
 	if err != nil {
 		return nil, err
@@ -73,7 +67,7 @@ func (c *Client) Discover(ctx context.Context, project string, zones []string) (
 		rules[p] = r
 		return r, nil
 	}
-	out := make([]Discovered, 0, len(instances))
+	out := make([]jit.Discovered, 0, len(instances))
 	for _, in := range instances {
 		d, err := c.instance(project, in, firewallsOf)
 		if err != nil {
@@ -81,7 +75,7 @@ func (c *Client) Discover(ctx context.Context, project string, zones []string) (
 		}
 		out = append(out, d)
 	}
-	slices.SortFunc(out, func(a, b Discovered) int {
+	slices.SortFunc(out, func(a, b jit.Discovered) int {
 		return cmp.Or(cmp.Compare(a.VM.Labels[LabelZone], b.VM.Labels[LabelZone]), cmp.Compare(a.VM.Name, b.VM.Name))
 	})
 	return out, nil
@@ -178,11 +172,11 @@ func (c *Client) getInstance(ctx context.Context, r instanceRef) (*computepb.Ins
 	return in, nil
 }
 
-func (c *Client) instance(project string, in *computepb.Instance, firewallsOf func(string) ([]*computepb.Firewall, error)) (Discovered, error) {
+func (c *Client) instance(project string, in *computepb.Instance, firewallsOf func(string) ([]*computepb.Firewall, error)) (jit.Discovered, error) {
 	zone := in.GetZone()
 	zone = zone[strings.LastIndex(zone, "/")+1:]
 	if in.GetName() == "" || zone == "" {
-		return Discovered{}, fmt.Errorf("list instances of project %s: an instance without name or zone", project)
+		return jit.Discovered{}, fmt.Errorf("list instances of project %s: an instance without name or zone", project)
 	}
 	r := instanceRef{project: project, zone: zone, name: in.GetName()}
 	networks := networksOf(in)
@@ -193,7 +187,7 @@ func (c *Client) instance(project string, in *computepb.Instance, firewallsOf fu
 	v := jit.VM{
 		Name:       r.name,
 		Group:      strings.ToLower(project),
-		Backend:    Backend,
+		Backend:    jit.BackendGCP,
 		OS:         osOf(in),
 		ExternalID: r.String(),
 		Addresses:  addresses(in),
@@ -222,7 +216,7 @@ func (c *Client) instance(project string, in *computepb.Instance, firewallsOf fu
 				reason = cmp.Or(reason, jit.ErrorMessage(err))
 				continue
 			}
-			return Discovered{}, err
+			return jit.Discovered{}, err
 		}
 		for _, s := range exposed(rules, targetOf(in, n, "")) {
 			if !slices.Contains(rep.Exposed, s) {
@@ -236,7 +230,7 @@ func (c *Client) instance(project string, in *computepb.Instance, firewallsOf fu
 	if reason != "" {
 		rep.Enforceable, rep.Reason = false, reason
 	}
-	return Discovered{VM: v, Report: rep}, nil
+	return jit.Discovered{VM: v, Report: rep}, nil
 }
 
 // addresses lists the instance's internal IPv4 and IPv6 addresses, then

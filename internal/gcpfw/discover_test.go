@@ -41,7 +41,7 @@ func world(f *fakeGCP) {
 	f.AddFirewall(project, egress)
 }
 
-func names(ds []Discovered) []string {
+func names(ds []jit.Discovered) []string {
 	var out []string
 	for _, d := range ds {
 		out = append(out, d.VM.Labels[LabelZone]+"/"+d.VM.Name)
@@ -49,13 +49,13 @@ func names(ds []Discovered) []string {
 	return out
 }
 
-func byName(ds []Discovered, name string) Discovered {
+func byName(ds []jit.Discovered, name string) jit.Discovered {
 	for _, d := range ds {
 		if d.VM.Name == name {
 			return d
 		}
 	}
-	return Discovered{}
+	return jit.Discovered{}
 }
 
 func tcp(ports ...int) []jit.Socket {
@@ -87,7 +87,7 @@ func TestDiscoverAggregated(t *testing.T) {
 
 	web1 := byName(ds, "web1")
 	inst := f.Instance(project, zone, "web1")
-	wantVM := jit.VM{Name: "web1", Group: project, Backend: Backend, OS: "linux",
+	wantVM := jit.VM{Name: "web1", Group: project, Backend: jit.BackendGCP, OS: "linux",
 		ExternalID: "projects/shop-prod/zones/europe-west1-b/instances/web1",
 		Addresses:  []string{"10.0.1.4", "203.0.113.4", "2001:db8::4"},
 		Labels: map[string]string{LabelProject: project, LabelZone: zone, LabelInstanceID: strconv.FormatUint(inst.GetId(), 10),

@@ -52,6 +52,3 @@
 // reached (403 quotaExceeded, QUOTA_EXCEEDED) is a jit.EConflict that
 // makes the instance unsupported with that reason.
 package gcpfw
-
-// Backend is the backend of the VMs ajar discovers in Google Cloud.
-const Backend = "gcp"

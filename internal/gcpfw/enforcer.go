@@ -180,8 +180,8 @@ func (e *Enforcer) Shadowed(ctx context.Context, vm jit.VM) ([]string, error) {
 
 // target checks that vm is a Compute Engine instance and parses its id.
 func (e *Enforcer) target(vm jit.VM) (instanceRef, error) {
-	if vm.Backend != Backend {
-		return instanceRef{}, jit.Invalid("backend", "VM %s has backend %q, not %q", vm.Name, vm.Backend, Backend)
+	if vm.Backend != jit.BackendGCP {
+		return instanceRef{}, jit.Invalid("backend", "VM %s has backend %q, not %q", vm.Name, vm.Backend, jit.BackendGCP)
 	}
 	return parseRef(vm.ExternalID)
 }

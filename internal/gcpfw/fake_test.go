@@ -44,7 +44,7 @@ func (f *fakeGCP) client() *Client {
 func (f *fakeGCP) enforcer() *Enforcer { return NewEnforcer(f.client(), testLogger(f.t)) }
 
 func gcpVM(name string) jit.VM {
-	return jit.VM{ID: "vm-" + name, Name: name, Group: project, Backend: Backend,
+	return jit.VM{ID: "vm-" + name, Name: name, Group: project, Backend: jit.BackendGCP,
 		ExternalID: "projects/" + project + "/zones/" + zone + "/instances/" + name}
 }
 

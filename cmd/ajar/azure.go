@@ -24,7 +24,7 @@ const (
 
 func (a *app) azureCommand() *cobra.Command {
 	cmd := parent("azure", "Azure: discover VMs, import JIT policies from Defender for Cloud")
-	cmd.AddCommand(a.azureImportCommand(), a.azureSyncCommand()) // azureSyncCommand: azuresync.go
+	cmd.AddCommand(a.azureImportCommand(), a.cloudSyncCommand(azureCloud)) // cloudSyncCommand: cloudsync.go
 	return cmd
 }
 

@@ -135,6 +135,8 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.userCommand(), a.tokenCommand(), a.roleCommand(),
 		a.sshCommand(),
 		a.azureCommand(),
+		a.awsCommand(),
+		a.gcpCommand(),
 	)
 	return root
 }

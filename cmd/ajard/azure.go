@@ -1,45 +1,29 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
 
 	"github.com/ajarhq/ajar/internal/azurensg"
-	"github.com/ajarhq/ajar/internal/cloudsync"
-	"github.com/ajarhq/ajar/internal/control"
-	"github.com/ajarhq/ajar/internal/server"
 )
 
-// runAzure runs the azure backend until ctx ends when ajard manages Azure
-// subscriptions (--azure-subscriptions): discovery, NSG enforcement and
-// POST /api/v1/azure/sync, through azidentity's default credential chain
-// (environment, workload identity, managed identity, Azure CLI, ...). Of
-// several replicas, one discovers and enforces at a time (the others take
-// over when it stops); any of them answers POST /api/v1/azure/sync.
-// Without subscriptions it returns at once.
-func runAzure(ctx context.Context, cfg config, ctl *control.Control, api *server.Server, log *slog.Logger) {
+// azureCloud is the azure backend when ajard manages Azure subscriptions
+// (--azure-subscriptions, optionally --azure-resource-groups): discovery
+// and NSG enforcement through azidentity's default credential chain
+// (environment, workload identity, managed identity, Azure CLI, ...).
+func azureCloud(cfg config, log *slog.Logger) (*cloud, error) {
 	if len(cfg.azureSubs) == 0 {
-		return
+		return nil, nil
 	}
 	log = log.With("backend", "azure")
 	client, err := azurensg.NewDefaultClient(nil, log)
 	if err != nil {
-		log.Error("azure backend not started", "err", err)
-		return
+		return nil, fmt.Errorf("azure: %w", err)
 	}
-	syncer := cloudsync.New(ctl, client, azurensg.NewEnforcer(client, log), cloudsync.Config{
-		Subscriptions:  cfg.azureSubs,
-		ResourceGroups: cfg.azureGroups,
-		Every:          cfg.azureSyncEvery,
-	}, log)
-	api.HandleAzureSync(syncer)
-	log.Info("azure backend started", "subscriptions", cfg.azureSubs, "resourceGroups", cfg.azureGroups, "every", cfg.azureSyncEvery)
-	if err := syncer.RunLeading(ctx); err != nil {
-		log.Error("azure backend stopped", "err", err)
-	}
+	p := azurensg.NewProvider(azurensg.NewEnforcer(client, log), cfg.azureSubs, cfg.azureGroups)
+	return &cloud{provider: p, every: cfg.azureSyncEvery}, nil
 }
 
 // azureAPISubscriptions returns the subscriptions the Azure-compatible API

@@ -28,12 +28,6 @@ const (
 // VM unhealthy (JIT recommended).
 var ManagementPorts = []int{22, 3389, 5985, 5986}
 
-// Discovered is one Azure VM as ajar imports it, and what discovery saw.
-type Discovered struct {
-	VM     jit.VM
-	Report jit.Report
-}
-
 // Discover lists the VMs of subscriptionID, in resourceGroups or in the
 // whole subscription when resourceGroups is empty. Per VM it reads the power
 // state, the primary NIC and its addresses, and the NSGs on the NIC and its
@@ -41,7 +35,7 @@ type Discovered struct {
 // a read refused) comes back with Report.Enforceable false and the reason;
 // Report.Exposed lists the management ports an NSG opens to the internet.
 // An error means the listing itself failed (jit.EForbidden when refused).
-func (c *Client) Discover(ctx context.Context, subscriptionID string, resourceGroups []string) ([]Discovered, error) {
+func (c *Client) Discover(ctx context.Context, subscriptionID string, resourceGroups []string) ([]jit.Discovered, error) {
 	cl, err := c.sub(subscriptionID)
 	if err != nil {
 		return nil, err
@@ -51,7 +45,7 @@ func (c *Client) Discover(ctx context.Context, subscriptionID string, resourceGr
 		return nil, err
 	}
 	d := discovery{c: c, nsgs: map[string]nsgResult{}}
-	out := make([]Discovered, 0, len(vms))
+	out := make([]jit.Discovered, 0, len(vms))
 	for _, vm := range vms {
 		found, err := d.vm(ctx, cl, vm)
 		if err != nil {
@@ -59,7 +53,7 @@ func (c *Client) Discover(ctx context.Context, subscriptionID string, resourceGr
 		}
 		out = append(out, found)
 	}
-	slices.SortFunc(out, func(a, b Discovered) int {
+	slices.SortFunc(out, func(a, b jit.Discovered) int {
 		return cmp.Or(cmp.Compare(a.VM.Group, b.VM.Group), cmp.Compare(a.VM.Name, b.VM.Name))
 	})
 	return out, nil
@@ -127,13 +121,13 @@ const (
 	ReasonNoNSG = "no network security group on the VM's NIC or subnet"
 )
 
-func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualMachine) (Discovered, error) {
+func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualMachine) (jit.Discovered, error) {
 	if vm == nil || vm.ID == nil {
-		return Discovered{}, fmt.Errorf("list virtual machines: a VM without id")
+		return jit.Discovered{}, fmt.Errorf("list virtual machines: a VM without id")
 	}
 	r, err := parseID(*vm.ID, typeVM)
 	if err != nil {
-		return Discovered{}, err
+		return jit.Discovered{}, err
 	}
 	v := jit.VM{
 		Name:       r.name,
@@ -171,7 +165,7 @@ func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualM
 	iv, err := cl.vms.InstanceView(ctx, r.group, r.name, nil)
 	if err != nil {
 		if err := keep(readError(err, "the instance view of VM "+r.name)); err != nil {
-			return Discovered{}, err
+			return jit.Discovered{}, err
 		}
 	} else {
 		rep.Hostname = deref(iv.ComputerName)
@@ -188,7 +182,7 @@ func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualM
 	path, err := d.c.path(ctx, vm)
 	if err != nil {
 		if err := keep(err); err != nil {
-			return Discovered{}, err
+			return jit.Discovered{}, err
 		}
 	} else {
 		v.Addresses = []string{path.ip.String()}
@@ -206,7 +200,7 @@ func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualM
 			case err != nil && jit.ErrorCode(err) != jit.EInternal:
 				d.c.log.Warn("azure discovery: public IP unknown", "vm", r.name, "err", err)
 			case err != nil:
-				return Discovered{}, err
+				return jit.Discovered{}, err
 			}
 		}
 		var groups []*armnetwork.SecurityGroup
@@ -214,7 +208,7 @@ func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualM
 			nsg, err := d.nsg(ctx, id)
 			if err != nil {
 				if err := keep(err); err != nil {
-					return Discovered{}, err
+					return jit.Discovered{}, err
 				}
 				continue
 			}
@@ -229,7 +223,7 @@ func (d *discovery) vm(ctx context.Context, cl *clients, vm *armcompute.VirtualM
 		rep.Enforceable = false
 		rep.Reason = reason
 	}
-	return Discovered{VM: v, Report: rep}, nil
+	return jit.Discovered{VM: v, Report: rep}, nil
 }
 
 // publicIP reads the address of the public IP resource id (invalid when

@@ -66,7 +66,7 @@ func discoveryWorld(t *testing.T) (*fakeAzure, map[string]string) {
 func TestDiscover(t *testing.T) {
 	f, ids := discoveryWorld(t)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	found := func(name, group, os, power string, addrs []string, nsgs string, rep jit.Report) Discovered {
+	found := func(name, group, os, power string, addrs []string, nsgs string, rep jit.Report) jit.Discovered {
 		rep.Time, rep.OS = now, os
 		if power != "" {
 			rep.Hostname = name + "-host"
@@ -83,7 +83,7 @@ func TestDiscover(t *testing.T) {
 		if nsgs != "" {
 			labels[LabelNSG] = nsgs
 		}
-		return Discovered{
+		return jit.Discovered{
 			VM: jit.VM{Name: name, Group: lowerASCII(group), Backend: jit.BackendAzure, OS: os, Addresses: addrs,
 				ExternalID: ids[name], Labels: labels},
 			Report: rep,
@@ -91,7 +91,7 @@ func TestDiscover(t *testing.T) {
 	}
 	ok := jit.Report{Enforceable: true}
 	notOK := func(reason string) jit.Report { return jit.Report{Reason: reason} }
-	rg1 := []Discovered{
+	rg1 := []jit.Discovered{
 		found("bare", "rg1", "linux", "running", []string{"10.0.1.7"}, "", notOK(ReasonNoNSG)),
 		found("both1", "rg1", "linux", "running", []string{"10.0.4.4"}, ids["both-nic-nsg"]+","+ids["both-subnet-nsg"],
 			jit.Report{Enforceable: true, Exposed: []jit.Socket{{Protocol: "TCP", Port: 3389}}}),
@@ -101,7 +101,7 @@ func TestDiscover(t *testing.T) {
 			jit.Report{Enforceable: true, Exposed: []jit.Socket{{Protocol: "TCP", Port: 22}}}),
 		found("win1", "rg1", "windows", "running", []string{"10.0.2.5"}, ids["win-subnet-nsg"], ok),
 	}
-	rg2 := []Discovered{
+	rg2 := []jit.Discovered{
 		found("dealloc", "RG2", "linux", "deallocated", []string{"10.0.1.9"}, ids["rg2-nsg"], notOK("VM is deallocated")),
 		found("pipless", "rg2", "linux", "running", []string{"10.0.1.11"}, ids["rg2-nsg"], ok),
 		found("secret", "rg2", "linux", "running", nil, "",
@@ -115,7 +115,7 @@ func TestDiscover(t *testing.T) {
 		if err != nil {
 			t.Fatalf("discover: %v", err)
 		}
-		if diff := cmp.Diff(append(append([]Discovered{}, rg1...), rg2...), got); diff != "" {
+		if diff := cmp.Diff(append(append([]jit.Discovered{}, rg1...), rg2...), got); diff != "" {
 			t.Errorf("discovered (-want +got):\n%s", diff)
 		}
 	})

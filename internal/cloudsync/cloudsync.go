@@ -1,95 +1,129 @@
-// Package cloudsync runs ajar's Azure backend inside ajard: a Syncer keeps
-// the control plane and Azure in step.
+// Package cloudsync runs ajar's cloud backends inside ajard: a Syncer
+// keeps the control plane and one cloud (a Provider: Azure, AWS, Google
+// Cloud) in step. Everything here is the same for every cloud; what is the
+// cloud's own sits behind Provider.
 //
-// Discovery: it imports the VMs of the configured subscriptions (and
-// resource groups) into groups named after their resource groups, with
-// their ARM ids, health and supportability (control.UpsertDiscovered), at
+// Discovery: it imports the VMs of the provider's scopes (subscriptions,
+// regions, projects) into groups named as the provider says, with their
+// external ids, health and supportability (control.UpsertDiscovered), at
 // start, every Config.Every and on demand (SyncNow: `POST
-// /api/v1/azure/sync`, `ajar azure sync`). Known VMs that a subscription's
-// listing no longer holds become unsupported.
+// /api/v1/clouds/{backend}/sync`, `ajar azure|aws|gcp sync`). Known VMs that
+// a fully listed scope no longer holds become unsupported.
 //
 // Enforcement: it follows the store's changes and, for every changed VM of
-// backend azure, applies its desired state to the VM's NSGs (the lock and
-// one allow rule per active grant), or removes ajar's rules when the VM
-// has no JIT policy or was deleted. At start, after each discovery and
-// when changes were dropped (store.AllVMs) it reconciles every Azure VM,
-// so that allow rules of grants that ended while ajard was down go away.
-// Grant expiry needs nothing of its own: the control plane's expirer ends
-// grants at their end time and bumps their VM's revision, which arrives
-// here as a change. A failed attempt is retried with exponential backoff
-// (Config.RetryMin up to Config.RetryMax) and recorded on the VM and in
-// the activity log (control.RecordEnforcement). Attempts for one VM never
-// overlap; at most Config.Parallel run at once.
+// the provider's backend, applies its desired state in the cloud's
+// firewall (the lock and one allow rule per active grant), or removes
+// ajar's rules when the VM has no JIT policy or was deleted. At start,
+// after each discovery and when changes were dropped (store.AllVMs) it
+// reconciles every VM of the backend, so that allow rules of grants that
+// ended while ajard was down go away. Grant expiry needs nothing of its
+// own: the control plane's expirer ends grants at their end time and bumps
+// their VM's revision, which arrives here as a change. A failed attempt is
+// retried with exponential backoff (Config.RetryMin up to Config.RetryMax)
+// and recorded on the VM and in the activity log
+// (control.RecordEnforcement). Attempts for one VM never overlap; at most
+// Config.Parallel run at once. Of several replicas sharing a database, one
+// runs each backend at a time (RunLeading).
+//
+// # Adding a cloud
+//
+// A new cloud needs a package of its own that implements Provider, and one
+// line of wiring in cmd/ajard (cloud.go) that builds it from its flags and
+// passes it to runCloud. Nothing in control, server, the console or here
+// changes; the backend's name must be in jit.Backends.
 package cloudsync
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-
-	"github.com/ajarhq/ajar/internal/azurensg"
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
 )
 
-// Discoverer lists the VMs of a subscription (azurensg.Client).
-type Discoverer interface {
-	Discover(ctx context.Context, subscriptionID string, resourceGroups []string) ([]azurensg.Discovered, error)
-}
+// Provider is one cloud: what a Syncer needs of it. It is safe for
+// concurrent use. Errors a user should read are *jit.Error values (their
+// code decides whether a failure makes the VM unsupported, see
+// control.RecordEnforcement); others are shown shortened, or through
+// Explainer when the provider implements it.
+type Provider interface {
+	// Backend is the backend of the provider's VMs (jit.BackendAzure,
+	// jit.BackendAWS, jit.BackendGCP). It names the provider in logs, the
+	// leadership among replicas and the sync route.
+	Backend() string
+	// Scopes lists what one discovery lists, one by one: subscriptions,
+	// regions, projects or zones.
+	Scopes() []string
+	// Discover lists the VMs of scope, each with Backend() as backend, a
+	// stable ExternalID, a group and name, addresses, the labels of
+	// OwnedLabels, and a report: Exposed (management ports its firewall
+	// opens to the internet: JIT recommended) and Enforceable false with a
+	// Reason when ajar cannot enforce on it (stopped, no network interface
+	// ajar may change, permission denied). An error means the scope could
+	// not be listed; its known VMs are then left as they are.
+	Discover(ctx context.Context, scope string) ([]jit.Discovered, error)
+	// InScope reports whether listing scope in full lists vm when it
+	// still exists in the cloud (from the labels Discover set): a known VM
+	// that a listed scope covers but did not return is marked vanished.
+	InScope(vm jit.VM, scope string) bool
+	// OwnedLabels are the label keys Discover sets and keeps current.
+	OwnedLabels() []string
 
-// Enforcer makes desired states true in Azure (azurensg.Enforcer).
-type Enforcer interface {
+	// Apply makes the cloud's firewall hold exactly ajar's rules for
+	// state: the lock on state.Lock and one allow per grant; an empty
+	// Lock removes them (enforce.Enforcer). jit.ENotFound means the VM is
+	// gone from the cloud; jit.EConflict, EForbidden and EInvalid make the
+	// VM unsupported with the error's message until an attempt succeeds.
 	Apply(ctx context.Context, vm jit.VM, state jit.DesiredState) error
+	// Remove deletes everything ajar created for vm, and restores what
+	// it changed, even when the VM is gone from the cloud.
 	Remove(ctx context.Context, vm jit.VM) error
+	// Shadowed lists the cloud's rules of others that the lock on vm
+	// overrides, or would override, in the provider's notation.
 	Shadowed(ctx context.Context, vm jit.VM) ([]string, error)
 }
 
-// Config says what a Syncer covers and how it paces itself. Zero fields
-// take the defaults.
-type Config struct {
-	Subscriptions  []string
-	ResourceGroups []string      // empty: the whole subscriptions
-	Every          time.Duration // re-discovery interval; default 5 minutes
-	RetryMin       time.Duration // first retry of a failed enforcement; default 1 s
-	RetryMax       time.Duration // longest wait between retries; default 5 minutes
-	Parallel       int           // enforcements at once; default 8
+// Explainer is implemented by a Provider whose errors other than
+// *jit.Error deserve a better message than their first line: UserError
+// returns err as a *jit.Error a user can read.
+type Explainer interface {
+	UserError(err error) *jit.Error
 }
 
-// ownedLabels are the labels discovery sets and keeps current.
-var ownedLabels = []string{
-	azurensg.LabelSubscription, azurensg.LabelResourceGroup, azurensg.LabelLocation,
-	azurensg.LabelNIC, azurensg.LabelNSG, azurensg.LabelPowerState,
+// Config says how a Syncer paces itself. Zero fields take the defaults.
+type Config struct {
+	Every    time.Duration // re-discovery interval; default 5 minutes
+	RetryMin time.Duration // first retry of a failed enforcement; default 1 s
+	RetryMax time.Duration // longest wait between retries; default 5 minutes
+	Parallel int           // enforcements at once; default 8
 }
 
 // ReasonVanished is the reason of a known VM that discovery no longer
 // finds.
-const ReasonVanished = "VM not found in Azure by the last discovery"
+const ReasonVanished = "VM not found in the cloud by the last discovery"
 
-// Syncer is the Azure backend's loop. Create it with New, start it with
-// Run; SyncNow may be called at any time.
+// Syncer is one cloud backend's loop. Create it with New, start it with
+// Run or RunLeading; SyncNow may be called at any time.
 type Syncer struct {
-	ctl  *control.Control
-	disc Discoverer
-	enf  Enforcer
-	cfg  Config
-	log  *slog.Logger
+	ctl     *control.Control
+	p       Provider
+	backend string
+	cfg     Config
+	log     *slog.Logger
 
 	syncMu sync.Mutex    // one discovery at a time
 	synced chan struct{} // a discovery finished: reconcile everything
 }
 
-// New returns a Syncer over the control plane ctl that discovers with d
-// and enforces with e.
-func New(ctl *control.Control, d Discoverer, e Enforcer, cfg Config, logger *slog.Logger) *Syncer {
+// New returns a Syncer that keeps the control plane ctl and the cloud p
+// in step.
+func New(ctl *control.Control, p Provider, cfg Config, logger *slog.Logger) *Syncer {
 	if cfg.Every <= 0 {
 		cfg.Every = 5 * time.Minute
 	}
@@ -106,20 +140,23 @@ func New(ctl *control.Control, d Discoverer, e Enforcer, cfg Config, logger *slo
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{ctl: ctl, disc: d, enf: e, cfg: cfg, log: logger, synced: make(chan struct{}, 1)}
+	return &Syncer{ctl: ctl, p: p, backend: p.Backend(), cfg: cfg, log: logger, synced: make(chan struct{}, 1)}
 }
 
-// RunLeading runs Run while this server leads the Azure backend among the
+// Backend is the backend of the Syncer's provider.
+func (s *Syncer) Backend() string { return s.backend }
+
+// RunLeading runs Run while this server leads the backend among the
 // servers sharing its database (store.Store.Lead): of several replicas one
 // discovers and enforces at a time, and another takes over when it stops.
 // It returns when ctx ends or the store closes.
 func (s *Syncer) RunLeading(ctx context.Context) error {
 	for {
 		// The lead ends when Run has returned, not when ctx ends: another
-		// replica must not start while this one still writes to Azure.
+		// replica must not start while this one still writes to the cloud.
 		leadCtx, endLead := context.WithCancel(context.WithoutCancel(ctx))
 		stopWaiting := context.AfterFunc(ctx, endLead)
-		lost, err := s.ctl.Store().Lead(leadCtx, "azure")
+		lost, err := s.ctl.Store().Lead(leadCtx, s.backend)
 		stopWaiting()
 		if err != nil {
 			endLead()
@@ -128,7 +165,7 @@ func (s *Syncer) RunLeading(ctx context.Context) error {
 			}
 			return err
 		}
-		s.log.Info("this server discovers and enforces Azure")
+		s.log.Info("this server discovers and enforces", "backend", s.backend)
 		rctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
@@ -143,7 +180,7 @@ func (s *Syncer) RunLeading(ctx context.Context) error {
 		if ctx.Err() != nil || err != nil {
 			return err
 		}
-		s.log.Warn("this server no longer leads the Azure backend; another one may")
+		s.log.Warn("this server no longer leads the backend; another one may", "backend", s.backend)
 	}
 }
 
@@ -189,7 +226,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 func (s *Syncer) discoverLoop(ctx context.Context) {
 	for {
 		if _, err := s.SyncNow(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error("azure discovery", "err", err)
+			s.log.Error("cloud discovery", "backend", s.backend, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -199,32 +236,32 @@ func (s *Syncer) discoverLoop(ctx context.Context) {
 	}
 }
 
-// SyncNow runs one discovery of every configured subscription and imports
-// what it found. A subscription that cannot be listed is reported in the
-// summary (its VMs are left as they are); the error is for the control
-// plane failing. Runs are serialized.
+// SyncNow runs one discovery of every scope of the provider and imports
+// what it found. A scope that cannot be listed is reported in the summary
+// (its VMs are left as they are); the error is for the control plane
+// failing. Runs are serialized.
 func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	start := time.Now()
-	sum := control.CloudSyncSummary{Backend: jit.BackendAzure, StartedAt: s.ctl.Now(), Scopes: []control.CloudScopeSync{}, Missing: []string{}}
-	var found []control.CloudVM
-	listed := map[string]bool{} // lower-cased subscriptions listed in full
-	for _, sub := range s.cfg.Subscriptions {
-		ds, err := s.disc.Discover(ctx, sub, s.cfg.ResourceGroups)
+	sum := control.CloudSyncSummary{Backend: s.backend, StartedAt: s.ctl.Now(), Scopes: []control.CloudScopeSync{}, Missing: []string{}}
+	var found []jit.Discovered
+	var listed []string // scopes listed in full
+	for _, scope := range s.p.Scopes() {
+		ds, err := s.p.Discover(ctx, scope)
 		if ctx.Err() != nil {
 			return sum, ctx.Err()
 		}
-		sc := control.CloudScopeSync{ID: sub, Discovered: len(ds)}
+		sc := control.CloudScopeSync{ID: scope, Discovered: len(ds)}
 		if err != nil {
-			sc.Error = jit.ErrorMessage(userError(err))
-			s.log.Warn("azure discovery failed", "subscription", sub, "err", err)
+			sc.Error = jit.ErrorMessage(s.userError(err))
+			s.log.Warn("cloud discovery failed", "backend", s.backend, "scope", scope, "err", err)
 		} else {
-			listed[strings.ToLower(sub)] = true
+			listed = append(listed, scope)
 		}
 		sum.Scopes = append(sum.Scopes, sc)
 		for _, d := range ds {
-			found = append(found, control.CloudVM{VM: d.VM, Report: d.Report})
+			found = append(found, d)
 			if !d.Report.Enforceable {
 				sum.Unsupported++
 			}
@@ -234,7 +271,7 @@ func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) 
 		}
 	}
 	sum.Discovered = len(found)
-	res, err := s.ctl.UpsertDiscovered(ctx, ownedLabels, found)
+	res, err := s.ctl.UpsertDiscovered(ctx, s.p.OwnedLabels(), found)
 	if err != nil {
 		return sum, err
 	}
@@ -245,7 +282,7 @@ func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) 
 		}
 	}
 
-	known, err := s.ctl.BackendVMs(ctx, jit.BackendAzure)
+	known, err := s.ctl.BackendVMs(ctx, s.backend)
 	if err != nil {
 		return sum, err
 	}
@@ -255,12 +292,7 @@ func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) 
 	}
 	var gone []string
 	for _, vm := range known {
-		if seen[strings.ToLower(vm.ExternalID)] || !listed[strings.ToLower(vm.Labels[azurensg.LabelSubscription])] {
-			continue
-		}
-		if rgs := s.cfg.ResourceGroups; len(rgs) > 0 && !slices.ContainsFunc(rgs, func(rg string) bool {
-			return strings.EqualFold(rg, vm.Labels[azurensg.LabelResourceGroup])
-		}) {
+		if seen[strings.ToLower(vm.ExternalID)] || !slices.ContainsFunc(listed, func(sc string) bool { return s.p.InScope(vm, sc) }) {
 			continue
 		}
 		gone = append(gone, vm.ID)
@@ -270,7 +302,7 @@ func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) 
 		return sum, err
 	}
 	sum.DurationMs = time.Since(start).Milliseconds()
-	s.log.Info("azure discovery", "discovered", sum.Discovered, "created", len(sum.Created), "updated", sum.Updated,
+	s.log.Info("cloud discovery", "backend", s.backend, "discovered", sum.Discovered, "created", len(sum.Created), "updated", sum.Updated,
 		"missing", len(sum.Missing), "skipped", len(sum.Skipped), "unsupported", sum.Unsupported, "exposed", sum.Exposed, "ms", sum.DurationMs)
 	select {
 	case s.synced <- struct{}{}:
@@ -280,32 +312,21 @@ func (s *Syncer) SyncNow(ctx context.Context) (control.CloudSyncSummary, error) 
 }
 
 // userError returns err as a *jit.Error whose message a user can read:
-// azurensg's own errors as they are, an Azure answer shortened to what
-// was done and the status.
-func userError(err error) error {
+// a *jit.Error as it is, else the provider's explanation, else its first
+// line.
+func (s *Syncer) userError(err error) error {
 	var je *jit.Error
 	if errors.As(err, &je) {
 		return je
 	}
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		what := strings.TrimSuffix(strings.TrimSuffix(err.Error(), re.Error()), ": ")
-		msg := "Azure answered " + httpStatusText(re.StatusCode)
-		if re.ErrorCode != "" {
-			msg += " (" + re.ErrorCode + ")"
+	if x, ok := s.p.(Explainer); ok {
+		if je := x.UserError(err); je != nil {
+			return je
 		}
-		if what != "" && what != err.Error() {
-			msg = what + ": " + msg
-		}
-		return jit.Errorf(jit.EUnavailable, "%s", msg)
 	}
 	msg, _, _ := strings.Cut(err.Error(), "\n")
 	if len(msg) > 300 {
 		msg = msg[:300] + "..."
 	}
 	return jit.Errorf(jit.EUnavailable, "%s", msg)
-}
-
-func httpStatusText(code int) string {
-	return strings.TrimSpace(fmt.Sprintf("%d %s", code, http.StatusText(code)))
 }

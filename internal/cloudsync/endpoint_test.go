@@ -32,13 +32,15 @@ func TestSyncEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := server.New(w.ctl, w.log, nil)
-	api.HandleAzureSync(w.syncer)
+	api.HandleCloudSync(jit.BackendAzure, w.syncer)
 	srv := httptest.NewServer(api)
 	defer srv.Close()
+	var postTo func(path, token string) *http.Response
 
-	post := func(token string) *http.Response {
+	post := func(token string) *http.Response { return postTo("/api/v1/azure/sync", token) }
+	postTo = func(path, token string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/v1/azure/sync", nil)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -64,5 +66,18 @@ func TestSyncEndpoint(t *testing.T) {
 	}
 	if sum.Backend != jit.BackendAzure || sum.Discovered != 5 || len(sum.Created) != 5 {
 		t.Errorf("summary = %+v", sum)
+	}
+
+	// The route of every cloud: azure's answers the same; a cloud the
+	// server does not run is not found.
+	resp = postTo("/api/v1/clouds/azure/sync", adminToken)
+	sum = control.CloudSyncSummary{}
+	if err := json.NewDecoder(resp.Body).Decode(&sum); err != nil || resp.StatusCode != http.StatusOK || sum.Discovered != 5 || len(sum.Created) != 0 {
+		t.Errorf("clouds/azure/sync: %s %+v %v", resp.Status, sum, err)
+	}
+	resp = postTo("/api/v1/clouds/aws/sync", adminToken)
+	eb = httpio.ErrorBody{}
+	if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil || resp.StatusCode != http.StatusNotFound || eb.Error.Code != jit.ENotFound {
+		t.Errorf("clouds/aws/sync without aws: %s %+v %v", resp.Status, eb, err)
 	}
 }

@@ -35,7 +35,7 @@ type vmWork struct {
 type result struct {
 	id   string
 	vm   *jit.VM // as read, nil when gone
-	gone bool    // forget the VM: deleted (and cleaned up) or not Azure's
+	gone bool    // forget the VM: deleted (and cleaned up) or not the backend's
 	err  error
 }
 
@@ -50,12 +50,12 @@ func (d *dispatcher) get(id string) *vmWork {
 
 func (d *dispatcher) queue(id string) { d.get(id).queued = true }
 
-// queueAll queues every Azure VM, and every VM known here that is gone.
+// queueAll queues every VM of the backend, and every VM known here that is gone.
 func (d *dispatcher) queueAll(ctx context.Context) {
-	vms, err := d.s.ctl.BackendVMs(ctx, jit.BackendAzure)
+	vms, err := d.s.ctl.BackendVMs(ctx, d.s.backend)
 	if err != nil {
 		if ctx.Err() == nil {
-			d.s.log.Error("azure enforcement: list VMs", "err", err)
+			d.s.log.Error("cloud enforcement: list VMs", "backend", d.s.backend, "err", err)
 			d.listAgain = time.Now().Add(d.s.cfg.RetryMin)
 		}
 		return
@@ -148,31 +148,31 @@ func (d *dispatcher) due(ctx context.Context) {
 	}
 }
 
-// reconcile makes Azure hold the desired state of the VM with id: its
+// reconcile makes the cloud hold the desired state of the VM with id: its
 // lock and grants, or none of ajar's rules when it has no JIT policy, and
 // records the outcome. last is the VM as read before, to clean up after
 // it when it was deleted; failures counts the attempts that failed before.
 func (s *Syncer) reconcile(ctx context.Context, id string, last *jit.VM, failures int) result {
 	vm, st, err := s.ctl.BackendDesiredState(ctx, id)
 	if jit.ErrorCode(err) == jit.ENotFound {
-		if last == nil || last.Backend != jit.BackendAzure {
+		if last == nil || last.Backend != s.backend {
 			return result{id: id, gone: true}
 		}
 		// Deleted from ajar: its rules go with it.
-		if err := s.enf.Remove(ctx, *last); err != nil {
-			s.log.Warn("azure: remove the rules of a deleted VM", "vm", last.Name, "group", last.Group, "err", err)
+		if err := s.p.Remove(ctx, *last); err != nil {
+			s.log.Warn("cloud: remove the rules of a deleted VM", "backend", s.backend, "vm", last.Name, "group", last.Group, "err", err)
 			return result{id: id, err: err}
 		}
-		s.log.Info("azure: removed the rules of a deleted VM", "vm", last.Name, "group", last.Group)
+		s.log.Info("cloud: removed the rules of a deleted VM", "backend", s.backend, "vm", last.Name, "group", last.Group)
 		return result{id: id, gone: true}
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("azure enforcement: read desired state", "vm", id, "err", err)
+			s.log.Error("cloud enforcement: read desired state", "backend", s.backend, "vm", id, "err", err)
 		}
 		return result{id: id, err: err}
 	}
-	if vm.Backend != jit.BackendAzure {
+	if vm.Backend != s.backend {
 		return result{id: id, gone: true}
 	}
 	res := result{id: id, vm: &vm}
@@ -182,20 +182,20 @@ func (s *Syncer) reconcile(ctx context.Context, id string, last *jit.VM, failure
 	out := control.EnforcementResult{Revision: st.Revision, Locked: len(st.Lock), Grants: len(st.Grants), Attempt: failures + 1}
 	if len(st.Lock) == 0 {
 		out.Removed = true
-		err = s.enf.Remove(ctx, vm)
+		err = s.p.Remove(ctx, vm)
 	} else {
-		err = s.enf.Apply(ctx, vm, st)
+		err = s.p.Apply(ctx, vm, st)
 		if jit.ErrorCode(err) == jit.ENotFound {
-			// The VM (or its NIC) is gone from Azure: leave no lock behind
+			// The VM (or its network interface) is gone from the cloud: leave no lock behind
 			// on an address that may be given to another VM.
-			if rerr := s.enf.Remove(ctx, vm); rerr != nil {
-				s.log.Warn("azure: remove the rules of a VM gone from Azure", "vm", vm.Name, "err", rerr)
+			if rerr := s.p.Remove(ctx, vm); rerr != nil {
+				s.log.Warn("cloud: remove the rules of a VM gone from the cloud", "backend", s.backend, "vm", vm.Name, "err", rerr)
 			}
 		}
 		if err == nil {
-			sh, serr := s.enf.Shadowed(ctx, vm)
+			sh, serr := s.p.Shadowed(ctx, vm)
 			if serr != nil {
-				s.log.Warn("azure: list shadowed rules", "vm", vm.Name, "err", serr)
+				s.log.Warn("cloud: list shadowed rules", "backend", s.backend, "vm", vm.Name, "err", serr)
 				sh = control.ShadowedRules(vm)
 			}
 			out.Shadowed = sh
@@ -205,13 +205,13 @@ func (s *Syncer) reconcile(ctx context.Context, id string, last *jit.VM, failure
 		return result{id: id, vm: &vm, err: ctx.Err()}
 	}
 	if err != nil {
-		out.Err = userError(err)
-		s.log.Warn("azure enforcement failed", "vm", vm.Name, "group", vm.Group, "revision", st.Revision, "attempt", out.Attempt, "err", err)
+		out.Err = s.userError(err)
+		s.log.Warn("cloud enforcement failed", "backend", s.backend, "vm", vm.Name, "group", vm.Group, "revision", st.Revision, "attempt", out.Attempt, "err", err)
 	} else {
-		s.log.Debug("azure enforcement applied", "vm", vm.Name, "group", vm.Group, "revision", st.Revision, "locked", out.Locked, "grants", out.Grants)
+		s.log.Debug("cloud enforcement applied", "backend", s.backend, "vm", vm.Name, "group", vm.Group, "revision", st.Revision, "locked", out.Locked, "grants", out.Grants)
 	}
 	if rerr := s.ctl.RecordEnforcement(ctx, id, out); rerr != nil && ctx.Err() == nil {
-		s.log.Error("azure enforcement: record", "vm", vm.Name, "err", rerr)
+		s.log.Error("cloud enforcement: record", "backend", s.backend, "vm", vm.Name, "err", rerr)
 		if err == nil {
 			err = rerr // try again, so that the record is made
 		}

@@ -31,7 +31,10 @@ type world struct {
 	db     store.Store
 	ctl    *control.Control
 	syncer *Syncer
-	log    *slog.Logger
+	// provider is the Azure provider the Syncer runs; tests may change
+	// its resource groups before a sync.
+	provider *azurensg.Provider
+	log      *slog.Logger
 
 	stop func() // stops what start started and waits for it
 }
@@ -68,11 +71,11 @@ func (w *world) open() {
 	opts := w.f.ClientOptions()
 	opts.Retry.MaxRetries = -1 // the Syncer's own retries are under test
 	client := azurensg.NewClient(w.f.Credential(), opts, w.log, nil)
-	w.syncer = New(w.ctl, client, azurensg.NewEnforcer(client, w.log), Config{
-		Subscriptions: []string{azurefake.Subscription},
-		Every:         time.Hour,
-		RetryMin:      20 * time.Millisecond,
-		RetryMax:      200 * time.Millisecond,
+	w.provider = azurensg.NewProvider(azurensg.NewEnforcer(client, w.log), []string{azurefake.Subscription}, nil)
+	w.syncer = New(w.ctl, w.provider, Config{
+		Every:    time.Hour,
+		RetryMin: 20 * time.Millisecond,
+		RetryMax: 200 * time.Millisecond,
 	}, w.log)
 }
 

@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
 )
 
@@ -19,7 +18,7 @@ func TestGroupNamesIgnoreCase(t *testing.T) {
 	if jit.ErrorCode(err) != jit.EConflict || jit.ErrorTarget(err) != "name" || !strings.Contains(jit.ErrorMessage(err), "group prod already exists") {
 		t.Fatalf("creating group PROD next to prod: %v (target %q), want a conflict naming prod", err, jit.ErrorTarget(err))
 	}
-	res, err := ctl.UpsertDiscovered(ctx, nil, []control.CloudVM{{VM: jit.VM{Name: "web-9", Group: "Prod", Backend: jit.BackendAzure, OS: "linux",
+	res, err := ctl.UpsertDiscovered(ctx, nil, []jit.Discovered{{VM: jit.VM{Name: "web-9", Group: "Prod", Backend: jit.BackendAzure, OS: "linux",
 		Addresses:  []string{"10.0.0.9"},
 		ExternalID: "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/Prod/providers/Microsoft.Compute/virtualMachines/web-9"}}})
 	if err != nil {

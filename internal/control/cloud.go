@@ -13,7 +13,7 @@ import (
 
 // Cloud backends.
 //
-// A cloud backend (azure; later aws, gcp) runs inside ajard: it discovers
+// A cloud backend (azure, aws, gcp; see cloudsync.Provider) runs inside ajard: it discovers
 // VMs from the cloud's API and enforces their desired states in the
 // cloud's firewall. It acts as the system (a nil *Actor) through the
 // operations below, which write the same activity log as everything else.
@@ -37,13 +37,6 @@ const (
 	LabelEnforcementError = "ajar.enforcement-error"
 	LabelShadowedRules    = "ajar.shadowed-rules" // comma-separated
 )
-
-// CloudVM is one VM as a cloud backend discovered it, and what discovery
-// saw of it. VM.ExternalID (the cloud's id of the VM) identifies it.
-type CloudVM struct {
-	VM     jit.VM
-	Report jit.Report
-}
 
 // DiscoveryResult says what UpsertDiscovered changed.
 type DiscoveryResult struct {
@@ -109,7 +102,7 @@ func (c *Control) BackendDesiredState(ctx context.Context, vmID string) (jit.VM,
 }
 
 // UpsertDiscovered imports what a cloud backend discovered, as the
-// system: a VM not known yet (by external id, compared case-insensitively,
+// system (VM.ExternalID, the cloud's id of the VM, identifies it): a VM not known yet (by external id, compared case-insensitively,
 // among the VMs of its backend) is created, with its group when that does
 // not exist, and logged (vm.create, group.create); a known one gets the
 // discovered OS, addresses and labels. owned lists the label keys
@@ -119,7 +112,7 @@ func (c *Control) BackendDesiredState(ctx context.Context, vmID string) (jit.VM,
 // applied and an enforcement failure that made it unenforceable. A VM that
 // cannot be imported (invalid name, name taken in its group) is skipped
 // and listed in the result.
-func (c *Control) UpsertDiscovered(ctx context.Context, owned []string, found []CloudVM) (DiscoveryResult, error) {
+func (c *Control) UpsertDiscovered(ctx context.Context, owned []string, found []jit.Discovered) (DiscoveryResult, error) {
 	var res DiscoveryResult
 	err := c.store.Update(ctx, func(tx store.Tx) error {
 		res = DiscoveryResult{}

@@ -77,12 +77,11 @@ func validateVM(n *jit.NewVM) error {
 	if n.Group == "" {
 		return jit.Invalid("group", "group is required")
 	}
-	switch n.Backend {
-	case jit.BackendAgent, jit.BackendAzure:
-	case "":
+	switch {
+	case n.Backend == "":
 		n.Backend = jit.BackendAgent
-	default:
-		return jit.Invalid("backend", "backend must be agent or azure, got %q", n.Backend)
+	case !slices.Contains(jit.Backends, n.Backend):
+		return jit.Invalid("backend", "backend must be one of %s, got %q", strings.Join(jit.Backends, ", "), n.Backend)
 	}
 	switch n.OS {
 	case "linux", "windows":

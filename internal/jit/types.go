@@ -9,7 +9,22 @@ import (
 const (
 	BackendAgent = "agent" // the ajar agent on the host, programming nftables
 	BackendAzure = "azure" // the NSG on the VM's NIC or subnet
+	BackendAWS   = "aws"   // a security group ajar owns on the EC2 instance's primary ENI
+	BackendGCP   = "gcp"   // VPC firewall rules targeting the Compute Engine instance
 )
+
+// Backends lists every backend a VM may have.
+var Backends = []string{BackendAgent, BackendAzure, BackendAWS, BackendGCP}
+
+// Discovered is one VM as a cloud backend's discovery found it: the VM as
+// ajar imports it (Backend, ExternalID, the cloud's name and group, OS,
+// addresses, the labels discovery owns) and what discovery saw (health:
+// Report.Exposed; whether ajar can enforce on it: Report.Enforceable and
+// Report.Reason).
+type Discovered struct {
+	VM     VM
+	Report Report
+}
 
 // Protocols of a port rule.
 const (

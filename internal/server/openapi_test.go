@@ -994,7 +994,7 @@ func TestOpenAPIConstraints(t *testing.T) {
 		{"PortRequest.protocol", enum(prop("PortRequest", "protocol")), sorted(jit.ProtoTCP, jit.ProtoUDP, jit.ProtoAny)},
 		{"Grant.status", enum(prop("Grant", "status")), sorted(jit.GrantActive, jit.GrantExpired, jit.GrantRevoked, jit.GrantSuperseded)},
 		{"Token.kind", enum(prop("Token", "kind")), sorted(jit.TokenUser, jit.TokenAgent, jit.TokenEnroll)},
-		{"NewVM.backend", enum(prop("NewVM", "backend")), sorted(jit.BackendAgent, jit.BackendAzure)},
+		{"NewVM.backend", enum(prop("NewVM", "backend")), sorted(jit.Backends...)},
 		{"Error.code", enum(schema("components", "schemas", "Error", "properties", "error", "properties", "code")), sorted(httpio.Codes()...)},
 	} {
 		if !slices.Equal(c.got, c.want) {

@@ -59,7 +59,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/agent/desired-state", s.api(s.agentDesiredState))
 	m.HandleFunc("POST /api/v1/agent/report", s.api(s.agentReport))
 	m.HandleFunc("POST /api/v1/agent/events", s.api(s.agentEvent))
-	// POST /api/v1/azure/sync: HandleAzureSync (azure.go), when ajard manages Azure subscriptions.
+	// Cloud discovery: the backends ajard runs register with HandleCloudSync (cloudsync.go).
+	m.HandleFunc("POST /api/v1/clouds/{backend}/sync", s.api(s.cloudSync))
+	m.HandleFunc("POST /api/v1/azure/sync", s.api(s.cloudSync))
 
 	m.HandleFunc("/api/", s.api(s.notFound))
 }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -42,12 +43,15 @@ type Server struct {
 	BodyTimeout time.Duration
 	bodies      *semaphore.Weighted
 	sso         *sso.Provider // UseSSO
+
+	cloudMu sync.Mutex
+	clouds  map[string]CloudSyncer // by backend: HandleCloudSync
 }
 
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget)}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget), clouds: map[string]CloudSyncer{}}
 	s.routes()
 	return s
 }

@@ -40,7 +40,10 @@ func TestAzureSync(t *testing.T) {
 		Missing:         []string{"rg1/old"},
 		DiscoveryResult: control.DiscoveryResult{Created: []string{"rg1/web1", "rg1/web2"}, GroupsCreated: []string{"rg1"}, Updated: 1}}
 	api := server.New(ctl, log, nil)
-	api.HandleAzureSync(stubSyncer{sum})
+	api.HandleCloudSync("azure", stubSyncer{sum})
+	awsSum := sum
+	awsSum.Backend, awsSum.Scopes = "aws", []control.CloudScopeSync{{ID: "eu-west-1", Discovered: 3}}
+	api.HandleCloudSync("aws", stubSyncer{awsSum})
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	c := &cli{t: t, env: map[string]string{"AJAR_SERVER": srv.URL, "AJAR_TOKEN": token, "XDG_CONFIG_HOME": t.TempDir()}}
@@ -55,6 +58,10 @@ func TestAzureSync(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	out, _, err = c.run("aws", "sync")
+	if err != nil || !strings.Contains(out, "REGION") || !strings.Contains(out, "eu-west-1") || !strings.Contains(out, "No longer in AWS:\n  rg1/old") {
+		t.Errorf("aws sync: %v\n%s", err, out)
+	}
 	out, _, _ = c.run("-o", "json", "azure", "sync")
 	var got control.CloudSyncSummary
 	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Discovered != 3 || len(got.Created) != 2 {
@@ -66,6 +73,10 @@ func TestAzureSyncWithoutAzure(t *testing.T) {
 	c := newCLI(t)
 	errText, _ := c.fails("azure", "sync")
 	if !strings.Contains(errText, "manages no Azure subscriptions") {
+		t.Errorf("error = %q", errText)
+	}
+	errText, _ = c.fails("gcp", "sync")
+	if !strings.Contains(errText, "manages no Google Cloud projects (ajard --gcp-projects)") {
 		t.Errorf("error = %q", errText)
 	}
 }

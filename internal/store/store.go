@@ -189,7 +189,8 @@ type GrantFilter struct {
 	Port   int    // 0 = any
 	Source string // "" = any
 	Groups []string
-	// EndingBy selects active grants whose end time is at or before it.
+	// EndingBy selects active grants whose end time is at or before it,
+	// the first to end first (other lists are newest first).
 	EndingBy time.Time
 	Since    time.Time // start time at or after
 	// Before pages: only grants sorted after (start, id) — started before

@@ -99,7 +99,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 		}
 		db.readers <- c
 	}
-	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down}
+	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down, IndexedBy: true}
 	db.batch = sqlstore.NewBatcher(func(ctx context.Context) (*sqlstore.Conn, error) { return newConn(ctx, w) },
 		&db.dialect, &db.feed, log)
 	return db, nil

@@ -66,7 +66,7 @@ func (t *SQLTx) ListRequests(f store.RequestFilter) ([]jit.Request, error) {
 		chunk := ids[:min(len(ids), 500)]
 		ids = ids[len(chunk):]
 		w, a := in(nil, nil, "request_id", chunk)
-		grants, err := t.grants(w, a, 0)
+		grants, err := t.grants(``, w, a, `start_time DESC, id`, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -108,8 +108,8 @@ func (t *SQLTx) GetGrant(id string) (jit.Grant, error) {
 	return g, err
 }
 
-func (t *SQLTx) grants(where []string, args []any, limit int) ([]jit.Grant, error) {
-	q := `SELECT ` + grantCols + ` FROM grants` + whereClause(where) + ` ORDER BY start_time DESC, id` + limitClause(limit)
+func (t *SQLTx) grants(from string, where []string, args []any, order string, limit int) ([]jit.Grant, error) {
+	q := `SELECT ` + grantCols + ` FROM grants` + from + whereClause(where) + ` ORDER BY ` + order + limitClause(limit)
 	rows, err := t.query(q, args...)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,12 @@ func (t *SQLTx) ListGrants(f store.GrantFilter) ([]jit.Grant, error) {
 		args = append(args, nanos(f.BeforeStart), nanos(f.BeforeStart), f.BeforeID)
 	}
 	where, args = in(where, args, "grp", f.Groups)
-	return t.grants(where, args, f.Limit)
+	from, order := ``, `start_time DESC, id`
+	if !f.EndingBy.IsZero() {
+		// The first to end first: a range of grants_active_end.
+		from, order = t.Dialect.indexedBy("grants_active_end"), `end_time`
+	}
+	return t.grants(from, where, args, order, f.Limit)
 }
 
 func (t *SQLTx) EndGrant(id, status string, endedAt time.Time, endedBy string) (bool, error) {
@@ -173,7 +178,7 @@ func (t *SQLTx) ShortenGrant(id string, end time.Time) (bool, error) {
 
 func (t *SQLTx) NextGrantEnd() (time.Time, bool, error) {
 	var n sql.NullInt64
-	if err := t.row(`SELECT MIN(end_time) FROM grants WHERE status = 'active'`).Scan(&n); err != nil {
+	if err := t.row(`SELECT MIN(end_time) FROM grants` + t.Dialect.indexedBy("grants_active_end") + ` WHERE status = 'active'`).Scan(&n); err != nil {
 		return time.Time{}, false, err
 	}
 	if !n.Valid {

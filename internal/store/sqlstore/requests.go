@@ -77,7 +77,7 @@ func (t *SQLTx) GetRequest(id string) (jit.Request, error) {
 	if err != nil {
 		return r, err
 	}
-	gs, err := t.grants([]string{"request_id = ?"}, []any{id}, 0)
+	gs, err := t.grants(``, []string{"request_id = ?"}, []any{id}, `start_time DESC, id`, 0)
 	if err != nil {
 		return r, err
 	}

@@ -50,6 +50,18 @@ type Dialect struct {
 	// about to commit, the VMs whose desired state it changed; nil when the
 	// adapter publishes changes itself after the commit.
 	Notify func(vmIDs []string) []Stmt
+	// IndexedBy says that the database takes INDEXED BY (SQLite), for the
+	// few queries its planner, which keeps no statistics here, would
+	// answer from a worse index.
+	IndexedBy bool
+}
+
+// indexedBy names the index a query must use, where the dialect takes it.
+func (d *Dialect) indexedBy(index string) string {
+	if !d.IndexedBy {
+		return ""
+	}
+	return " INDEXED BY " + index
 }
 
 // ChainHead is the last event of the activity log as a write transaction

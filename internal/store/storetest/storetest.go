@@ -269,8 +269,8 @@ func testGrants(t *testing.T, s store.Store) {
 			t.Errorf("NextGrantEnd = %v %v %v", next, ok, err)
 		}
 		due, err := tx.ListGrants(store.GrantFilter{EndingBy: t0.Add(90 * time.Minute)})
-		if err != nil || len(due) != 2 {
-			t.Errorf("due grants = %d, %v", len(due), err)
+		if err != nil || len(due) != 2 || due[0].ID != "g2" || due[1].ID != "g1" {
+			t.Errorf("due grants = %+v, %v; want g2 then g1 (the first to end first)", due, err)
 		}
 		reqs, err := tx.ListRequests(store.RequestFilter{User: "alice"})
 		if err != nil || len(reqs) != 1 || len(reqs[0].Grants) != 3 {

@@ -6,6 +6,7 @@ package ajardtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -31,14 +32,18 @@ var (
 )
 
 // Binary returns the path of a command of this module (such as "ajard" or
-// "ajar-agent"), built once per test process into one shared folder (so
-// that test runs leave no copies behind); the new build replaces the old
+// "ajar-agent"), built once per test process into one folder per checkout
+// (so that test runs leave no copies behind); the new build replaces the old
 // one atomically, which running copies survive.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d", os.Getuid()))
+	// One folder per checkout: test runs of another tree (a git
+	// worktree, another clone) never replace this one's binaries.
+	_, file, _, _ := runtime.Caller(0)
+	tree := sha256.Sum256([]byte(filepath.Dir(file)))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d-%x", os.Getuid(), tree[:4]))
 	path := filepath.Join(dir, name)
 	err, ok := built[name]
 	if !ok {

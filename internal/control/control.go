@@ -46,7 +46,8 @@ type Control struct {
 	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
 	hashWait time.Duration
 
-	tokens authCache // what Authenticate read (see authCache)
+	tokens      authCache   // what Authenticate read (see authCache)
+	agentStates stateLoader // agents' states read together (see stateLoader)
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).

@@ -112,30 +112,39 @@ func (c *Control) DesiredState(ctx context.Context, a *Actor, vmID string) (jit.
 }
 
 func desiredState(tx store.Tx, vm jit.VM, now time.Time) (jit.DesiredState, error) {
-	st := jit.DesiredState{VMID: vm.ID, Revision: vm.Revision, ServerTime: now, Lock: []jit.PortLock{}, Grants: []jit.GrantRule{}}
 	pol, err := tx.GetPolicy(vm.ID)
 	if jit.ErrorCode(err) == jit.ENotFound {
-		return st, nil
+		return buildState(vm, nil, nil, now), nil
 	}
 	if err != nil {
-		return st, err
+		return jit.DesiredState{}, err
+	}
+	active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
+	if err != nil {
+		return jit.DesiredState{}, err
+	}
+	return buildState(vm, &pol, active, now), nil
+}
+
+// buildState is the desired state of vm under its policy (nil: none) with
+// its active grants.
+func buildState(vm jit.VM, pol *jit.Policy, active []jit.Grant, now time.Time) jit.DesiredState {
+	st := jit.DesiredState{VMID: vm.ID, Revision: vm.Revision, ServerTime: now, Lock: []jit.PortLock{}, Grants: []jit.GrantRule{}}
+	if pol == nil {
+		return st
 	}
 	st.CloseConnectionsOnExpiry = pol.CloseConnectionsOnExpiry
 	for _, r := range pol.Ports {
 		st.Lock = append(st.Lock, jit.PortLock{Port: r.Number, Protocol: r.Protocol})
 	}
-	active, err := tx.ListGrants(store.GrantFilter{VMID: vm.ID, Status: jit.GrantActive})
-	if err != nil {
-		return st, err
-	}
 	for _, g := range active {
 		left := remaining(g.EndTime, now)
-		if left <= 0 || !covered(pol, g) {
+		if left <= 0 || !covered(*pol, g) {
 			continue
 		}
 		st.Grants = append(st.Grants, jit.GrantRule{ID: g.ID, Port: g.Port, Protocol: g.Protocol, Source: g.Source, EndTime: g.EndTime, RemainingSeconds: left})
 	}
-	return st, nil
+	return st
 }
 
 // WatchDesiredState returns the VM's desired state as soon as its revision
@@ -152,13 +161,18 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 	for {
 		ch, st, kept := c.hub.wait(vmID)
 		var err error
-		if kept && own {
+		switch {
+		case kept && own:
 			st = stateAt(st, c.Now())
-		} else {
-			st, err = c.DesiredState(ctx, a, vmID)
-			if err == nil && own {
+		case own:
+			// Agents woken together (a change of many VMs) read
+			// their states together.
+			st, err = c.agentStates.load(ctx, c, vmID)
+			if err == nil {
 				c.hub.keep(vmID, ch, st)
 			}
+		default:
+			st, err = c.DesiredState(ctx, a, vmID)
 		}
 		if err != nil || st.Revision > after {
 			c.hub.cancel(vmID, ch)

@@ -184,6 +184,7 @@ type GrantTarget struct {
 // GrantFilter selects grants, newest first.
 type GrantFilter struct {
 	VMID   string
+	VMIDs  []string // when not nil, only grants of these VMs
 	Status string
 	User   string
 	Port   int    // 0 = any

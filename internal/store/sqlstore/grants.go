@@ -156,6 +156,7 @@ func (t *SQLTx) ListGrants(f store.GrantFilter) ([]jit.Grant, error) {
 		args = append(args, nanos(f.BeforeStart), nanos(f.BeforeStart), f.BeforeID)
 	}
 	where, args = in(where, args, "grp", f.Groups)
+	where, args = in(where, args, "vm_id", f.VMIDs)
 	from, order := ``, `start_time DESC, id`
 	if !f.EndingBy.IsZero() {
 		// The first to end first: a range of grants_active_end.

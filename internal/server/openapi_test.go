@@ -53,6 +53,8 @@ var schemaTypes = map[string]struct {
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
+	"ArchiveConfirm": {typ: reflect.TypeFor[jit.ArchiveConfirm](), request: true},
+	"Archived":       {typ: reflect.TypeFor[jit.Archived]()},
 
 	"Error":            {typ: reflect.TypeFor[httpio.ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
@@ -94,6 +96,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.Report":         reflect.TypeFor[jit.Report](),
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
+	"jit.ArchiveConfirm": reflect.TypeFor[jit.ArchiveConfirm](),
 }
 
 type apiDoc = map[string]any

@@ -133,4 +133,13 @@ var Migrations = []string{
 	// of every VM (requests/s fell 2.5x as active grants piled up).
 	`DROP INDEX grants_vm;
 	CREATE INDEX grants_vm_status_start ON grants (vm_id, status, start_time);`,
+	// Events archived out of the activity log (ajar log archive): each
+	// run keeps the last archived event's sequence number and hash, which
+	// the first event left in the log links to.
+	`CREATE TABLE log_checkpoints (
+		seq BIGINT PRIMARY KEY,
+		hash TEXT NOT NULL,
+		archived_at BIGINT NOT NULL,
+		archived_by TEXT NOT NULL
+	)`,
 }

@@ -125,23 +125,19 @@ type archive struct {
 	problem string
 }
 
-// readArchive reads and checks an archive file on its own.
+// readArchive reads and checks an archive file on its own: each event
+// links to the one before it, starting from the first one's link.
 func readArchive(name string) (archive, error) {
 	ar := archive{name: name}
+	var v *jit.ChainVerifier
 	err := walkArchive(name, func(e *jit.Event) bool {
-		if ar.events == 0 {
+		if v == nil {
 			ar.first, ar.prev = e.Seq, e.PrevHash
+			v = &jit.ChainVerifier{Start: &jit.Anchor{Seq: e.Seq - 1, Hash: e.PrevHash}}
 		}
-		return true
+		return v.Add(e)
 	})
-	if err != nil {
-		return ar, err
-	}
-	if ar.first == 0 {
-		return ar, nil
-	}
-	v := jit.ChainVerifier{Start: &jit.Anchor{Seq: ar.first - 1, Hash: ar.prev}}
-	if err := walkArchive(name, v.Add); err != nil {
+	if err != nil || v == nil {
 		return ar, err
 	}
 	v.Finish()

@@ -73,7 +73,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return def
 	}
 	fs.StringVar(&c.listen, "listen", env("AJAR_LISTEN", "127.0.0.1:8080"), "address to listen on (env AJAR_LISTEN)")
-	fs.StringVar(&c.db, "db", env("AJAR_DB", "sqlite:ajar-data/ajar.db"), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
+	fs.StringVar(&c.db, "db", env("AJAR_DB", defaultDB), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
 	fs.StringVar(&c.dataDir, "data-dir", env("AJAR_DATA_DIR", ""), "folder for the automatic TLS certificate (default: the SQLite database's folder, else ajar-data)")
 	fs.StringVar(&c.logLevel, "log-level", env("AJAR_LOG_LEVEL", "info"), "debug, info, warn or error (env AJAR_LOG_LEVEL)")
 	proxies := fs.String("trusted-proxies", env("AJAR_TRUSTED_PROXIES", ""), "comma-separated CIDRs of proxies whose X-Forwarded-For is trusted")
@@ -141,8 +141,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, nil
 }
 
-// run is ajard: it serves until ctx ends.
+// run is ajard: it serves until ctx ends; `ajard backup` and `ajard
+// restore` copy its SQLite database out and back (backup.go).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runBackup(ctx, args[1:], getenv, stdout, stderr)
+		case "restore":
+			return runRestore(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err

@@ -145,10 +145,19 @@ func (c *Control) VerifyAnchored(ctx context.Context, a *Actor, anchor *jit.Anch
 	if err := a.require(jit.PermRead, a.anyGroup(), "verify the activity log"); err != nil {
 		return jit.Verification{}, err
 	}
+	return VerifyLog(ctx, c.store, anchor)
+}
+
+// VerifyLog walks the hash chain of the activity log in st, from its
+// checkpoint when events were archived, for tools that hold the database
+// itself (ajard backup and restore); anchor, when set, is an event
+// recorded earlier that the chain (or, before the checkpoint, the
+// archives) must still hold.
+func VerifyLog(ctx context.Context, st store.Store, anchor *jit.Anchor) (jit.Verification, error) {
 	v := jit.ChainVerifier{Anchor: anchor}
 	var archived *jit.Anchor
 	anchorArchived := false
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err := st.View(ctx, func(tx store.Tx) error {
 		cp, ok, err := tx.LogCheckpoint()
 		if err != nil {
 			return err

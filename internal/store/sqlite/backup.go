@@ -79,4 +79,3 @@ func CheckFile(path string) error {
 	}
 	return nil
 }
-

@@ -1,5 +1,14 @@
 package sqlstore
 
+import "fmt"
+
+// NewerSchema is the error of a server that finds the database at schema
+// version have, newer than the know versions it knows: a newer ajard
+// migrated it, and this one would misread it.
+func NewerSchema(have, know int) error {
+	return fmt.Errorf("the database's schema is version %d, newer than this ajard's (version %d): a newer ajard upgraded it; run that version (upgrade every replica) instead", have, know)
+}
+
 // Migrations is the schema, one step per entry, shared by every SQL adapter.
 // Steps are only ever appended. Times are Unix nanoseconds; lists and maps
 // are JSON text; the SQL is the subset SQLite and PostgreSQL share.

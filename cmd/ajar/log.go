@@ -11,6 +11,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/logarchive"
 )
 
 func (a *app) logCommand() *cobra.Command {
@@ -234,7 +235,7 @@ func checkArchives(a *app, v jit.Verification, files []string, anchorFlag string
 		an, _ := jit.ParseAnchor(anchorFlag)
 		anchor = &an
 	}
-	head, n, err := verifyArchives(files, anchor)
+	head, n, err := logarchive.Verify(files, anchor)
 	if err != nil {
 		return fmt.Errorf("archive verification failed: %w", err)
 	}

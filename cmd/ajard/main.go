@@ -59,6 +59,7 @@ type config struct {
 	// azureAPISub is the subscription the Azure-compatible API serves
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
+	retention   retention // --log-retention, --log-archive-dir
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -83,6 +84,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
 	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
 	c.sso.register(fs, env)
+	c.retention.register(fs, env)
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
 	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
@@ -93,6 +95,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, err
 	}
 	if err := c.limits.check(); err != nil {
+		return c, err
+	}
+	if err := c.retention.fromEnv(getenv); err != nil {
+		return c, err
+	}
+	if err := c.retention.check(); err != nil {
 		return c, err
 	}
 	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
@@ -238,6 +246,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { runAzure(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
+	if cfg.retention.keep > 0 {
+		wg.Go(func() {
+			if err := ctl.RunLogRetention(bg, cfg.retention.keep, cfg.retention.dir, retentionEvery); err != nil {
+				log.Error("log retention stopped", "err", err)
+			}
+		})
+	}
 
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
 	log.Info("ajard stopped")

@@ -70,6 +70,16 @@ func TestArchiveKeepsTheChainProvable(t *testing.T) {
 		ctx := t.Context()
 		admin := s.client(t, s.token)
 		addGroups(t, admin, "old", 5)
+		// Details as an agent may send them (spaces, HTML characters)
+		// still verify once exported: the store hashes the form every
+		// JSON export writes.
+		err := s.db.Update(ctx, func(tx store.Tx) error {
+			return tx.AppendEvent(&jit.Event{Time: time.Now(), Actor: "agent:x", Operation: jit.OpDriftDetect, Outcome: jit.OutcomeSuccess,
+				Details: json.RawMessage("{ \"rule\": \"<drop> & more\",\n \"n\": 1 }")})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 		time.Sleep(5 * time.Millisecond)
 		cut1 := time.Now()
 		time.Sleep(5 * time.Millisecond)
@@ -82,7 +92,7 @@ func TestArchiveKeepsTheChainProvable(t *testing.T) {
 
 		// A reader of everything may neither download nor confirm an
 		// archive.
-		if _, err := admin.CreateUser(ctx, jit.NewUser{Name: "auditor"}); err != nil {
+		if _, err = admin.CreateUser(ctx, jit.NewUser{Name: "auditor"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := admin.CreateRoleBinding(ctx, "auditor", jit.RoleReader, jit.AllGroups); err != nil {

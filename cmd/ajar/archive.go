@@ -71,4 +71,3 @@ func parseDate(flag, s string, now time.Time) (time.Time, error) {
 	}
 	return parseTime(flag, s, now)
 }
-

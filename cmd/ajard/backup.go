@@ -114,13 +114,16 @@ func runRestore(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	if exists {
 		old := path + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
-		if err := os.Rename(path, old); err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		for _, suffix := range []string{"-wal", "-shm"} {
-			if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// The write-ahead log goes with it (it may hold the last
+		// commits of an ajard that stopped uncleanly); the shared-memory
+		// index is rebuilt from it.
+		for _, suffix := range []string{"-wal", ""} {
+			if err := os.Rename(path+suffix, old+suffix); err != nil && (suffix == "" || !errors.Is(err, os.ErrNotExist)) {
 				return fmt.Errorf("restore: %w", err)
 			}
+		}
+		if err := os.Remove(path + "-shm"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("restore: %w", err)
 		}
 		fmt.Fprintf(stdout, "Kept the database it replaces as %s.\n", old)
 	}

@@ -163,9 +163,12 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Kept the database it replaces as ") {
 		t.Fatalf("forced restore: %v\n%s", err, out)
 	}
-	kept, _ := filepath.Glob(dbPath + ".before-restore-*")
+	kept, _ := filepath.Glob(dbPath + ".before-restore-*Z")
 	if len(kept) != 1 {
 		t.Fatalf("the replaced database was not kept: %v", kept)
+	}
+	if kv, err := checkCopy(ctx, kept[0]); err != nil || kv.Events != int64(len(original)) {
+		t.Fatalf("the kept database: %+v %v, want its %d events", kv, err, len(original))
 	}
 
 	// A copy whose chain was edited is refused, and nothing changes.

@@ -320,3 +320,30 @@ func TestFollowStreamsEventsInOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestArchiveAndFollowBadInput: each bad query is a 400 naming the field,
+// and changes nothing.
+func TestArchiveAndFollowBadInput(t *testing.T) {
+	stores(t, func(t *testing.T, s *listServer) {
+		before := storedSeqs(t, s.db)
+		for _, tc := range []struct{ path, target string }{
+			{"/api/v1/activity/archive", "before"},
+			{"/api/v1/activity/archive?before=yesterday", "before"},
+			{"/api/v1/activity?follow=2", "follow"},
+			{"/api/v1/activity?follow=1&limit=5", "follow"},
+			{"/api/v1/activity?follow=1&format=csv", "follow"},
+			{"/api/v1/activity?follow=1&after=-1", "after"},
+		} {
+			st, body := s.get(t, tc.path)
+			var e struct {
+				Error struct{ Code, Target string } `json:"error"`
+			}
+			if st != 400 || json.Unmarshal(body, &e) != nil || e.Error.Target != tc.target {
+				t.Errorf("GET %s: %d %s, want 400 naming %s", tc.path, st, body, tc.target)
+			}
+		}
+		if after := storedSeqs(t, s.db); len(after) != len(before) {
+			t.Errorf("bad requests changed the log: %d events, were %d", len(after), len(before))
+		}
+	})
+}

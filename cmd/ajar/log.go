@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/logarchive"
 )
 
 func (a *app) logCommand() *cobra.Command {
@@ -17,14 +19,20 @@ func (a *app) logCommand() *cobra.Command {
 		vmRef, since, until string
 		q                   client.EventQuery
 		asCSV, asJSONL      bool
+		follow              bool
 	)
 	cmd := &cobra.Command{
-		Use:   "log [--vm VM] [--user U] [--op OPERATION] [--since T] [--until T] [--csv|--jsonl] [--limit N]",
+		Use:   "log [--vm VM] [--user U] [--op OPERATION] [--since T] [--until T] [--csv|--jsonl|--follow] [--after SEQ] [--limit N]",
 		Short: "Read and export the activity log",
 		Long: `log prints activity events, oldest first. --since and --until take an RFC 3339 time
 (2026-01-02T15:04:05Z) or a duration meaning that long ago (24h, 7d). --csv and
 --jsonl export the events in those formats, streamed by the server. Without --limit
-every matching event is read (the table and -o json page by page).`,
+every matching event is read (the table and -o json page by page).
+
+--follow prints the matching events after --after (default: from now on) as JSON lines,
+then every new one as it is written, until interrupted: pipe it into a SIEM. It
+reconnects by itself when the connection drops, resuming after the last event printed;
+to resume a later run, pass the last seq printed as --after.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -38,6 +46,11 @@ every matching event is read (the table and -o json page by page).`,
 			}
 			if q.Until, err = parseTime("until", until, now); err != nil {
 				return err
+			}
+			if follow {
+				if asCSV || asJSONL || q.Limit != 0 || q.Until != (time.Time{}) {
+					return errors.New("--follow prints JSON lines with no end: it takes no --csv, --jsonl, --limit or --until")
+				}
 			}
 			if q.Limit < 0 {
 				return fmt.Errorf("--limit must not be negative, got %d", q.Limit)
@@ -54,6 +67,8 @@ every matching event is read (the table and -o json page by page).`,
 				q.VM = vm.ID
 			}
 			switch {
+			case follow:
+				return a.followLog(ctx, c, q, cmd.Flags().Changed("after"))
 			case asCSV:
 				return c.ExportEvents(ctx, q, "csv", a.stdout)
 			case asJSONL:
@@ -79,7 +94,9 @@ every matching event is read (the table and -o json page by page).`,
 	f.BoolVar(&asCSV, "csv", false, "export as CSV")
 	f.BoolVar(&asJSONL, "jsonl", false, "export as JSON lines")
 	f.IntVar(&q.Limit, "limit", 0, "at most this many events (default all)")
-	cmd.AddCommand(a.logVerifyCommand())
+	f.BoolVar(&follow, "follow", false, "print new events as JSON lines as they are written, until interrupted")
+	f.Int64Var(&q.After, "after", 0, "only events after this sequence number (with --follow: resume after it)")
+	cmd.AddCommand(a.logVerifyCommand(), a.logArchiveCommand())
 	return cmd
 }
 
@@ -122,15 +139,25 @@ func printEvents(a *app, events []jit.Event, names map[string]string) {
 
 func (a *app) logVerifyCommand() *cobra.Command {
 	var anchorFlag string
+	var archives []string
 	cmd := &cobra.Command{
-		Use:   "verify [--anchor SEQ:HASH]",
+		Use:   "verify [--anchor SEQ:HASH] [--archive FILE...]",
 		Short: "Verify the activity log's hash chain (exit status 1 if it was tampered with)",
 		Long: "Verify the activity log's hash chain (exit status 1 if it was tampered with).\n" +
 			"It prints the log's head (SEQ:HASH): keep it somewhere else and pass it back later with\n" +
-			"--anchor to prove that nothing up to it was rewritten or cut off since.",
-		Args: cobra.NoArgs,
+			"--anchor to prove that nothing up to it was rewritten or cut off since.\n" +
+			"When events were archived (ajar log archive), the log continues the last archived event;\n" +
+			"--archive FILE... (the archive files, in any order) also proves the archives, from the\n" +
+			"log's first event through them into the log.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && len(archives) == 0 {
+				return fmt.Errorf("unexpected argument %q (archive files follow --archive)", args[0])
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			archives = append(archives, args...)
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -148,6 +175,11 @@ func (a *app) logVerifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if v.OK {
+				if err := checkArchives(a, v, archives, anchorFlag); err != nil {
+					return err
+				}
+			}
 			if a.asJSON() {
 				if err := a.printJSON(v); err != nil {
 					return err
@@ -156,6 +188,9 @@ func (a *app) logVerifyCommand() *cobra.Command {
 			if v.OK {
 				if !a.asJSON() {
 					fmt.Fprintf(a.stdout, "Activity log OK: %d events, hash chain intact.\n", v.Events)
+					if v.ArchivedThrough != nil {
+						fmt.Fprintf(a.stdout, "It continues the last archived event %s.\n", v.ArchivedThrough)
+					}
 					if v.Head != nil {
 						fmt.Fprintf(a.stdout, "Head: %s\n", v.Head)
 					}
@@ -176,6 +211,52 @@ func (a *app) logVerifyCommand() *cobra.Command {
 			return fmt.Errorf("activity log verification failed at event %d: %s", seq, v.Problem)
 		},
 	}
-	cmd.Flags().StringVar(&anchorFlag, "anchor", "", "an earlier head (SEQ:HASH) that must still be in the log")
+	cmd.Flags().StringVar(&anchorFlag, "anchor", "", "an earlier head (SEQ:HASH) that must still be in the log or the archives")
+	cmd.Flags().StringArrayVar(&archives, "archive", nil, "archive files written by ajar log archive, to prove too")
 	return cmd
+}
+
+// checkArchives proves, when archive files are given, that they hold
+// the chain from the log's first event up to the checkpoint the log
+// continues (and the anchor, when it was archived); without them, an
+// archived anchor cannot be checked.
+func checkArchives(a *app, v jit.Verification, files []string, anchorFlag string) error {
+	if len(files) == 0 {
+		if v.AnchorArchived {
+			return fmt.Errorf("the anchor %s was archived: give the archive files with --archive to check it", anchorFlag)
+		}
+		return nil
+	}
+	if v.ArchivedThrough == nil {
+		return errors.New("--archive: nothing was archived out of this log; its chain starts at its first event")
+	}
+	var anchor *jit.Anchor
+	if v.AnchorArchived {
+		an, _ := jit.ParseAnchor(anchorFlag)
+		anchor = &an
+	}
+	head, n, err := logarchive.Verify(files, anchor)
+	if err != nil {
+		return fmt.Errorf("archive verification failed: %w", err)
+	}
+	if head != *v.ArchivedThrough {
+		return fmt.Errorf("archive verification failed: the archives end at %s, but the log continues %s", head, v.ArchivedThrough)
+	}
+	if !a.asJSON() {
+		fmt.Fprintf(a.stdout, "Archives OK: %d events, 1 to %d, hash chain intact.\n", n, head.Seq)
+	}
+	return nil
+}
+
+// followLog prints new events as JSON lines until interrupted. Without
+// --after (or --since) it starts now.
+func (a *app) followLog(ctx context.Context, c *client.Client, q client.EventQuery, after bool) error {
+	if !after && q.Since.IsZero() {
+		q.Since = time.Now()
+	}
+	enc := json.NewEncoder(a.stdout)
+	enc.SetEscapeHTML(false)
+	return c.FollowEvents(ctx, q, func(e jit.Event) error { return enc.Encode(e) }, func(err error) {
+		fmt.Fprintf(a.stderr, "ajar: log --follow: %v; reconnecting\n", err)
+	})
 }

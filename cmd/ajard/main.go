@@ -59,7 +59,8 @@ type config struct {
 	// azureAPISub is the subscription the Azure-compatible API serves
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
-	gcp         gcpFlags // --gcp-*
+	gcp         gcpFlags  // --gcp-*
+	retention   retention // --log-retention, --log-archive-dir
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -74,7 +75,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return def
 	}
 	fs.StringVar(&c.listen, "listen", env("AJAR_LISTEN", "127.0.0.1:8080"), "address to listen on (env AJAR_LISTEN)")
-	fs.StringVar(&c.db, "db", env("AJAR_DB", "sqlite:ajar-data/ajar.db"), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
+	fs.StringVar(&c.db, "db", env("AJAR_DB", defaultDB), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
 	fs.StringVar(&c.dataDir, "data-dir", env("AJAR_DATA_DIR", ""), "folder for the automatic TLS certificate (default: the SQLite database's folder, else ajar-data)")
 	fs.StringVar(&c.logLevel, "log-level", env("AJAR_LOG_LEVEL", "info"), "debug, info, warn or error (env AJAR_LOG_LEVEL)")
 	proxies := fs.String("trusted-proxies", env("AJAR_TRUSTED_PROXIES", ""), "comma-separated CIDRs of proxies whose X-Forwarded-For is trusted")
@@ -85,6 +86,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
 	c.sso.register(fs, env)
 	c.gcp.register(fs, env)
+	c.retention.register(fs, env)
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
 	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
@@ -95,6 +97,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, err
 	}
 	if err := c.limits.check(); err != nil {
+		return c, err
+	}
+	if err := c.retention.fromEnv(getenv); err != nil {
+		return c, err
+	}
+	if err := c.retention.check(); err != nil {
 		return c, err
 	}
 	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
@@ -146,8 +154,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	return c, nil
 }
 
-// run is ajard: it serves until ctx ends.
+// run is ajard: it serves until ctx ends; `ajard backup` and `ajard
+// restore` copy its SQLite database out and back (backup.go).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runBackup(ctx, args[1:], getenv, stdout, stderr)
+		case "restore":
+			return runRestore(ctx, args[1:], getenv, stdout, stderr)
+		}
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -235,6 +252,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { runClouds(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
+	if cfg.retention.keep > 0 {
+		wg.Go(func() {
+			if err := ctl.RunLogRetention(bg, cfg.retention.keep, cfg.retention.dir, retentionEvery); err != nil {
+				log.Error("log retention stopped", "err", err)
+			}
+		})
+	}
 
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
 	log.Info("ajard stopped")

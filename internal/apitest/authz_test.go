@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -219,6 +220,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 				t.Errorf("verify: %s", body)
 			}
 			return st, body
+		}},
+		{"download an archive", [7]int{200, 403, 403, 403, 403, 403, 403}, func(t *testing.T, m *matrix, a actor) (int, []byte) {
+			return call(t, m.s, a.token, "GET", "/api/v1/activity/archive?before=2000-01-01T00:00:00Z", nil)
+		}},
+		{"confirm an archive", [7]int{404, 403, 403, 403, 403, 403, 403}, func(t *testing.T, m *matrix, a actor) (int, []byte) {
+			return call(t, m.s, a.token, "POST", "/api/v1/activity/archive", map[string]any{"from": 1, "through": map[string]any{"seq": 1 << 40, "hash": strings.Repeat("0", 64)}})
 		}},
 		{"create user", [7]int{201, 403, 403, 403, 403, 403, 403}, func(t *testing.T, m *matrix, a actor) (int, []byte) {
 			return call(t, m.s, a.token, "POST", "/api/v1/users", map[string]any{"name": m.name("made-by-" + a.name)})

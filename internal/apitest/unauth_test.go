@@ -34,6 +34,8 @@ func apiRoutes(t *testing.T) []struct{ method, path string } {
 	out := []struct{ method, path string }{
 		{"GET", "/api/v1/activity?format=csv"},
 		{"GET", "/api/v1/agent/desired-state?after=0"},
+		{"GET", "/api/v1/activity?follow=1"},
+		{"GET", "/api/v1/activity/archive?before=2030-01-01T00:00:00Z"},
 		{"GET", "/api/v1/no-such-route"},
 	}
 	values := regexp.MustCompile(`\{[^}]+\}`)

@@ -145,10 +145,40 @@ func (c *Control) VerifyAnchored(ctx context.Context, a *Actor, anchor *jit.Anch
 	if err := a.require(jit.PermRead, a.anyGroup(), "verify the activity log"); err != nil {
 		return jit.Verification{}, err
 	}
+	return VerifyLog(ctx, c.store, anchor)
+}
+
+// VerifyLog walks the hash chain of the activity log in st, from its
+// checkpoint when events were archived, for tools that hold the database
+// itself (ajard backup and restore); anchor, when set, is an event
+// recorded earlier that the chain (or, before the checkpoint, the
+// archives) must still hold.
+func VerifyLog(ctx context.Context, st store.Store, anchor *jit.Anchor) (jit.Verification, error) {
 	v := jit.ChainVerifier{Anchor: anchor}
-	err := c.store.View(ctx, func(tx store.Tx) error { return tx.WalkEvents(v.Add) })
+	var archived *jit.Anchor
+	anchorArchived := false
+	err := st.View(ctx, func(tx store.Tx) error {
+		cp, ok, err := tx.LogCheckpoint()
+		if err != nil {
+			return err
+		}
+		if ok {
+			archived, v.Start = &cp, &cp
+			if anchor != nil && anchor.Seq <= cp.Seq {
+				// The archive files hold the anchor (ajar log verify
+				// --archive checks it there); the checkpoint itself is
+				// checked here.
+				anchorArchived = anchor.Seq < cp.Seq
+				if anchor.Seq == cp.Seq && anchor.Hash != cp.Hash {
+					v.BadSeq, v.Problem = cp.Seq, "the archived event "+cp.String()+" does not match the anchor "+anchor.String()+": the log was rewritten from here on"
+				}
+				v.Anchor = nil
+			}
+		}
+		return tx.WalkEvents(v.Add)
+	})
 	v.Finish()
-	out := jit.Verification{OK: v.BadSeq == 0, Events: v.Events}
+	out := jit.Verification{OK: v.BadSeq == 0, Events: v.Events, ArchivedThrough: archived, AnchorArchived: anchorArchived}
 	if v.Head.Seq > 0 {
 		head := v.Head
 		out.Head = &head

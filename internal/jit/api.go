@@ -53,6 +53,29 @@ type Verification struct {
 	// log shipped off the host) and pass it back as an anchor later to
 	// prove that nothing up to it was rewritten or cut off since.
 	Head *Anchor `json:"head,omitempty"`
+	// ArchivedThrough is the last event archived out of the log (ajar log
+	// archive), which the log's first event continues; the archive files
+	// prove the chain up to it.
+	ArchivedThrough *Anchor `json:"archivedThrough,omitempty"`
+	// AnchorArchived is set when the anchor asked about was archived: the
+	// archive files, not the log, must hold it.
+	AnchorArchived bool `json:"anchorArchived,omitempty"`
+}
+
+// ArchiveConfirm asks to remove the events up to Through from the
+// activity log, once they are safely in an archive file.
+type ArchiveConfirm struct {
+	// From is the first archived event's sequence number: the log's first.
+	From    int64  `json:"from"`
+	Through Anchor `json:"through"`
+	// Before is the date the archive was cut at, for the record.
+	Before time.Time `json:"before,omitzero"`
+}
+
+// Archived is the log's new checkpoint and how many events left it.
+type Archived struct {
+	Removed         int64  `json:"removed"`
+	ArchivedThrough Anchor `json:"archivedThrough"`
 }
 
 // Anchor names one event of the activity log by its sequence number and

@@ -43,6 +43,9 @@ type ChainVerifier struct {
 	// Anchor, when set, is an event recorded earlier that must still be
 	// in the chain with the same hash.
 	Anchor *Anchor
+	// Start, when set, is the event the chain continues (the last one
+	// archived out of the log): the first event must follow it.
+	Start *Anchor
 }
 
 // Add checks the next event; it returns false once the chain is broken.
@@ -52,11 +55,17 @@ func (v *ChainVerifier) Add(e *Event) bool {
 	}
 	if v.nextSeq == 0 {
 		v.nextSeq = 1
+		if v.Start != nil {
+			v.nextSeq, v.prev = v.Start.Seq+1, v.Start.Hash
+			v.Head = *v.Start
+		}
 	}
 	v.Events++
 	switch {
 	case e.Seq != v.nextSeq:
 		v.BadSeq, v.Problem = v.nextSeq, "event "+strconv.FormatInt(v.nextSeq, 10)+" is missing"
+	case e.PrevHash != v.prev && v.Start != nil && e.Seq == v.Start.Seq+1:
+		v.BadSeq, v.Problem = e.Seq, "previous-hash link does not match the archived event "+v.Start.String()+" it follows"
 	case e.PrevHash != v.prev:
 		v.BadSeq, v.Problem = e.Seq, "previous-hash link does not match the event before it"
 	case e.ComputeHash() != e.Hash:
@@ -76,6 +85,9 @@ func (v *ChainVerifier) Add(e *Event) bool {
 // Finish checks what can only be checked at the end: that the chain
 // reaches the anchor.
 func (v *ChainVerifier) Finish() {
+	if v.Events == 0 && v.Start != nil {
+		v.Head = *v.Start
+	}
 	if v.BadSeq == 0 && v.Anchor != nil && v.Head.Seq < v.Anchor.Seq {
 		v.BadSeq, v.Problem = v.Head.Seq+1, "the log ends before the anchor "+v.Anchor.String()+": events were cut off"
 	}

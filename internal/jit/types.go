@@ -296,6 +296,7 @@ const (
 	OpRoleBindingDelete  = "rolebinding.delete"
 	OpClaimMappingCreate = "claimmapping.create"
 	OpClaimMappingDelete = "claimmapping.delete"
+	OpLogArchive         = "log.archive"
 )
 
 // DesiredState is what an enforcer must make true for one VM: the lock on

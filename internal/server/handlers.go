@@ -240,6 +240,12 @@ func eventFilter(r *http.Request, maxLimit int64) (control.EventListFilter, erro
 }
 
 func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if r.URL.Query().Get("follow") != "" {
+		if v := r.URL.Query().Get("follow"); v != "1" && v != "true" {
+			return jit.Invalid("follow", "follow must be 1 or true, got %q", v)
+		}
+		return s.followActivity(w, r, a)
+	}
 	format := r.URL.Query().Get("format")
 	switch format {
 	case "", "json":

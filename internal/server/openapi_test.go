@@ -54,6 +54,8 @@ var schemaTypes = map[string]struct {
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
+	"ArchiveConfirm": {typ: reflect.TypeFor[jit.ArchiveConfirm](), request: true},
+	"Archived":       {typ: reflect.TypeFor[jit.Archived]()},
 
 	"Error":            {typ: reflect.TypeFor[httpio.ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
@@ -96,6 +98,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
 	"sso.Device":         reflect.TypeFor[sso.Device](),
+	"jit.ArchiveConfirm": reflect.TypeFor[jit.ArchiveConfirm](),
 }
 
 type apiDoc = map[string]any

@@ -36,6 +36,8 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET /api/v1/activity", s.api(s.listActivity))
 	m.HandleFunc("GET /api/v1/activity/verify", s.api(s.verifyActivity))
+	m.HandleFunc("GET /api/v1/activity/archive", s.api(s.exportArchive))
+	m.HandleFunc("POST /api/v1/activity/archive", s.api(s.confirmArchive))
 
 	m.HandleFunc("POST /api/v1/users", s.api(s.createUser))
 	m.HandleFunc("GET /api/v1/users", s.api(s.listUsers))

@@ -142,6 +142,16 @@ type Tx interface {
 	// WalkEvents calls fn for every event in sequence order until it
 	// returns false.
 	WalkEvents(fn func(*jit.Event) bool) error
+	// LogCheckpoint returns the last event archived out of the log (its
+	// sequence number and hash), which the log's first event continues;
+	// false when nothing was ever archived.
+	LogCheckpoint() (jit.Anchor, bool, error)
+	// ArchiveEvents removes the events up to and including through from
+	// the log and records through as the log's checkpoint; it returns how
+	// many it removed. It returns ENotFound when through is not in the
+	// log (archived already, or not written yet) and EConflict when its
+	// hash is not through's.
+	ArchiveEvents(through jit.Anchor, at time.Time, by string) (int64, error)
 }
 
 // VMFilter selects VMs, in (group, name) order. Zero fields match

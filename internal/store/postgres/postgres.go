@@ -66,9 +66,12 @@ const (
 
 // DB is a store.Store on a PostgreSQL database.
 type DB struct {
-	log   *slog.Logger
-	cfg   *pgx.ConnConfig
-	batch *sqlstore.Batcher
+	log *slog.Logger
+	cfg *pgx.ConnConfig
+	// migrations is the schema this server knows (sqlstore.Migrations;
+	// fewer in tests of an older server).
+	migrations []string
+	batch      *sqlstore.Batcher
 	// readers holds idle read connections; slots bounds how many exist.
 	readers chan *sqlstore.Conn
 	slots   chan struct{}
@@ -88,11 +91,15 @@ type DB struct {
 // Open connects to the database at dsn (a postgres:// URL or key=value
 // string), applies pending migrations and starts listening for changes.
 func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+	return open(ctx, dsn, log, sqlstore.Migrations)
+}
+
+func open(ctx context.Context, dsn string, log *slog.Logger, migrations []string) (*DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	db := &DB{log: log, cfg: cfg, readers: make(chan *sqlstore.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: sqlstore.Dialect{
+	db := &DB{log: log, cfg: cfg, migrations: migrations, readers: make(chan *sqlstore.Conn, maxConns), slots: make(chan struct{}, maxConns), dialect: sqlstore.Dialect{
 		Numbered:  true,
 		Begin:     []sqlstore.Stmt{{Query: `BEGIN ISOLATION LEVEL READ COMMITTED`}},
 		ChainLock: []sqlstore.Stmt{{Query: `SELECT pg_advisory_xact_lock($1)`, Args: []any{int64(chainLockKey)}}},
@@ -277,7 +284,7 @@ func (r pipeRows) Close() error {
 	return err
 }
 
-// migrate applies the pending sqlstore.Migrations, each in a transaction of
+// migrate applies the pending migrations (db.migrations), each in a transaction of
 // its own that holds an advisory lock, so that replicas starting together
 // apply every step once.
 func (db *DB) migrate(ctx context.Context) error {
@@ -310,12 +317,12 @@ func (db *DB) migrateStep(ctx context.Context, conn *pgx.Conn) (done bool, err e
 	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return false, fmt.Errorf("migrate: %w", err)
 	}
-	if have > len(sqlstore.Migrations) {
-		return false, fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(sqlstore.Migrations))
+	if have > len(db.migrations) {
+		return false, sqlstore.NewerSchema(have, len(db.migrations))
 	}
-	if have < len(sqlstore.Migrations) {
+	if have < len(db.migrations) {
 		v := have + 1
-		if _, err := tx.Exec(ctx, sqlstore.Migrations[v-1]); err != nil {
+		if _, err := tx.Exec(ctx, db.migrations[v-1]); err != nil {
 			return false, fmt.Errorf("migrate to %d: %w", v, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, v); err != nil {
@@ -330,7 +337,7 @@ func (db *DB) migrateStep(ctx context.Context, conn *pgx.Conn) (done bool, err e
 	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("migrate: commit: %w", err)
 	}
-	return have == len(sqlstore.Migrations), nil
+	return have == len(db.migrations), nil
 }
 
 // Update implements store.Store through the batcher: concurrent updates

@@ -27,21 +27,28 @@ import (
 
 // DB is a store.Store on one SQLite file.
 type DB struct {
-	log     *slog.Logger
-	read    *sql.DB
-	write   *sql.DB
-	conn    *sql.Conn // migrations only
-	batch   *sqlstore.Batcher
-	readers chan *sqlstore.Conn
-	closed  chan struct{} // closed by Close
-	once    sync.Once
-	dialect sqlstore.Dialect
-	feed    store.Feed
+	log *slog.Logger
+	// migrations is the schema this server knows (sqlstore.Migrations;
+	// fewer in tests of an older server).
+	migrations []string
+	read       *sql.DB
+	write      *sql.DB
+	conn       *sql.Conn // migrations only
+	batch      *sqlstore.Batcher
+	readers    chan *sqlstore.Conn
+	closed     chan struct{} // closed by Close
+	once       sync.Once
+	dialect    sqlstore.Dialect
+	feed       store.Feed
 }
 
 // Open opens (creating if missing, with its folder) the database at path
 // and applies pending migrations.
 func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	return open(ctx, path, log, sqlstore.Migrations)
+}
+
+func open(ctx context.Context, path string, log *slog.Logger, migrations []string) (*DB, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create database folder: %w", err)
@@ -82,7 +89,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
 	}
 	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	db := &DB{log: log, read: r, write: w, conn: conn, closed: make(chan struct{})}
+	db := &DB{log: log, migrations: migrations, read: r, write: w, conn: conn, closed: make(chan struct{})}
 	if err := db.migrate(ctx); err != nil {
 		db.close()
 		return nil, err
@@ -113,14 +120,14 @@ func (db *DB) migrate(ctx context.Context) error {
 	if err := db.conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if have > len(sqlstore.Migrations) {
-		return fmt.Errorf("migrate: database schema version %d is newer than this ajard (%d)", have, len(sqlstore.Migrations))
+	if have > len(db.migrations) {
+		return sqlstore.NewerSchema(have, len(db.migrations))
 	}
-	for v := have + 1; v <= len(sqlstore.Migrations); v++ {
+	for v := have + 1; v <= len(db.migrations); v++ {
 		if _, err := db.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 			return fmt.Errorf("migrate to %d: %w", v, err)
 		}
-		_, err := db.conn.ExecContext(ctx, sqlstore.Migrations[v-1])
+		_, err := db.conn.ExecContext(ctx, db.migrations[v-1])
 		if err == nil {
 			_, err = db.conn.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, v)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -24,11 +25,55 @@ func (t *SQLTx) readHead(head *ChainHead) error {
 	var seq sql.NullInt64
 	var prev sql.NullString
 	err := t.row(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) {
+		// Every event was archived: the log goes on from its checkpoint.
+		cp, _, err := t.LogCheckpoint()
+		if err != nil {
+			return err
+		}
+		*head = ChainHead{Seq: cp.Seq, Hash: cp.Hash, Known: true}
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	*head = ChainHead{Seq: seq.Int64, Hash: prev.String, Known: true}
 	return nil
+}
+
+func (t *SQLTx) LogCheckpoint() (jit.Anchor, bool, error) {
+	var a jit.Anchor
+	err := t.row(`SELECT seq, hash FROM log_checkpoints ORDER BY seq DESC LIMIT 1`).Scan(&a.Seq, &a.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return jit.Anchor{}, false, nil
+	}
+	if err != nil {
+		return jit.Anchor{}, false, err
+	}
+	return a, true, nil
+}
+
+func (t *SQLTx) ArchiveEvents(through jit.Anchor, at time.Time, by string) (int64, error) {
+	var hash string
+	err := t.row(`SELECT hash FROM events WHERE seq = ?`, through.Seq).Scan(&hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, jit.Errorf(jit.ENotFound, "event %d is not in the activity log (archived already, or not written yet)", through.Seq)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if hash != through.Hash {
+		return 0, jit.Errorf(jit.EConflict, "event %d has hash %s, not %s", through.Seq, hash, through.Hash)
+	}
+	n, err := t.exec(`DELETE FROM events WHERE seq <= ?`, through.Seq)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := t.exec(`INSERT INTO log_checkpoints (seq, hash, archived_at, archived_by) VALUES (?, ?, ?, ?)`,
+		through.Seq, through.Hash, nanos(at), by); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // appendEvents writes events after head, chaining each to the one before,
@@ -49,6 +94,10 @@ func (t *SQLTx) appendEvents(head *ChainHead, events []*jit.Event) error {
 			e.Time = e.Time.UTC()
 			if len(e.Details) == 0 {
 				e.Details = json.RawMessage("{}")
+			} else if b, err := json.Marshal(e.Details); err == nil {
+				// Hash the form every JSON export writes (compact, HTML
+				// escaped), so that an exported event still verifies.
+				e.Details = b
 			}
 			e.Hash = e.ComputeHash()
 			seq, prev = e.Seq, e.Hash

@@ -1,5 +1,14 @@
 package sqlstore
 
+import "fmt"
+
+// NewerSchema is the error of a server that finds the database at schema
+// version have, newer than the know versions it knows: a newer ajard
+// migrated it, and this one would misread it.
+func NewerSchema(have, know int) error {
+	return fmt.Errorf("the database's schema is version %d, newer than this ajard's (version %d): a newer ajard upgraded it; run that version (upgrade every replica) instead", have, know)
+}
+
 // Migrations is the schema, one step per entry, shared by every SQL adapter.
 // Steps are only ever appended. Times are Unix nanoseconds; lists and maps
 // are JSON text; the SQL is the subset SQLite and PostgreSQL share.
@@ -133,4 +142,13 @@ var Migrations = []string{
 	// of every VM (requests/s fell 2.5x as active grants piled up).
 	`DROP INDEX grants_vm;
 	CREATE INDEX grants_vm_status_start ON grants (vm_id, status, start_time);`,
+	// Events archived out of the activity log (ajar log archive): each
+	// run keeps the last archived event's sequence number and hash, which
+	// the first event left in the log links to.
+	`CREATE TABLE log_checkpoints (
+		seq BIGINT PRIMARY KEY,
+		hash TEXT NOT NULL,
+		archived_at BIGINT NOT NULL,
+		archived_by TEXT NOT NULL
+	)`,
 }

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Closed", testClosed},
 		{"EventChain", testEventChain},
 		{"AppendSeveralEvents", testAppendSeveral},
+		{"ArchiveEvents", testArchiveEvents},
 		{"Changes", testChanges},
 		{"Paging", testPaging},
 		{"VMUsage", testVMUsage},
@@ -805,4 +806,70 @@ func testAuthGeneration(t *testing.T, s store.Store) {
 			t.Errorf("%s: the authentication generation stayed %d", c.name, after)
 		}
 	}
+}
+
+// testArchiveEvents archives part of the log, then all of it, and checks
+// that the checkpoint is kept, a wrong or gone event is refused without
+// change, and the next event continues the checkpoint even when the log
+// was left empty.
+func testArchiveEvents(t *testing.T, s store.Store) {
+	ev := func(actor string) *jit.Event {
+		return &jit.Event{Time: t0, Actor: actor, Operation: jit.OpGrantOpen, Outcome: jit.OutcomeSuccess}
+	}
+	update(t, s, func(tx store.Tx) error { return tx.AppendEvent(ev("a"), ev("b"), ev("c"), ev("d")) })
+	var all []jit.Event
+	view(t, s, func(tx store.Tx) error {
+		var err error
+		all, err = tx.ListEvents(store.EventFilter{})
+		if _, ok, cerr := tx.LogCheckpoint(); cerr != nil || ok {
+			t.Errorf("a new log has a checkpoint (%v)", cerr)
+		}
+		return err
+	})
+	anchor := func(e jit.Event) jit.Anchor { return jit.Anchor{Seq: e.Seq, Hash: e.Hash} }
+	archive := func(a jit.Anchor) (int64, error) {
+		var n int64
+		err := s.Update(context.Background(), func(tx store.Tx) error {
+			var err error
+			n, err = tx.ArchiveEvents(a, t0, "test")
+			return err
+		})
+		return n, err
+	}
+	if _, err := archive(jit.Anchor{Seq: 2, Hash: all[0].Hash}); jit.ErrorCode(err) != jit.EConflict {
+		t.Errorf("archive with a wrong hash: %v, want a conflict", err)
+	}
+	if n, err := archive(anchor(all[1])); err != nil || n != 2 {
+		t.Fatalf("archive through 2: %d %v", n, err)
+	}
+	if _, err := archive(anchor(all[1])); jit.ErrorCode(err) != jit.ENotFound {
+		t.Errorf("archive of archived events: %v, want not found", err)
+	}
+	view(t, s, func(tx store.Tx) error {
+		cp, ok, err := tx.LogCheckpoint()
+		if err != nil || !ok || cp != anchor(all[1]) {
+			t.Errorf("checkpoint %v %v %v, want %v", cp, ok, err, anchor(all[1]))
+		}
+		left, err := tx.ListEvents(store.EventFilter{})
+		if len(left) != 2 || left[0].Seq != 3 {
+			t.Errorf("left in the log: %+v", left)
+		}
+		return err
+	})
+	// Everything: the next event still continues the chain.
+	if n, err := archive(anchor(all[3])); err != nil || n != 2 {
+		t.Fatalf("archive through 4: %d %v", n, err)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.AppendEvent(ev("e")) })
+	view(t, s, func(tx store.Tx) error {
+		left, err := tx.ListEvents(store.EventFilter{})
+		if len(left) != 1 || left[0].Seq != 5 || left[0].PrevHash != all[3].Hash {
+			t.Errorf("after archiving everything, the next event is %+v, want seq 5 after %s", left, all[3].Hash)
+		}
+		cp, _, _ := tx.LogCheckpoint()
+		if cp != anchor(all[3]) {
+			t.Errorf("checkpoint %v, want the last archived event", cp)
+		}
+		return err
+	})
 }

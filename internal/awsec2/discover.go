@@ -180,7 +180,7 @@ func (c *Client) discovered(i instance, groups map[string]types.SecurityGroup, g
 		state = string(in.State.Name)
 	}
 	osName := "linux"
-	if in.Platform == types.PlatformValuesWindows {
+	if strings.EqualFold(string(in.Platform), "windows") {
 		osName = "windows"
 	}
 	name := tag(in.Tags, "Name")

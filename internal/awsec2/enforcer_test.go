@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
 	"github.com/ajarhq/ajar/internal/awsec2/ec2fake"
 	"github.com/ajarhq/ajar/internal/enforce/enforcetest"
 	"github.com/ajarhq/ajar/internal/jit"
@@ -219,6 +222,13 @@ func TestThrottlingAndEventualConsistency(t *testing.T) {
 	if !f.Reachable(t, id, netip.MustParseAddr("203.0.113.7"), 22, "TCP") {
 		t.Error("grant not in place")
 	}
+	own := f.Groups(TagInstance, id)
+	if len(own) != 1 || !slices.Equal(f.PrimaryGroups(id), []string{sg, own[0]}) {
+		t.Fatalf("ajar's group %v, the ENI's groups %v", own, f.PrimaryGroups(id))
+	}
+	if g, _ := f.Group(own[0]); len(g.Egress) != 0 || g.Name != "ajar-"+id || g.Tags[TagManaged] != "true" || g.Tags[TagLock] != "*:22" {
+		t.Errorf("ajar's group: %+v", g)
+	}
 	if n := f.Calls("DescribeInstances"); n != 3 {
 		t.Errorf("DescribeInstances called %d times, want 3 (2 throttled)", n)
 	}
@@ -268,5 +278,31 @@ func TestInstanceDeleted(t *testing.T) {
 	}
 	if got := groupRules(t, f, sg); len(got) != 1 || got[0].CIDR != "0.0.0.0/0" {
 		t.Errorf("rule not restored: %v", got)
+	}
+}
+
+// Each region is asked with a request signed for it; an instance is
+// found in its own region only, and its ARN names that region.
+func TestDiscoverRegions(t *testing.T) {
+	f := ec2fake.New(t)
+	f.AddInstance(ec2fake.InstanceSpec{Name: "west", PrivateIP: "10.0.1.4"})
+	east := f.AddInstance(ec2fake.InstanceSpec{Name: "east", Region: "us-east-2", PrivateIP: "10.9.0.4"})
+	c := newClient(t, f)
+	got, err := c.Discover(context.Background(), "us-east-2", nil)
+	if err != nil || len(got) != 1 || got[0].VM.Name != "east" ||
+		got[0].VM.ExternalID != "arn:aws:ec2:us-east-2:"+ec2fake.Account+":instance/"+east || got[0].VM.Labels[LabelRegion] != "us-east-2" {
+		t.Fatalf("us-east-2: %+v, %v", got, err)
+	}
+	filters, err := ParseFilters("tag:Name=west")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Discover(context.Background(), region, filters)
+	if err != nil || len(got) != 1 || got[0].VM.Name != "west" {
+		t.Fatalf("eu-west-1 filtered: %+v, %v", got, err)
+	}
+	got, err = c.Discover(context.Background(), region, []types.Filter{{Name: aws.String("tag:Name"), Values: []string{"nobody"}}})
+	if err != nil || len(got) != 0 {
+		t.Fatalf("no match: %+v, %v", got, err)
 	}
 }

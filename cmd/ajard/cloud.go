@@ -24,6 +24,7 @@ type cloud struct {
 var clouds = []func(cfg config, log *slog.Logger) (*cloud, error){
 	azureCloud, // azure.go
 	gcpCloud,   // gcp.go
+	awsCloud,   // aws.go
 }
 
 // runClouds runs every configured cloud backend until ctx ends:

@@ -115,7 +115,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	s := &Server{DB: o.DB, Dir: o.Dir, t: t}
 	s.dial = o.Dial
-	s.Args = append([]string{"--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
+	s.Args = append([]string{"--config=", "--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
 	t.Cleanup(func() { s.Stop() }) // before start, so a server that hangs at start is stopped too
 	s.start(o.Wrap)
 	return s

@@ -139,8 +139,14 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.azureCommand(),
 		a.versionCommand(),
 	)
+	for _, extra := range extraCommands {
+		root.AddCommand(extra(root))
+	}
 	return root
 }
+
+// extraCommands are commands added by build tags (manpages.go).
+var extraCommands []func(root *cobra.Command) *cobra.Command
 
 func (a *app) versionCommand() *cobra.Command {
 	return &cobra.Command{

@@ -214,10 +214,16 @@ func (c *config) check() error {
 	return nil
 }
 
+// extraCommands are commands added by build tags (manpage.go).
+var extraCommands = map[string]func(args []string, stdout io.Writer) error{}
+
 // run is ajard: it serves until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "config" {
 		return configCommand(args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && extraCommands[args[0]] != nil {
+		return extraCommands[args[0]](args[1:], stdout)
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -274,8 +280,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	api.Handle("/", web)
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
-		Handler:     api,
-		BaseContext: func(net.Listener) context.Context { return ctx },
+		Handler: api,
+		// Requests under way outlive ctx (SIGTERM) by up to
+		// --shutdown-timeout: server.Run stops them, not ctx.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -318,7 +326,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
 
-	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
+	srv.RegisterOnShutdown(ctl.Drain)
+	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey, cfg.shutdownTimeout)
 	log.Info("ajard stopped")
 	return err
 }

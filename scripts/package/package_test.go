@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,6 +189,7 @@ func TestPackages(t *testing.T) {
 			t.Errorf("config check of the installed file: %q", got)
 		}
 		verifyUnits(t, r)
+		serveAsServiceUser(t, r, uid, gid)
 
 		dpkg("--purge", "ajard", "ajar-agent")
 		for _, gone := range []string{"usr/bin/ajard", "usr/bin/ajar", "usr/bin/ajar-agent", "etc/ajar/ajard.toml", "lib/systemd/system/ajard.service", "lib/systemd/system/ajar-agent.service", "etc/systemd/system/multi-user.target.wants/ajard.service"} {
@@ -207,6 +210,71 @@ func TestPackages(t *testing.T) {
 			t.Errorf("lintian found errors:\n%s", strings.Join(errs, "\n"))
 		}
 		t.Logf("lintian:\n%s", out)
+	}
+}
+
+// serveAsServiceUser starts the installed ajard as the service's user and
+// group with the installed config (its paths moved under r, the port a
+// free one): the user can read its config and write its data folder, and
+// the packaged settings serve (TLS with a certificate made in the folder).
+func serveAsServiceUser(t *testing.T, r string, uid, gid int) {
+	data := filepath.Join(r, "var/lib/ajar")
+	ready := filepath.Join(data, "ready")
+	// As the unit runs it: UMask=0027.
+	cmd := exec.Command("/bin/sh", "-c", `umask 0027 && exec "$0" "$@"`, filepath.Join(r, "usr/bin/ajard"), "--config", filepath.Join(r, "etc/ajar/ajard.toml"),
+		"--listen", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(data, "ajar.db"), "--data-dir", data, "--ready-file", ready)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-exited; err != nil {
+			t.Errorf("ajard as user ajar: %v\n%s", err, log.String())
+		}
+	}()
+	var url string
+	for deadline := time.Now().Add(30 * time.Second); url == ""; {
+		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
+			url = string(b)
+			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("ajard as user ajar exited: %v\n%s", err, log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ajard as user ajar did not start:\n%s", log.String())
+		}
+	}
+	if !strings.HasPrefix(url, "https://") {
+		t.Errorf("the packaged config serves %s, want https (tls = auto)", url)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the self-signed certificate just made
+	resp, err := hc.Get(url + "/healthz")
+	if err != nil {
+		t.Fatalf("healthz: %v\n%s", err, log.String())
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("healthz: %s", resp.Status)
+	}
+	entries, _ := os.ReadDir(data)
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s: owner %d, mode %v; want the service's, nothing for others", e.Name(), st.Uid, fi.Mode())
+		}
 	}
 }
 
@@ -258,6 +326,11 @@ func verifyUnits(t *testing.T, r string) {
 // account files useradd --prefix extends.
 func newRoot(t *testing.T) string {
 	r := t.TempDir()
+	for _, d := range []string{r, filepath.Dir(r)} { // for the service user too
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc"} {
 		if err := os.MkdirAll(filepath.Join(r, d), 0o755); err != nil {
 			t.Fatal(err)

@@ -145,7 +145,7 @@ func enroll(ctx context.Context, dir, server, token, fingerprint, name string, s
 	if err := agent.SaveConfig(dir, cfg); err != nil {
 		return fmt.Errorf("save credential: %w", err)
 	}
-	fmt.Fprintf(stdout, "enrolled as VM %s (%s) in group %s; credential saved in %s\n", e.VM.Name, e.VM.ID, e.VM.Group, dir)
+	fmt.Fprintf(stdout, "enrolled as VM %s (%s) in group %s; credential saved in %s\nstart enforcing: systemctl start ajar-agent (or ajar-agent run)\n", e.VM.Name, e.VM.ID, e.VM.Group, dir)
 	return nil
 }
 

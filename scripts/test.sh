@@ -14,6 +14,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # Debian's checker for the .deb packages (scripts/package's test); about a
 # minute to install.
 command -v lintian >/dev/null || need+=(lintian)
+# systemd-analyze verifies the packaged units (no systemd needs to run).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

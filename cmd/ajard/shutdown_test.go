@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,4 +120,72 @@ func inFlight(t *testing.T, srv *ajardtest.Server) int {
 	}
 	t.Fatalf("no ajar_http_requests_in_flight in /metrics:\n%.2000s", b)
 	return 0
+}
+
+// On SIGTERM, a request under way finishes: here one whose body is still
+// coming when the signal arrives is read to its end, served (the group
+// is created) and answered, while new connections are already refused.
+func TestSIGTERMFinishesRequestsUnderWay(t *testing.T) {
+	srv := ajardtest.Start(t, ajardtest.Options{Args: []string{"--shutdown-timeout", "20s"}})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"name":"late-group"}`
+	head := fmt.Sprintf("POST /api/v1/groups HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", addr, ajardtest.AdminToken, len(body))
+	if _, err := io.WriteString(conn, head+body[:5]); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); inFlight(t, srv) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached ajard")
+		}
+	}
+	stopped := make(chan struct{})
+	go func() { srv.Stop(); close(stopped) }()
+	// Once ajard refuses new connections it is shutting down.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("ajard still accepts connections 10s after SIGTERM")
+		}
+	}
+	if _, err := io.WriteString(conn, body[5:]); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to the request under way: %v\n%s", err, srv.Log.String())
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(b), "late-group") {
+		t.Errorf("the request under way got %s %s", resp.Status, b)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ajard did not exit within 10s of answering")
+	}
+
+	// The group was committed: a restarted ajard has it.
+	srv2 := ajardtest.Start(t, ajardtest.Options{Dir: srv.Dir, DB: srv.DB})
+	groups, err := srv2.Admin.ListGroups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, g := range groups {
+		found = found || g.Name == "late-group"
+	}
+	if !found {
+		t.Errorf("the group created during the shutdown is not in the database: %v", groups)
+	}
 }

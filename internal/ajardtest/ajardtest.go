@@ -6,6 +6,7 @@ package ajardtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"net/http"
@@ -38,7 +39,10 @@ func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d", os.Getuid()))
+	// One folder per checkout: two worktrees tested at once on one
+	// machine must not run each other's builds.
+	sum := sha256.Sum256([]byte(moduleDir()))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d-%x", os.Getuid(), sum[:6]))
 	path := filepath.Join(dir, name)
 	err, ok := built[name]
 	if !ok {
@@ -51,6 +55,12 @@ func Binary(t testing.TB, name string) string {
 	return path
 }
 
+// moduleDir is this module's folder.
+func moduleDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
 func build(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -61,9 +71,8 @@ func build(dir, name string) error {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	_, file, _, _ := runtime.Caller(0)
 	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/"+name)
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	cmd.Dir = moduleDir()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

@@ -188,6 +188,11 @@ func (c *Control) Drain() {
 	c.drainOnce.Do(func() { close(c.draining) })
 }
 
+// Draining is closed once Drain is called: other long-lived answers
+// (streams) end on it too, so that a stopping server need not wait its
+// whole shutdown timeout for them.
+func (c *Control) Draining() <-chan struct{} { return c.draining }
+
 // stateAt is st as the server would produce it at now: its grants with
 // the time they have left, those that ended dropped.
 func stateAt(st jit.DesiredState, now time.Time) jit.DesiredState {

@@ -11,6 +11,11 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+# Debian's checker for the .deb packages (scripts/package's test); about a
+# minute to install.
+command -v lintian >/dev/null || need+=(lintian)
+# systemd-analyze verifies the packaged units (no systemd needs to run).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

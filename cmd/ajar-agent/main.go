@@ -8,6 +8,7 @@
 //	ajar-agent run
 //	ajar-agent status
 //	ajar-agent uninstall
+//	ajar-agent --version
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/agent"
+	"github.com/ajarhq/ajar/internal/buildinfo"
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/nft"
@@ -46,6 +48,7 @@ const usage = `usage:
   ajar-agent run
   ajar-agent status
   ajar-agent uninstall
+  ajar-agent --version
 common flags: --state-dir DIR (default /var/lib/ajar-agent), --log-level LEVEL`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -53,6 +56,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.New(usage)
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "--version", "-version", "version":
+		_, err := fmt.Fprintln(stdout, buildinfo.Read().String("ajar-agent"))
+		return err
+	}
 	fs := flag.NewFlagSet("ajar-agent "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", envOr(getenv, "AJAR_AGENT_STATE_DIR", "/var/lib/ajar-agent"), "folder for the credential and the cached desired state")
@@ -137,7 +145,7 @@ func enroll(ctx context.Context, dir, server, token, fingerprint, name string, s
 	if err := agent.SaveConfig(dir, cfg); err != nil {
 		return fmt.Errorf("save credential: %w", err)
 	}
-	fmt.Fprintf(stdout, "enrolled as VM %s (%s) in group %s; credential saved in %s\n", e.VM.Name, e.VM.ID, e.VM.Group, dir)
+	fmt.Fprintf(stdout, "enrolled as VM %s (%s) in group %s; credential saved in %s\nstart enforcing: systemctl start ajar-agent (or ajar-agent run)\n", e.VM.Name, e.VM.ID, e.VM.Group, dir)
 	return nil
 }
 

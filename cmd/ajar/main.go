@@ -25,6 +25,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ajarhq/ajar/internal/buildinfo"
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 )
@@ -115,7 +116,8 @@ VMs are named by name, by group/name when the name is used in several groups, or
 			return nil
 		},
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = buildinfo.Read().String("ajar")
+	root.SetVersionTemplate("{{.Version}}\n")
 	f := root.PersistentFlags()
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	f.StringVar(&a.server, "server", "", "server URL (default $AJAR_SERVER or the saved login)")
@@ -137,8 +139,27 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.azureCommand(),
 		a.awsCommand(),
 		a.gcpCommand(),
+		a.versionCommand(),
 	)
+	for _, extra := range extraCommands {
+		root.AddCommand(extra(root))
+	}
 	return root
+}
+
+// extraCommands are commands added by build tags (manpages.go).
+var extraCommands []func(root *cobra.Command) *cobra.Command
+
+func (a *app) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and the commit ajar was built from",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprintln(a.stdout, buildinfo.Read().String("ajar"))
+			return err
+		},
+	}
 }
 
 // settings returns the server, token and fingerprint to use: flags first,

@@ -25,9 +25,9 @@ type awsFlags struct {
 	rawRegions, rawFilters string
 }
 
-func (a *awsFlags) register(fs *flag.FlagSet, env func(name, def string) string) {
-	fs.StringVar(&a.rawRegions, "aws-regions", env("AJAR_AWS_REGIONS", ""), "comma-separated AWS regions whose EC2 instances ajar manages, credentials from the SDK's default chain (env AJAR_AWS_REGIONS)")
-	fs.StringVar(&a.rawFilters, "aws-filters", env("AJAR_AWS_FILTERS", ""), "comma-separated EC2 filters limiting AWS discovery, such as tag:env=prod,vpc-id=vpc-0123 (env AJAR_AWS_FILTERS)")
+func (a *awsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.rawRegions, "aws-regions", "", "comma-separated AWS regions whose EC2 instances ajar manages, credentials from the SDK's default chain")
+	fs.StringVar(&a.rawFilters, "aws-filters", "", "comma-separated EC2 filters limiting AWS discovery, such as tag:env=prod,vpc-id=vpc-0123")
 	fs.BoolVar(&a.revoke, "aws-revoke-shadowing", false, "let ajar revoke (and record, to restore them) rules that open a locked port to 0.0.0.0/0 or ::/0, in security groups one instance alone uses")
 	fs.DurationVar(&a.every, "aws-sync-interval", 5*time.Minute, "how often to re-discover AWS instances")
 }

@@ -46,9 +46,9 @@ var subscriptionID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA
 
 // validSubscription checks that s, when set, is an Azure subscription id:
 // Azure's clients put it in resource ids and expect a GUID.
-func validSubscription(flag, s string) error {
+func validSubscription(key, s string) error {
 	if s == "" || subscriptionID.MatchString(s) {
 		return nil
 	}
-	return fmt.Errorf("%s: %q is not a subscription id; use a GUID such as 00000000-0000-0000-0000-000000000001", flag, s)
+	return keyErrorf(key, "%q is not a subscription id; use a GUID such as 00000000-0000-0000-0000-000000000001", s)
 }

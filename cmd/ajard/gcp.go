@@ -19,9 +19,9 @@ type gcpFlags struct {
 	every                 time.Duration
 }
 
-func (f *gcpFlags) register(fs *flag.FlagSet, env func(name, def string) string) {
-	fs.StringVar(&f.projectList, "gcp-projects", env("AJAR_GCP_PROJECTS", ""), "comma-separated Google Cloud project ids whose Compute Engine instances ajar manages (env AJAR_GCP_PROJECTS)")
-	fs.StringVar(&f.zoneList, "gcp-zones", env("AJAR_GCP_ZONES", ""), "comma-separated zones to limit Google Cloud discovery to (default every zone; env AJAR_GCP_ZONES)")
+func (f *gcpFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.projectList, "gcp-projects", "", "comma-separated Google Cloud project ids whose Compute Engine instances ajar manages")
+	fs.StringVar(&f.zoneList, "gcp-zones", "", "comma-separated zones to limit Google Cloud discovery to (default every zone)")
 	fs.DurationVar(&f.every, "gcp-sync-interval", 5*time.Minute, "how often to re-discover Google Cloud instances")
 }
 

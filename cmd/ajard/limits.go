@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -36,13 +34,17 @@ func (l *limits) flags(fs *flag.FlagSet) {
 func (l *limits) check() error {
 	switch {
 	case l.maxConns < 1:
-		return fmt.Errorf("--max-conns must be at least 1, got %d", l.maxConns)
+		return keyErrorf("max-conns", "must be at least 1, got %d", l.maxConns)
 	case l.maxHeaderBytes < 4<<10 || l.maxHeaderBytes > 1<<20:
-		return fmt.Errorf("--max-header-bytes must be from 4096 to 1048576, got %d", l.maxHeaderBytes)
+		return keyErrorf("max-header-bytes", "must be from 4096 to 1048576, got %d", l.maxHeaderBytes)
 	case l.bodyBudget < httpio.MaxBody:
-		return fmt.Errorf("--max-body-bytes-in-flight must be at least %d (one largest body), got %d", httpio.MaxBody, l.bodyBudget)
-	case l.headerTimeout <= 0 || l.bodyTimeout <= 0 || l.idleTimeout <= 0:
-		return errors.New("--read-header-timeout, --body-timeout and --idle-timeout must be positive")
+		return keyErrorf("max-body-bytes-in-flight", "must be at least %d (one largest body), got %d", httpio.MaxBody, l.bodyBudget)
+	case l.headerTimeout <= 0:
+		return keyErrorf("read-header-timeout", "must be positive, got %s", l.headerTimeout)
+	case l.bodyTimeout <= 0:
+		return keyErrorf("body-timeout", "must be positive, got %s", l.bodyTimeout)
+	case l.idleTimeout <= 0:
+		return keyErrorf("idle-timeout", "must be positive, got %s", l.idleTimeout)
 	}
 	return nil
 }

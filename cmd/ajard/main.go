@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/azureapi"
+	"github.com/ajarhq/ajar/internal/buildinfo"
 	"github.com/ajarhq/ajar/internal/console"
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/selfsigned"
@@ -38,14 +38,18 @@ func main() {
 	}
 }
 
-// config is ajard's configuration from flags and environment.
+// config is ajard's configuration from flags, environment and config file.
 type config struct {
 	listen, db, logLevel, dataDir string
-	limits                        limits
-	trustedProxies                []netip.Prefix
-	tlsMode, tlsCert, tlsKey      string
-	tlsHosts                      string
-	readyFile                     string
+	// dbFile and bootstrapTokenFile name files holding the --db value
+	// and the first admin's token, to keep secrets out of the config.
+	dbFile, bootstrapTokenFile string
+	limits                     limits
+	shutdownTimeout            time.Duration
+	trustedProxies             []netip.Prefix
+	tlsMode, tlsCert, tlsKey   string
+	tlsHosts                   string
+	readyFile                  string
 	// publicURL is the address people reach ajard at, for the links it
 	// prints; default the listening address.
 	publicURL string
@@ -60,72 +64,131 @@ type config struct {
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
 	gcp         gcpFlags  // --gcp-*
-	retention   retention // --log-retention, --log-archive-dir
 	aws         awsFlags  // --aws-*
+	retention   retention // --log-retention, --log-archive-dir
+
+	// The flags' text before parsing.
+	proxyList, azureSubList, azureGroupList string
+	configPath                              string
+	showVersion                             bool
+	from                                    sources
 }
 
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	var c config
+// newFlagSet registers ajard's flags, with their defaults, to fill c.
+// Each is also a config file key and an AJAR_* variable (see config.go).
+func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ajard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.limits.flags(fs)
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&c.listen, "listen", env("AJAR_LISTEN", "127.0.0.1:8080"), "address to listen on (env AJAR_LISTEN)")
-	fs.StringVar(&c.db, "db", env("AJAR_DB", defaultDB), "database: sqlite:PATH or postgres://... (env AJAR_DB)")
-	fs.StringVar(&c.dataDir, "data-dir", env("AJAR_DATA_DIR", ""), "folder for the automatic TLS certificate (default: the SQLite database's folder, else ajar-data)")
-	fs.StringVar(&c.logLevel, "log-level", env("AJAR_LOG_LEVEL", "info"), "debug, info, warn or error (env AJAR_LOG_LEVEL)")
-	proxies := fs.String("trusted-proxies", env("AJAR_TRUSTED_PROXIES", ""), "comma-separated CIDRs of proxies whose X-Forwarded-For is trusted")
-	fs.StringVar(&c.tlsMode, "tls", env("AJAR_TLS", "off"), "off, or auto for a self-signed certificate kept in the data folder")
-	fs.StringVar(&c.tlsCert, "tls-cert", env("AJAR_TLS_CERT", ""), "TLS certificate file (PEM)")
-	fs.StringVar(&c.tlsKey, "tls-key", env("AJAR_TLS_KEY", ""), "TLS key file (PEM)")
-	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
-	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
-	c.sso.register(fs, env)
-	c.gcp.register(fs, env)
-	c.retention.register(fs, env)
+	fs.StringVar(&c.configPath, "config", DefaultConfigFile, "config file (TOML) of flag settings; read when present (env AJAR_CONFIG; \"\" for none)")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and commit and exit")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&c.db, "db", defaultDB, "database: sqlite:PATH or postgres://...")
+	fs.StringVar(&c.dbFile, "db-file", "", "file holding the --db value, for a PostgreSQL URL with a password")
+	fs.StringVar(&c.bootstrapTokenFile, "bootstrap-token-file", "", "file holding the first admin's API token (ajar_..., 24 characters or more) instead of a generated one; as AJAR_BOOTSTRAP_TOKEN")
+	fs.StringVar(&c.dataDir, "data-dir", "", "folder for the automatic TLS certificate (default: the SQLite database's folder, else ajar-data)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long requests under way may take to finish (agents' long polls are answered at once)")
+	fs.StringVar(&c.proxyList, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is trusted")
+	fs.StringVar(&c.tlsMode, "tls", "off", "off, or auto for a self-signed certificate kept in the data folder")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file (PEM)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS key file (PEM)")
+	fs.StringVar(&c.tlsHosts, "tls-hosts", "", "comma-separated extra names/IPs for the automatic certificate")
+	fs.StringVar(&c.publicURL, "public-url", "", "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (default the listening address)")
+	c.sso.register(fs)
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
-	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
-	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
-	fs.StringVar(&c.azureLocation, "azure-location", env("AJAR_AZURE_LOCATION", "westeurope"), "default ascLocation of the Azure-compatible API")
+	fs.StringVar(&c.azureSubList, "azure-subscriptions", "", "comma-separated Azure subscription ids to manage")
+	fs.StringVar(&c.azureGroupList, "azure-resource-groups", "", "comma-separated resource groups to limit Azure discovery to")
+	fs.StringVar(&c.azureLocation, "azure-location", "westeurope", "default ascLocation of the Azure-compatible API")
 	fs.DurationVar(&c.azureSyncEvery, "azure-sync-interval", 5*time.Minute, "how often to re-discover Azure VMs")
-	fs.StringVar(&c.azureAPISub, "azure-api-subscription", env("AJAR_AZURE_API_SUBSCRIPTION", ""), "subscription id (a GUID of your choosing) under which the Azure-compatible API serves VMs not discovered in Azure; needs no Azure access (env AJAR_AZURE_API_SUBSCRIPTION)")
-	c.aws.register(fs, env)
+	fs.StringVar(&c.azureAPISub, "azure-api-subscription", "", "subscription id (a GUID of your choosing) under which the Azure-compatible API serves VMs not discovered in Azure; needs no Azure access")
+	c.gcp.register(fs)
+	c.aws.register(fs)
+	c.retention.register(fs)
+	return fs
+}
+
+// parseConfig reads ajard's settings: the flags in args over the AJAR_*
+// environment over the config file over the defaults.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := newFlagSet(&c, stderr)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if err := c.aws.check(); err != nil {
+	if c.showVersion {
+		return c, nil
+	}
+	return loadConfig(args, configFile(fs, c.configPath, getenv), getenv, stderr)
+}
+
+// loadConfig reads the config file at path (none when ""), the environment
+// and args, and checks the result; an error names the setting at fault
+// and where it came from.
+func loadConfig(args []string, path string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := newFlagSet(&c, stderr)
+	from, err := applySettings(fs, args, path, getenv)
+	if err != nil {
 		return c, err
 	}
-	if err := c.limits.check(); err != nil {
-		return c, err
-	}
-	if err := c.retention.fromEnv(getenv); err != nil {
-		return c, err
-	}
-	if err := c.retention.check(); err != nil {
-		return c, err
-	}
-	c.azureSubs, c.azureGroups = splitList(*azureSubs), splitList(*azureGroups)
-	if err := validSubscription("--azure-api-subscription", c.azureAPISub); err != nil {
-		return c, err
-	}
-	if err := c.gcp.check(); err != nil {
-		return c, err
-	}
-	if c.publicURL != "" {
-		if u, err := url.Parse(c.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return c, fmt.Errorf("--public-url: %q is not an http:// or https:// URL without query", c.publicURL)
-		}
-	}
+	c.from = from
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	for _, s := range strings.Split(*proxies, ",") {
+	return c, from.explain(c.check())
+}
+
+// check validates the settings and fills in what follows from them.
+func (c *config) check() error {
+	if err := c.limits.check(); err != nil {
+		return err
+	}
+	if c.shutdownTimeout <= 0 {
+		return keyErrorf("shutdown-timeout", "must be positive, got %s", c.shutdownTimeout)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return keyErrorf("log-level", "%q is not debug, info, warn or error", c.logLevel)
+	}
+	if c.dbFile != "" {
+		if _, set := c.from["db"]; set {
+			return keyErrorf("db-file", "--db and --db-file exclude each other")
+		}
+		b, err := os.ReadFile(c.dbFile)
+		if err != nil {
+			return keyErrorf("db-file", "%v", err)
+		}
+		c.db = strings.TrimSpace(string(b))
+	}
+	if !strings.HasPrefix(c.db, "sqlite:") && !strings.HasPrefix(c.db, "postgres://") && !strings.HasPrefix(c.db, "postgresql://") {
+		key := "db"
+		if c.dbFile != "" {
+			key = "db-file"
+		}
+		return keyErrorf(key, "%q is not sqlite:PATH or postgres://...", redactDSN(c.db))
+	}
+	if c.bootstrapTokenFile != "" {
+		if _, err := os.Stat(c.bootstrapTokenFile); err != nil {
+			return keyErrorf("bootstrap-token-file", "%v", err)
+		}
+	}
+	c.azureSubs, c.azureGroups = splitList(c.azureSubList), splitList(c.azureGroupList)
+	if err := validSubscription("azure-api-subscription", c.azureAPISub); err != nil {
+		return err
+	}
+	for _, check := range []func() error{c.gcp.check, c.aws.check, c.retention.check} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if c.publicURL != "" {
+		if u, err := url.Parse(c.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return keyErrorf("public-url", "%q is not an http:// or https:// URL without query", c.publicURL)
+		}
+	}
+	c.trustedProxies = nil
+	for _, s := range strings.Split(c.proxyList, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
@@ -133,7 +196,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				return c, fmt.Errorf("--trusted-proxies: %q is not a CIDR or address", s)
+				return keyErrorf("trusted-proxies", "%q is not a CIDR or address", s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
@@ -142,13 +205,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	switch c.tlsMode {
 	case "off", "auto":
 	default:
-		return c, fmt.Errorf("--tls must be off or auto, got %q", c.tlsMode)
+		return keyErrorf("tls", "must be off or auto, got %q", c.tlsMode)
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return c, errors.New("--tls-cert and --tls-key go together")
+		if c.tlsCert == "" {
+			return keyErrorf("tls-key", "goes with --tls-cert")
+		}
+		return keyErrorf("tls-cert", "goes with --tls-key")
 	}
 	if c.tlsCert != "" && c.tlsMode == "auto" {
-		return c, errors.New("--tls=auto and --tls-cert exclude each other")
+		return keyErrorf("tls-cert", "--tls=auto and --tls-cert exclude each other")
 	}
 	if c.dataDir == "" {
 		c.dataDir = "ajar-data"
@@ -156,22 +222,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			c.dataDir = filepath.Dir(p)
 		}
 	}
-	return c, nil
+	return nil
 }
 
-// run is ajard: it serves until ctx ends; `ajard backup` and `ajard
-// restore` copy its SQLite database out and back (backup.go).
+// extraCommands are commands added by build tags (manpage.go).
+var extraCommands = map[string]func(args []string, stdout io.Writer) error{}
+
+// run is ajard: it serves until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
+		case "config":
+			return configCommand(args[1:], getenv, stdout, stderr)
 		case "backup":
 			return runBackup(ctx, args[1:], getenv, stdout, stderr)
 		case "restore":
 			return runRestore(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
+	if len(args) > 0 && extraCommands[args[0]] != nil {
+		return extraCommands[args[0]](args[1:], stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.showVersion {
+		_, err := fmt.Fprintln(stdout, buildinfo.Read().String("ajard"))
 		return err
 	}
 	log, err := newLogger(cfg.logLevel, stderr)
@@ -185,11 +262,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer st.Close()
 
 	ctl := control.New(st, log, time.Now)
-	secret, err := ctl.Bootstrap(ctx, getenv("AJAR_BOOTSTRAP_TOKEN"))
+	bootstrapToken := getenv("AJAR_BOOTSTRAP_TOKEN")
+	if cfg.bootstrapTokenFile != "" {
+		b, err := os.ReadFile(cfg.bootstrapTokenFile)
+		if err != nil {
+			return fmt.Errorf("--bootstrap-token-file: %w", err)
+		}
+		bootstrapToken = strings.TrimSpace(string(b))
+	}
+	secret, err := ctl.Bootstrap(ctx, bootstrapToken)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	if secret != "" && getenv("AJAR_BOOTSTRAP_TOKEN") == "" {
+	if secret != "" && bootstrapToken == "" {
 		fmt.Fprintf(stderr, "\nCreated user admin. Its API token (shown once, keep it safe):\n\n    %s\n\n", secret)
 	}
 
@@ -214,8 +299,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	api.Handle("/", web)
 	api.Handle("/subscriptions/", azureapi.New(ctl, log, azureAPISubscriptions(cfg), cfg.azureLocation, api.ClientAddr))
 	srv := &http.Server{
-		Handler:     api,
-		BaseContext: func(net.Listener) context.Context { return ctx },
+		Handler: api,
+		// Requests under way outlive ctx (SIGTERM) by up to
+		// --shutdown-timeout: server.Run stops them, not ctx.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -265,7 +352,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 	}
 
-	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
+	srv.RegisterOnShutdown(ctl.Drain)
+	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey, cfg.shutdownTimeout)
 	log.Info("ajard stopped")
 	return err
 }

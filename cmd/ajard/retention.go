@@ -19,8 +19,8 @@ type retention struct {
 // retentionEvery is how often ajard looks for events to archive.
 const retentionEvery = time.Hour
 
-func (r *retention) register(fs *flag.FlagSet, env func(name, def string) string) {
-	fs.Func("log-retention", "archive activity events older than this (such as 400d; default: keep everything in the database) into --log-archive-dir (env AJAR_LOG_RETENTION)", func(s string) error {
+func (r *retention) register(fs *flag.FlagSet) {
+	fs.Func("log-retention", "archive activity events older than this (such as 400d; default: keep everything in the database) into --log-archive-dir", func(s string) error {
 		d, err := parseDays(s)
 		if err != nil {
 			return err
@@ -28,19 +28,7 @@ func (r *retention) register(fs *flag.FlagSet, env func(name, def string) string
 		r.keep = d
 		return nil
 	})
-	fs.StringVar(&r.dir, "log-archive-dir", env("AJAR_LOG_ARCHIVE_DIR", ""), "folder for the archive files of --log-retention (env AJAR_LOG_ARCHIVE_DIR)")
-}
-
-// fromEnv reads AJAR_LOG_RETENTION when the flag was not given.
-func (r *retention) fromEnv(getenv func(string) string) error {
-	if v := getenv("AJAR_LOG_RETENTION"); v != "" && r.keep == 0 {
-		d, err := parseDays(v)
-		if err != nil {
-			return fmt.Errorf("AJAR_LOG_RETENTION: %w", err)
-		}
-		r.keep = d
-	}
-	return nil
+	fs.StringVar(&r.dir, "log-archive-dir", "", "folder for the archive files of --log-retention")
 }
 
 func (r *retention) check() error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"strings"
 
@@ -15,22 +14,25 @@ type ssoFlags struct {
 	usernameClaim, groupsClaim                 string
 }
 
-func (f *ssoFlags) register(fs *flag.FlagSet, env func(name, def string) string) {
-	fs.StringVar(&f.issuer, "oidc-issuer", env("AJAR_OIDC_ISSUER", ""), "OpenID provider's issuer URL: adds \"Sign in with ...\" to the console and ajar login --sso (env AJAR_OIDC_ISSUER)")
-	fs.StringVar(&f.clientID, "oidc-client-id", env("AJAR_OIDC_CLIENT_ID", ""), "client id registered at the provider (env AJAR_OIDC_CLIENT_ID)")
-	fs.StringVar(&f.secretFile, "oidc-client-secret-file", env("AJAR_OIDC_CLIENT_SECRET_FILE", ""), "file holding the client secret (env AJAR_OIDC_CLIENT_SECRET_FILE)")
-	fs.StringVar(&f.scopes, "oidc-scopes", env("AJAR_OIDC_SCOPES", "profile,email"), "comma-separated scopes asked for besides openid")
-	fs.StringVar(&f.name, "oidc-name", env("AJAR_OIDC_NAME", "single sign-on"), "the provider's name on the sign-in button")
-	fs.StringVar(&f.usernameClaim, "oidc-username-claim", env("AJAR_OIDC_USERNAME_CLAIM", "preferred_username"), "ID token claim that names the ajar user")
-	fs.StringVar(&f.groupsClaim, "oidc-groups-claim", env("AJAR_OIDC_GROUPS_CLAIM", "groups"), "ID token claim that lists the user's groups, for role mappings")
+func (f *ssoFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.issuer, "oidc-issuer", "", "OpenID provider's issuer URL: adds \"Sign in with ...\" to the console and ajar login --sso")
+	fs.StringVar(&f.clientID, "oidc-client-id", "", "client id registered at the provider")
+	fs.StringVar(&f.secretFile, "oidc-client-secret-file", "", "file holding the client secret")
+	fs.StringVar(&f.scopes, "oidc-scopes", "profile,email", "comma-separated scopes asked for besides openid")
+	fs.StringVar(&f.name, "oidc-name", "single sign-on", "the provider's name on the sign-in button")
+	fs.StringVar(&f.usernameClaim, "oidc-username-claim", "preferred_username", "ID token claim that names the ajar user")
+	fs.StringVar(&f.groupsClaim, "oidc-groups-claim", "groups", "ID token claim that lists the user's groups, for role mappings")
 }
 
 // provider returns the configured provider, nil when --oidc-issuer is not
 // set.
 func (f *ssoFlags) provider() (*sso.Provider, error) {
 	if f.issuer == "" {
-		if f.clientID != "" || f.secretFile != "" {
-			return nil, fmt.Errorf("--oidc-client-id and --oidc-client-secret-file need --oidc-issuer")
+		if f.clientID != "" {
+			return nil, keyErrorf("oidc-client-id", "needs --oidc-issuer")
+		}
+		if f.secretFile != "" {
+			return nil, keyErrorf("oidc-client-secret-file", "needs --oidc-issuer")
 		}
 		return nil, nil
 	}
@@ -42,7 +44,7 @@ func (f *ssoFlags) provider() (*sso.Provider, error) {
 	if f.secretFile != "" {
 		b, err := os.ReadFile(f.secretFile)
 		if err != nil {
-			return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
+			return nil, keyErrorf("oidc-client-secret-file", "%v", err)
 		}
 		cfg.ClientSecret = strings.TrimSpace(string(b))
 	}

@@ -18,7 +18,8 @@ func TestSSOFlags(t *testing.T) {
 		want string // in the error; "" = accepted
 	}{
 		{ssoFlags{}, ""},
-		{ssoFlags{clientID: "ajar"}, "need --oidc-issuer"},
+		{ssoFlags{clientID: "ajar"}, "--oidc-client-id: needs --oidc-issuer"},
+		{ssoFlags{secretFile: secret}, "--oidc-client-secret-file: needs --oidc-issuer"},
 		{ssoFlags{issuer: "login.example.com", clientID: "ajar", secretFile: secret}, "--oidc-issuer"},
 		{ssoFlags{issuer: "https://login.example.com", secretFile: secret}, "--oidc-client-id"},
 		{ssoFlags{issuer: "https://login.example.com", clientID: "ajar"}, "--oidc-client-secret-file"},

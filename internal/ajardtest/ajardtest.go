@@ -39,11 +39,10 @@ func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	// One folder per checkout: test runs of another tree (a git
-	// worktree, another clone) never replace this one's binaries.
-	_, file, _, _ := runtime.Caller(0)
-	tree := sha256.Sum256([]byte(filepath.Dir(file)))
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d-%x", os.Getuid(), tree[:4]))
+	// One folder per checkout: two worktrees tested at once on one
+	// machine must not run each other's builds.
+	sum := sha256.Sum256([]byte(moduleDir()))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d-%x", os.Getuid(), sum[:6]))
 	path := filepath.Join(dir, name)
 	err, ok := built[name]
 	if !ok {
@@ -56,6 +55,12 @@ func Binary(t testing.TB, name string) string {
 	return path
 }
 
+// moduleDir is this module's folder.
+func moduleDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
 func build(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -66,9 +71,8 @@ func build(dir, name string) error {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	_, file, _, _ := runtime.Caller(0)
 	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/"+name)
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	cmd.Dir = moduleDir()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -120,7 +124,7 @@ func Start(t testing.TB, o Options) *Server {
 	}
 	s := &Server{DB: o.DB, Dir: o.Dir, t: t}
 	s.dial = o.Dial
-	s.Args = append([]string{"--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
+	s.Args = append([]string{"--config=", "--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
 	t.Cleanup(func() { s.Stop() }) // before start, so a server that hangs at start is stopped too
 	s.start(o.Wrap)
 	return s

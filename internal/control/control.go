@@ -34,6 +34,9 @@ type Control struct {
 	hub   hub
 	beats heartbeats
 
+	draining  chan struct{} // closed by Drain
+	drainOnce sync.Once
+
 	// The expirer's wake-up for grants opened here (see noteEnd).
 	kick      chan struct{}
 	soonestMu sync.Mutex
@@ -52,7 +55,7 @@ type Control struct {
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
-	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1),
+	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1), draining: make(chan struct{}),
 		refusals: newBuckets(RefusalBurst, RefusalEvery), guesses: newGuesses(),
 		agentEvents: newBuckets(AgentEventBurst, AgentEventEvery),
 		hashing:     make(chan struct{}, runtime.GOMAXPROCS(0)), hashWait: HashWait}

@@ -186,9 +186,26 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 		case <-ctx.Done(): // the caller left, or the server stops
 			c.hub.cancel(vmID, ch)
 			return st, nil
+		case <-c.draining:
+			c.hub.cancel(vmID, ch)
+			return st, nil
 		}
 	}
 }
+
+// Drain makes every WatchDesiredState under way and to come answer at
+// once with the state it has, as if its wait had run out: a server that is
+// stopping answers its agents' long polls rather than cut them, so they
+// reconnect (to another replica, or to this one restarted) without an
+// error.
+func (c *Control) Drain() {
+	c.drainOnce.Do(func() { close(c.draining) })
+}
+
+// Draining is closed once Drain is called: other long-lived answers
+// (streams) end on it too, so that a stopping server need not wait its
+// whole shutdown timeout for them.
+func (c *Control) Draining() <-chan struct{} { return c.draining }
 
 // stateAt is st as the server would produce it at now: its grants with
 // the time they have left, those that ended dropped.

@@ -18,6 +18,7 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -30,8 +31,11 @@ func newMetrics() *metrics {
 			Name: "ajar_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 35},
 		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ajar_http_requests_in_flight", Help: "HTTP requests being served, agents' long polls included.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.duration, m.inFlight, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -61,6 +65,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // observe serves r through next and records it under its route pattern.
 func (m *metrics) observe(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	start := time.Now()
+	m.inFlight.Inc()
+	defer m.inFlight.Dec()
 	sw := &statusWriter{ResponseWriter: w}
 	next.ServeHTTP(sw, r)
 	route := r.Pattern

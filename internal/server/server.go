@@ -336,8 +336,12 @@ func queryInt(r *http.Request, name string, lo, hi int64) (int64, error) {
 	return n, nil
 }
 
-// Run serves h on ln until ctx ends, then shuts down gracefully.
-func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string) error {
+// Run serves srv on ln until ctx ends, then stops gracefully: it closes
+// the listener, calls srv's RegisterOnShutdown functions (ajard's answers
+// the agents' long polls at once), and gives requests under way up to
+// grace to finish, then cuts those still running. srv's BaseContext should
+// outlive ctx, or requests under way are cancelled with it.
+func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string, grace time.Duration) error {
 	errc := make(chan error, 1)
 	go func() {
 		var err error
@@ -356,8 +360,13 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFi
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Out of time: cut what is still running (its requests see
+		// their connection gone).
+		err = fmt.Errorf("requests still running after %s were cut: %w", grace, srv.Close())
+	}
 	return errors.Join(err, <-errc)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/selfsigned"
 	"github.com/ajarhq/ajar/internal/server"
+	"github.com/ajarhq/ajar/internal/webhook"
 )
 
 func main() {
@@ -59,6 +60,7 @@ type config struct {
 	// azureAPISub is the subscription the Azure-compatible API serves
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
+	webhooks    webhookFlags // --webhook-*
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -83,6 +85,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsHosts, "tls-hosts", env("AJAR_TLS_HOSTS", ""), "comma-separated extra names/IPs for the automatic certificate")
 	fs.StringVar(&c.publicURL, "public-url", env("AJAR_PUBLIC_URL", ""), "the URL people reach ajard at, such as https://ajar.example.com, for the links it prints (env AJAR_PUBLIC_URL; default the listening address)")
 	c.sso.register(fs, env)
+	c.webhooks.register(fs)
 	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (for scripts and tests)")
 	azureSubs := fs.String("azure-subscriptions", env("AJAR_AZURE_SUBSCRIPTIONS", ""), "comma-separated Azure subscription ids to manage (env AJAR_AZURE_SUBSCRIPTIONS)")
 	azureGroups := fs.String("azure-resource-groups", env("AJAR_AZURE_RESOURCE_GROUPS", ""), "comma-separated resource groups to limit Azure discovery to")
@@ -103,6 +106,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if u, err := url.Parse(c.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return c, fmt.Errorf("--public-url: %q is not an http:// or https:// URL without query", c.publicURL)
 		}
+	}
+	if err := c.webhooks.check(); err != nil {
+		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -157,7 +163,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer st.Close()
 
-	ctl := control.New(st, log, time.Now)
+	hooks := webhook.New(st, log, cfg.webhooks.config())
+	ctl := control.New(hooks.Watch(st), log, time.Now)
+	if cfg.webhooks.allowHTTP {
+		ctl.AllowHTTPWebhooks()
+	}
 	secret, err := ctl.Bootstrap(ctx, getenv("AJAR_BOOTSTRAP_TOKEN"))
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -209,6 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheme = "https"
 		fmt.Fprintf(stderr, "TLS certificate fingerprint: %s\n", selfsigned.Fingerprint(cert.Certificate[0]))
 	}
+	hooks.UsePublicURL(publicURL(cfg.publicURL, scheme, ln.Addr()))
 	if err := printSetupLink(ctx, ctl, stderr, publicURL(cfg.publicURL, scheme, ln.Addr())); err != nil {
 		ln.Close()
 		return fmt.Errorf("setup link: %w", err)
@@ -229,6 +240,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	wg.Go(func() { runAzure(bg, cfg, ctl, api, log) })
 	wg.Go(func() { ctl.RunPresence(bg, 30*time.Second) })
 	wg.Go(func() { ctl.RunHeadLog(bg, time.Hour) })
+	wg.Go(func() {
+		if err := hooks.RunLeading(bg); err != nil {
+			log.Error("webhooks stopped", "err", err)
+		}
+	})
 
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey)
 	log.Info("ajard stopped")

@@ -45,6 +45,8 @@ type Control struct {
 
 	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
 	hashWait time.Duration
+
+	webhookHTTP bool // see AllowHTTPWebhooks
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).

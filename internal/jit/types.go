@@ -281,6 +281,8 @@ const (
 	OpRoleBindingDelete  = "rolebinding.delete"
 	OpClaimMappingCreate = "claimmapping.create"
 	OpClaimMappingDelete = "claimmapping.delete"
+	OpWebhookCreate      = "webhook.create"
+	OpWebhookDelete      = "webhook.delete"
 )
 
 // DesiredState is what an enforcer must make true for one VM: the lock on

@@ -53,6 +53,7 @@ var schemaTypes = map[string]struct {
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
+	"NewWebhook":     {typ: reflect.TypeFor[jit.NewWebhook](), request: true},
 
 	"Error":            {typ: reflect.TypeFor[httpio.ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
@@ -75,6 +76,9 @@ var schemaTypes = map[string]struct {
 	"Enrolled":         {typ: reflect.TypeFor[jit.Enrolled]()},
 	"RoleBinding":      {typ: reflect.TypeFor[jit.RoleBinding]()},
 	"ClaimMapping":     {typ: reflect.TypeFor[jit.ClaimMapping]()},
+	"Webhook":          {typ: reflect.TypeFor[jit.Webhook]()},
+	"CreatedWebhook":   {typ: reflect.TypeFor[jit.CreatedWebhook]()},
+	"Delivery":         {typ: reflect.TypeFor[jit.Delivery]()},
 	"DesiredState":     {typ: reflect.TypeFor[jit.DesiredState]()},
 	"PortLock":         {typ: reflect.TypeFor[jit.PortLock]()},
 	"GrantRule":        {typ: reflect.TypeFor[jit.GrantRule]()},
@@ -94,6 +98,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.Report":         reflect.TypeFor[jit.Report](),
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
+	"jit.NewWebhook":     reflect.TypeFor[jit.NewWebhook](),
 }
 
 type apiDoc = map[string]any

@@ -36,7 +36,10 @@ func TestWebhookAcrossReplicas(t *testing.T) {
 	const secret = "replica-test-secret-0123456789"
 	rcv := webhooktest.Start(t, secret)
 	var accepted atomic.Int64
-	rcv.Answer = func(string, int) webhooktest.Answer { accepted.Add(1); return webhooktest.Answer{Delay: 5 * time.Millisecond} }
+	rcv.Answer = func(string, int) webhooktest.Answer {
+		accepted.Add(1)
+		return webhooktest.Answer{Delay: 5 * time.Millisecond}
+	}
 	h, err := a.Admin.CreateWebhook(ctx, jit.NewWebhook{URL: rcv.URL, Secret: secret, Events: []string{jit.KindRequestApproved, jit.KindGrantOpened}})
 	if err != nil {
 		t.Fatal(err)

@@ -373,15 +373,32 @@ func (d *Deliverer) work(ctx context.Context, id string) {
 		}
 		return
 	}
+	// The outcomes are recorded together, in one commit, once the batch
+	// is sent; a crash before then sends the batch again.
+	var outcomes []jit.Delivery
 	for _, a := range claimed {
 		if ctx.Err() != nil {
-			return // the claims' lease brings them back
+			break // the claims' lease brings the rest back
 		}
 		code, err := d.send(ctx, &w, &a)
 		if ctx.Err() != nil {
-			return
+			break
 		}
-		d.record(ctx, a.d, code, err)
+		outcomes = append(outcomes, d.outcome(a.d, code, err))
+	}
+	if len(outcomes) == 0 {
+		return
+	}
+	err = d.st.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		for _, o := range outcomes {
+			if _, err := tx.SetDelivery(o, o.Attempts); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("webhooks: record deliveries", "webhook", id, "err", err)
 	}
 }
 
@@ -432,8 +449,9 @@ func (d *Deliverer) send(ctx context.Context, w *jit.Webhook, a *attempt) (int, 
 	return resp.StatusCode, nil
 }
 
-// record writes the outcome of one attempt.
-func (d *Deliverer) record(ctx context.Context, dl jit.Delivery, code int, sendErr error) {
+// outcome is a claimed delivery after an attempt that answered code
+// (0: none) and failed with sendErr (nil: delivered).
+func (d *Deliverer) outcome(dl jit.Delivery, code int, sendErr error) jit.Delivery {
 	now := d.cfg.Now().UTC()
 	out := dl
 	out.LastStatusCode = code
@@ -448,13 +466,7 @@ func (d *Deliverer) record(ctx context.Context, dl jit.Delivery, code int, sendE
 	if sendErr != nil {
 		d.log.Warn("webhooks: delivery failed", "webhook", dl.WebhookID, "seq", dl.Seq, "attempt", dl.Attempts, "status", out.Status, "err", sendErr)
 	}
-	err := d.st.Update(ctx, func(tx store.Tx) error {
-		_, err := tx.SetDelivery(out, dl.Attempts)
-		return err
-	})
-	if err != nil && ctx.Err() == nil {
-		d.log.Error("webhooks: record a delivery", "webhook", dl.WebhookID, "seq", dl.Seq, "err", err)
-	}
+	return out
 }
 
 // backoff is the wait after the n-th failed attempt: BackoffMin doubled

@@ -160,5 +160,6 @@ var Migrations = []string{
 		delivered_at BIGINT,
 		PRIMARY KEY (webhook_id, seq)
 	);
-	CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt) WHERE status = 'pending';`,
+	CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt) WHERE status = 'pending';
+	CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, next_attempt, seq) WHERE status = 'pending';`,
 }

@@ -63,7 +63,7 @@ func requestRowOf(r jit.Request) requestRow {
 }
 
 func (c *Console) requests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	queue, err := c.ctl.ListPending(r.Context(), a)
+	queue, _, err := c.ctl.ListPending(r.Context(), a, control.MaxPage, "")
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,10 +176,10 @@ func TestPendingExpires(t *testing.T) {
 	if n, err := ctl.ExpireDue(ctx); err != nil || n != 0 {
 		t.Fatalf("ExpireDue before the end of the wait = %d, %v", n, err)
 	}
-	if p, err := ctl.ListPending(ctx, bob); err != nil || len(p) != 1 || p[0].ID != r.ID {
+	if p, _, err := ctl.ListPending(ctx, bob, 0, ""); err != nil || len(p) != 1 || p[0].ID != r.ID {
 		t.Errorf("bob's queue = %+v, %v", p, err)
 	}
-	if p, err := ctl.ListPending(ctx, ann); err != nil || len(p) != 0 {
+	if p, _, err := ctl.ListPending(ctx, ann, 0, ""); err != nil || len(p) != 0 {
 		t.Errorf("ann's queue holds her own request: %+v, %v", p, err)
 	}
 	clk.add(2 * time.Minute)
@@ -256,5 +257,45 @@ func TestAzurePolicyKeepsApproval(t *testing.T) {
 	p, err := ctl.GetPolicy(ctx, admin, vm.ID)
 	if err != nil || p.Approval == nil || p.Approval.Required != 2 || p.Approval.PendingLifetime != "PT1H" {
 		t.Errorf("policy after an Azure update = %+v, %v; want the approval rule kept", p.Approval, err)
+	}
+}
+
+// TestPendingPages: the approver's queue pages by cursor, the soonest to
+// expire first, each request once; a bad cursor or limit is refused
+// naming it.
+func TestPendingPages(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk, _, vm, ann, bob, _, _ := approvalSetup(t, 1, "PT1H")
+	var want []string
+	for range 5 {
+		want = append(want, askPending(t, ctl, ann, vm.ID, "").ID)
+		clk.add(time.Second)
+	}
+	var got []string
+	cursor := ""
+	for page := 0; ; page++ {
+		p, next, err := ctl.ListPending(ctx, bob, 2, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) > 2 || page > 3 {
+			t.Fatalf("page %d: %d requests", page, len(p))
+		}
+		for _, r := range p {
+			got = append(got, r.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("pages = %v, want %v (soonest to expire first, each once)", got, want)
+	}
+	if _, _, err := ctl.ListPending(ctx, bob, 0, "bogus"); jit.ErrorTarget(err) != "cursor" {
+		t.Errorf("bad cursor: %v", err)
+	}
+	if _, _, err := ctl.ListPending(ctx, bob, control.MaxPage+1, ""); jit.ErrorTarget(err) != "limit" {
+		t.Errorf("limit too large: %v", err)
 	}
 }

@@ -225,8 +225,13 @@ type RequestFilter struct {
 	Status string
 	Groups []string
 	// PendingBy, when set, selects pending requests whose wait ends by it,
-	// the earliest first.
-	PendingBy time.Time
+	// the earliest first; then AfterPending and AfterID page: only those
+	// whose wait ends after AfterPending, or then with a greater id.
+	PendingBy    time.Time
+	AfterPending time.Time
+	AfterID      string
+	// NotUser, when set, leaves out that user's requests.
+	NotUser string
 }
 
 // UserFilter selects users, in name order.

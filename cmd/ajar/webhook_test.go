@@ -67,3 +67,25 @@ func TestWebhookCommands(t *testing.T) {
 		t.Errorf("a removed webhook still received events: %d", n)
 	}
 }
+
+// ajar jit enable --auto-approve-*: the conditions reach the policy;
+// without --approvers they are refused; bad hours are refused naming the
+// field.
+func TestAutoApproveFlags(t *testing.T) {
+	c := newCLI(t)
+	c.must("group", "add", "prod")
+	c.must("vm", "add", "db-7", "--group", "prod")
+	if msg, _ := c.fails("jit", "enable", "db-7", "--port", "22", "--auto-approve-max", "1h"); !strings.Contains(msg, "--approvers") {
+		t.Errorf("auto-approval without approvers: %s", msg)
+	}
+	if msg, _ := c.fails("jit", "enable", "db-7", "--port", "22", "--approvers", "1", "--auto-approve-hours", "8-18"); !strings.Contains(msg, "approval.autoApprove.hours") {
+		t.Errorf("bad hours: %s", msg)
+	}
+	c.must("jit", "enable", "db-7", "--port", "22", "--approvers", "2", "--auto-approve-max", "1h", "--auto-approve-hours", "08-18", "--auto-approve-group", "oncall")
+	var p jit.Policy
+	c.json(&p, "jit", "show", "db-7")
+	if p.Approval == nil || p.Approval.AutoApprove == nil || p.Approval.AutoApprove.MaxDuration != "PT1H" || p.Approval.AutoApprove.Hours != "08-18" ||
+		len(p.Approval.AutoApprove.RequesterGroups) != 1 || p.Approval.AutoApprove.RequesterGroups[0] != "oncall" {
+		t.Errorf("policy after enable: %+v", p.Approval)
+	}
+}

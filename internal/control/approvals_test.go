@@ -299,3 +299,75 @@ func TestPendingPages(t *testing.T) {
 		t.Errorf("limit too large: %v", err)
 	}
 }
+
+// TestAutoApproval: a request meeting every auto-approval condition
+// (duration, UTC hours, requester in a group) opens at once, logged as
+// auto-approved; one failing any condition waits; bad conditions are
+// refused naming the field.
+func TestAutoApproval(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk, admin, vm, ann, _, _, _ := approvalSetup(t, 1, "PT1H")
+	if _, err := ctl.CreateGroup(ctx, admin, "oncall"); err != nil {
+		t.Fatal(err)
+	}
+	binding(t, ctl, admin, "ann", jit.RoleReader, "oncall")
+	ann, _ = login(t, ctl, admin, "ann", "198.51.100.21")
+	eve := actor(t, ctl, admin, "eve", jit.RoleRequester, "prod", "198.51.100.25")
+	rule := []jit.PortRule{{Number: 22, Protocol: "TCP", MaxRequestAccessDuration: "PT3H"}}
+	put := func(auto *jit.AutoApproval) error {
+		_, err := ctl.PutPolicy(ctx, admin, vm.ID, jit.Policy{Ports: rule, Approval: &jit.Approval{Required: 1, AutoApprove: auto}})
+		return err
+	}
+	for _, c := range []struct {
+		auto   jit.AutoApproval
+		target string
+	}{
+		{jit.AutoApproval{}, "approval.autoApprove"},
+		{jit.AutoApproval{MaxDuration: "PT48H"}, "approval.autoApprove.maxDuration"},
+		{jit.AutoApproval{MaxDuration: "1h"}, "approval.autoApprove.maxDuration"},
+		{jit.AutoApproval{Hours: "25-03"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{Hours: "08-08"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{Hours: "8-18"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{RequesterGroups: []string{"*"}}, "approval.autoApprove.requesterGroups"},
+	} {
+		if err := put(&c.auto); jit.ErrorTarget(err) != c.target {
+			t.Errorf("auto-approval %+v: %v, want an error naming %s", c.auto, err, c.target)
+		}
+	}
+	if err := put(&jit.AutoApproval{MaxDuration: "PT1H", Hours: "09-17", RequesterGroups: []string{"oncall"}}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(a *control.Actor, d string) jit.Request {
+		t.Helper()
+		r, err := ctl.RequestAccess(ctx, a, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID,
+			Ports: []jit.PortRequest{{Number: 22, Duration: d}}}}, Justification: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// The clock is at 12:00 UTC.
+	if r := ask(ann, "PT30M"); r.Status != jit.RequestApproved || len(r.Grants) != 1 {
+		t.Errorf("a request meeting every condition: %s with %d grants, want approved at once", r.Status, len(r.Grants))
+	}
+	ev := events(t, ctl, admin, jit.OpRequestApprove)
+	if len(ev) != 1 || !strings.Contains(string(ev[0].Details), `"autoApproved":true`) {
+		t.Errorf("request.approve events %+v, want one marked autoApproved", ev)
+	}
+	if r := ask(ann, "PT2H"); r.Status != jit.RequestPending {
+		t.Errorf("longer than maxDuration: %s, want pending", r.Status)
+	}
+	if r := ask(eve, "PT30M"); r.Status != jit.RequestPending {
+		t.Errorf("requester in none of the groups: %s, want pending", r.Status)
+	}
+	clk.add(6 * time.Hour) // 18:00 UTC
+	if r := ask(ann, "PT30M"); r.Status != jit.RequestPending {
+		t.Errorf("outside the hours: %s, want pending", r.Status)
+	}
+	if err := put(&jit.AutoApproval{Hours: "17-09"}); err != nil { // spans midnight
+		t.Fatal(err)
+	}
+	if r := ask(eve, "PT2H"); r.Status != jit.RequestApproved {
+		t.Errorf("within hours spanning midnight: %s, want approved", r.Status)
+	}
+}

@@ -52,6 +52,7 @@ var schemaTypes = map[string]struct {
 	"Socket":         {typ: reflect.TypeFor[jit.Socket](), request: true, shared: true},
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
+	"AutoApproval":   {typ: reflect.TypeFor[jit.AutoApproval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
 	"NewWebhook":     {typ: reflect.TypeFor[jit.NewWebhook](), request: true},
 

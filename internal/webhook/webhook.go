@@ -242,6 +242,26 @@ const scanChunk = 1000
 // queue moves every webhook's cursor to the log's head, queueing a
 // delivery of each event after it the webhook wants, chunk by chunk.
 func (d *Deliverer) queue(ctx context.Context) error {
+	// First, in a read transaction, whether there is anything to queue:
+	// most commits that wake the deliverer leave nothing to do (no
+	// webhooks), and should not cost a write transaction.
+	behind := false
+	err := d.st.View(ctx, func(tx store.Tx) error {
+		hooks, err := tx.ListWebhooks()
+		if err != nil || len(hooks) == 0 {
+			behind = false
+			return err
+		}
+		head, err := tx.ListEvents(store.EventFilter{Desc: true, Limit: 1})
+		behind = false
+		for _, w := range hooks {
+			behind = behind || (len(head) == 1 && w.Cursor < head[0].Seq)
+		}
+		return err
+	})
+	if err != nil || !behind {
+		return err
+	}
 	for {
 		more := false
 		err := d.st.Update(ctx, func(tx store.Tx) error {

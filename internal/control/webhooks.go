@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"net/url"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -60,9 +61,14 @@ func (c *Control) CreateWebhook(ctx context.Context, a *Actor, in jit.NewWebhook
 }
 
 // webhookDetails is what the activity log keeps of a webhook: never its
-// secret.
+// secret, and of its URL only the scheme and host (the path of a Slack or
+// Teams URL is a credential, and readers of the log need not see it).
 func webhookDetails(w jit.Webhook) map[string]any {
-	return map[string]any{"webhook": w.ID, "url": w.URL, "format": w.Format, "events": w.Events, "groups": w.Groups}
+	host := ""
+	if u, err := url.Parse(w.URL); err == nil {
+		host = u.Scheme + "://" + u.Host
+	}
+	return map[string]any{"webhook": w.ID, "host": host, "format": w.Format, "events": w.Events, "groups": w.Groups}
 }
 
 func newWebhookSecret() string {

@@ -188,11 +188,16 @@ func (d *Deliverer) Run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		if err := d.queue(ctx); err != nil && ctx.Err() == nil {
+		exist, err := d.queue(ctx)
+		if err != nil && ctx.Err() == nil {
 			d.log.Error("webhooks: queue deliveries", "err", err)
 		}
 		wake := d.cfg.Poll
-		due, next, err := d.due(ctx)
+		var due []string
+		var next time.Time
+		if exist || err != nil {
+			due, next, err = d.due(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("webhooks: read due deliveries", "err", err)
 		}
@@ -241,13 +246,15 @@ const scanChunk = 1000
 
 // queue moves every webhook's cursor to the log's head, queueing a
 // delivery of each event after it the webhook wants, chunk by chunk.
-func (d *Deliverer) queue(ctx context.Context) error {
+// It reports whether there are webhooks (and deliveries may be due).
+func (d *Deliverer) queue(ctx context.Context) (bool, error) {
 	// First, in a read transaction, whether there is anything to queue:
 	// most commits that wake the deliverer leave nothing to do (no
 	// webhooks), and should not cost a write transaction.
-	behind := false
+	behind, exist := false, false
 	err := d.st.View(ctx, func(tx store.Tx) error {
 		hooks, err := tx.ListWebhooks()
+		exist = len(hooks) > 0
 		if err != nil || len(hooks) == 0 {
 			behind = false
 			return err
@@ -260,7 +267,7 @@ func (d *Deliverer) queue(ctx context.Context) error {
 		return err
 	})
 	if err != nil || !behind {
-		return err
+		return exist, err
 	}
 	for {
 		more := false
@@ -302,7 +309,7 @@ func (d *Deliverer) queue(ctx context.Context) error {
 			return nil
 		})
 		if err != nil || !more {
-			return err
+			return true, err
 		}
 	}
 }

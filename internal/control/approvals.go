@@ -97,7 +97,14 @@ func (c *Control) ListPending(ctx context.Context, a *Actor, limit int, cursor s
 		last := out[limit-1]
 		next = encodeCursor("pending", last.ExpiresAt.UnixNano(), last.ID)
 	}
-	return out, next, nil
+	// A wait ending exactly now has ended (the query keeps it).
+	waiting := out[:0]
+	for _, r := range out {
+		if r.ExpiresAt != nil && r.ExpiresAt.After(now) {
+			waiting = append(waiting, r)
+		}
+	}
+	return waiting, next, nil
 }
 
 // Approve records the actor's approval of a pending request; with the

@@ -23,15 +23,18 @@ func (a *app) jitEnableCommand() *cobra.Command {
 		p              jit.Policy
 		approvers      int
 		pendingLife    string
+		auto           jit.AutoApproval
+		autoMax        string
 	)
 	cmd := &cobra.Command{
-		Use:   "enable VM [--port 22/tcp|22/udp|22/*|22]... [--max 3h] [--source CIDR]... [--require-justification] [--close-connections] [--approvers N [--pending-lifetime 24h]]",
+		Use:   "enable VM [--port 22/tcp|22/udp|22/*|22]... [--max 3h] [--source CIDR]... [--require-justification] [--close-connections] [--approvers N [--pending-lifetime 24h] [--auto-approve-max 1h] [--auto-approve-hours 08-18] [--auto-approve-group G]...]",
 		Short: "Enable JIT on a VM: lock its management ports, open them on request",
 		Long: `enable sets the VM's JIT policy, replacing any policy it had. With no --port it
 uses the server's recommendation for the VM (the management ports it listens on, or
 those of its OS). A port without a protocol means both TCP and UDP (*). --max and
 --source apply to every port; by default requests may last up to 3 hours, from any
-source.`,
+source. With --approvers, the --auto-approve-* conditions approve at once the requests
+that meet all of them.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			maxISO, err := isoDuration("max", max)
@@ -44,8 +47,14 @@ source.`,
 					return err
 				}
 				p.Approval = &jit.Approval{Required: approvers, PendingLifetime: life}
-			} else if pendingLife != "" {
-				return fmt.Errorf("--pending-lifetime needs --approvers")
+				if auto.MaxDuration, err = isoDuration("auto-approve-max", autoMax); err != nil {
+					return err
+				}
+				if auto.MaxDuration != "" || auto.Hours != "" || len(auto.RequesterGroups) > 0 {
+					p.Approval.AutoApprove = &auto
+				}
+			} else if pendingLife != "" || autoMax != "" || auto.Hours != "" || len(auto.RequesterGroups) > 0 {
+				return fmt.Errorf("--pending-lifetime and --auto-approve-* need --approvers")
 			}
 			for _, s := range ports {
 				n, proto, err := parsePort(s)
@@ -98,6 +107,9 @@ source.`,
 	f.BoolVar(&p.CloseConnectionsOnExpiry, "close-connections", false, "close established connections when a grant ends")
 	f.IntVar(&approvers, "approvers", 0, "requests wait for this many approvals by users with role approver in the VM's group, never the requester (default 0: no approval)")
 	f.StringVar(&pendingLife, "pending-lifetime", "", "how long a request may wait for approval, such as 24h (5m to 7 days; default 24h)")
+	f.StringVar(&autoMax, "auto-approve-max", "", "auto-approve requests of at most this long, such as 1h")
+	f.StringVar(&auto.Hours, "auto-approve-hours", "", "auto-approve requests made within these UTC hours, HH-HH such as 08-18 or 22-06")
+	f.StringArrayVar(&auto.RequesterGroups, "auto-approve-group", nil, "auto-approve requests of users holding a role in this group (repeatable)")
 	return cmd
 }
 

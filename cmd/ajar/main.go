@@ -134,7 +134,7 @@ VMs are named by name, by group/name when the name is used in several groups, or
 		a.requestCommand(), a.requestsCommand(), a.approveCommand(), a.denyCommand(),
 		a.grantCommand(), hidden(a.revokeCommand()),
 		a.logCommand(),
-		a.userCommand(), a.tokenCommand(), a.roleCommand(),
+		a.userCommand(), a.tokenCommand(), a.roleCommand(), a.webhookCommand(),
 		a.sshCommand(),
 		a.azureCommand(),
 		a.awsCommand(),

@@ -27,6 +27,7 @@ import (
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/selfsigned"
 	"github.com/ajarhq/ajar/internal/server"
+	"github.com/ajarhq/ajar/internal/webhook"
 )
 
 func main() {
@@ -63,9 +64,10 @@ type config struct {
 	// azureAPISub is the subscription the Azure-compatible API serves
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
-	gcp         gcpFlags  // --gcp-*
-	aws         awsFlags  // --aws-*
-	retention   retention // --log-retention, --log-archive-dir
+	gcp         gcpFlags     // --gcp-*
+	aws         awsFlags     // --aws-*
+	retention   retention    // --log-retention, --log-archive-dir
+	webhooks    webhookFlags // --webhook-*
 
 	// The flags' text before parsing.
 	proxyList, azureSubList, azureGroupList string
@@ -105,6 +107,7 @@ func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	c.gcp.register(fs)
 	c.aws.register(fs)
 	c.retention.register(fs)
+	c.webhooks.register(fs)
 	return fs
 }
 
@@ -177,7 +180,7 @@ func (c *config) check() error {
 	if err := validSubscription("azure-api-subscription", c.azureAPISub); err != nil {
 		return err
 	}
-	for _, check := range []func() error{c.gcp.check, c.aws.check, c.retention.check} {
+	for _, check := range []func() error{c.gcp.check, c.aws.check, c.retention.check, c.webhooks.check} {
 		if err := check(); err != nil {
 			return err
 		}
@@ -261,7 +264,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer st.Close()
 
-	ctl := control.New(st, log, time.Now)
+	hooks := webhook.New(st, log, cfg.webhooks.config())
+	ctl := control.New(hooks.Watch(st), log, time.Now)
+	if cfg.webhooks.allowHTTP {
+		ctl.AllowHTTPWebhooks()
+	}
 	bootstrapToken := getenv("AJAR_BOOTSTRAP_TOKEN")
 	if cfg.bootstrapTokenFile != "" {
 		b, err := os.ReadFile(cfg.bootstrapTokenFile)
@@ -324,6 +331,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		scheme = "https"
 		fmt.Fprintf(stderr, "TLS certificate fingerprint: %s\n", selfsigned.Fingerprint(cert.Certificate[0]))
 	}
+	hooks.UsePublicURL(publicURL(cfg.publicURL, scheme, ln.Addr()))
 	if err := printSetupLink(ctx, ctl, stderr, publicURL(cfg.publicURL, scheme, ln.Addr())); err != nil {
 		ln.Close()
 		return fmt.Errorf("setup link: %w", err)
@@ -351,6 +359,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 		})
 	}
+	wg.Go(func() {
+		if err := hooks.RunLeading(bg); err != nil {
+			log.Error("webhooks stopped", "err", err)
+		}
+	})
 
 	srv.RegisterOnShutdown(ctl.Drain)
 	err = server.Run(ctx, srv, ln, cfg.tlsCert, cfg.tlsKey, cfg.shutdownTimeout)

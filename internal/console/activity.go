@@ -28,7 +28,7 @@ var operations = []string{
 	jit.OpEnforceApply, jit.OpEnforceFail, jit.OpAgentEnroll, jit.OpAgentConnect, jit.OpAgentDisconnect,
 	jit.OpDriftDetect, jit.OpDriftRepair, jit.OpSignIn, jit.OpUserCreate, jit.OpUserDelete, jit.OpUserSetPassword, jit.OpUserSetupLink,
 	jit.OpTokenCreate, jit.OpTokenRevoke, jit.OpRoleBindingCreate, jit.OpRoleBindingDelete,
-	jit.OpClaimMappingCreate, jit.OpClaimMappingDelete,
+	jit.OpClaimMappingCreate, jit.OpClaimMappingDelete, jit.OpWebhookCreate, jit.OpWebhookDelete,
 }
 
 type eventRow struct {

@@ -23,7 +23,9 @@ type requestRow struct {
 	Pending                                                                                  bool
 }
 
-func requestRowOf(r jit.Request) requestRow {
+// requestRowOf shows a request; names maps VM ids to names (a VM not in
+// it shows by id).
+func requestRowOf(r jit.Request, names map[string]string) requestRow {
 	row := requestRow{ID: r.ID, User: r.User, Group: r.Group, Status: r.Status, Justification: r.Justification,
 		Created: fmtTime(r.CreatedAt), Pending: r.Status == jit.RequestPending}
 	if r.ExpiresAt != nil && row.Pending {
@@ -33,7 +35,11 @@ func requestRowOf(r jit.Request) requestRow {
 		var parts []string
 		for _, vr := range r.Asked.VirtualMachines {
 			for _, p := range vr.Ports {
-				s := fmt.Sprintf("%s port %d", vr.ID, p.Number)
+				vm := vr.ID
+				if n := names[vr.ID]; n != "" {
+					vm = n
+				}
+				s := fmt.Sprintf("%s port %d", vm, p.Number)
 				if p.Duration != "" {
 					s += " for " + p.Duration
 				}
@@ -63,7 +69,7 @@ func requestRowOf(r jit.Request) requestRow {
 }
 
 func (c *Console) requests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	queue, err := c.ctl.ListPending(r.Context(), a)
+	queue, _, err := c.ctl.ListPending(r.Context(), a, control.MaxPage, "")
 	if err != nil {
 		return err
 	}
@@ -71,12 +77,29 @@ func (c *Console) requests(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err != nil {
 		return err
 	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, r := range append(append([]jit.Request(nil), queue...), mine...) {
+		if r.Asked == nil {
+			continue
+		}
+		for _, vr := range r.Asked.VirtualMachines {
+			if !seen[vr.ID] && len(ids) < control.MaxPage {
+				seen[vr.ID] = true
+				ids = append(ids, vr.ID)
+			}
+		}
+	}
+	names, err := c.ctl.VMNames(r.Context(), a, ids)
+	if err != nil {
+		return err
+	}
 	p := requestsPage{base: c.base(a, "Requests", "requests")}
 	for _, q := range queue {
-		p.Queue = append(p.Queue, requestRowOf(q))
+		p.Queue = append(p.Queue, requestRowOf(q, names))
 	}
 	for _, m := range mine {
-		p.Mine = append(p.Mine, requestRowOf(m))
+		p.Mine = append(p.Mine, requestRowOf(m, names))
 	}
 	switch r.URL.Query().Get("done") {
 	case "pending":

@@ -44,6 +44,9 @@ func TestApprovalQueue(t *testing.T) {
 	if st != http.StatusOK || !strings.Contains(body, `id="queue"`) || !strings.Contains(body, "INC-9") || !strings.Contains(body, "0 of 1") {
 		t.Fatalf("avery's queue: %d\n%s", st, body)
 	}
+	if !strings.Contains(body, f.web.Name+" port 22 for PT5M") || strings.Contains(body, f.web.ID+" port") {
+		t.Errorf("avery's queue does not name the VM %s:\n%s", f.web.Name, body)
+	}
 	pending, err := a.ListRequests(ctx, "rachel")
 	if err != nil || len(pending) != 1 || pending[0].Status != jit.RequestPending {
 		t.Fatalf("rachel's requests: %+v, %v", pending, err)

@@ -55,31 +55,56 @@ func (c *Control) GetRequest(ctx context.Context, a *Actor, id string) (jit.Requ
 	return r, nil
 }
 
-// ListPending lists the pending requests the actor may decide: those in
-// groups where they hold the approver role, other than their own; the
-// soonest to expire first, at most MaxPage.
-func (c *Control) ListPending(ctx context.Context, a *Actor) ([]jit.Request, error) {
+// ListPending returns one page of the pending requests the actor may
+// decide: those in groups where they hold the approver role, other than
+// their own, still waiting; the soonest to expire first (limit 0:
+// DefaultPage, at most MaxPage), and the next page's cursor ("" after
+// the last).
+func (c *Control) ListPending(ctx context.Context, a *Actor, limit int, cursor string) ([]jit.Request, string, error) {
+	limit, err := pageLimit(limit, DefaultPage, MaxPage)
+	if err != nil {
+		return nil, "", err
+	}
+	now := c.Now()
+	f := store.RequestFilter{Status: jit.RequestPending, PendingBy: now.Add(jit.MaxPendingLifetime), AfterPending: now,
+		NotUser: a.Name(), Limit: limit + 1}
+	var after int64
+	if err := decodeCursor(cursor, "pending", &after, &f.AfterID); err != nil {
+		return nil, "", err
+	}
+	if cursor != "" {
+		f.AfterPending = time.Unix(0, after).UTC()
+	}
 	groups, all := jit.Groups(a.Bindings, jit.PermApprove)
 	if a.Token.Kind != jit.TokenUser || (!all && len(groups) == 0) {
-		return []jit.Request{}, nil
+		return []jit.Request{}, "", nil
 	}
-	f := store.RequestFilter{Status: jit.RequestPending, PendingBy: c.Now().Add(jit.MaxPendingLifetime), Limit: MaxPage}
 	if !all {
 		f.Groups = groups
 	}
 	var out []jit.Request
-	err := c.store.View(ctx, func(tx store.Tx) error {
+	err = c.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		out, err = tx.ListRequests(f)
 		return err
 	})
-	now, mine := c.Now(), out[:0]
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		last := out[limit-1]
+		next = encodeCursor("pending", last.ExpiresAt.UnixNano(), last.ID)
+	}
+	// A wait ending exactly now has ended (the query keeps it).
+	waiting := out[:0]
 	for _, r := range out {
-		if r.User != a.Name() && r.ExpiresAt != nil && r.ExpiresAt.After(now) {
-			mine = append(mine, r)
+		if r.ExpiresAt != nil && r.ExpiresAt.After(now) {
+			waiting = append(waiting, r)
 		}
 	}
-	return mine, err
+	return waiting, next, nil
 }
 
 // Approve records the actor's approval of a pending request; with the

@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,10 +176,10 @@ func TestPendingExpires(t *testing.T) {
 	if n, err := ctl.ExpireDue(ctx); err != nil || n != 0 {
 		t.Fatalf("ExpireDue before the end of the wait = %d, %v", n, err)
 	}
-	if p, err := ctl.ListPending(ctx, bob); err != nil || len(p) != 1 || p[0].ID != r.ID {
+	if p, _, err := ctl.ListPending(ctx, bob, 0, ""); err != nil || len(p) != 1 || p[0].ID != r.ID {
 		t.Errorf("bob's queue = %+v, %v", p, err)
 	}
-	if p, err := ctl.ListPending(ctx, ann); err != nil || len(p) != 0 {
+	if p, _, err := ctl.ListPending(ctx, ann, 0, ""); err != nil || len(p) != 0 {
 		t.Errorf("ann's queue holds her own request: %+v, %v", p, err)
 	}
 	clk.add(2 * time.Minute)
@@ -256,5 +257,117 @@ func TestAzurePolicyKeepsApproval(t *testing.T) {
 	p, err := ctl.GetPolicy(ctx, admin, vm.ID)
 	if err != nil || p.Approval == nil || p.Approval.Required != 2 || p.Approval.PendingLifetime != "PT1H" {
 		t.Errorf("policy after an Azure update = %+v, %v; want the approval rule kept", p.Approval, err)
+	}
+}
+
+// TestPendingPages: the approver's queue pages by cursor, the soonest to
+// expire first, each request once; a bad cursor or limit is refused
+// naming it.
+func TestPendingPages(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk, _, vm, ann, bob, _, _ := approvalSetup(t, 1, "PT1H")
+	var want []string
+	for range 5 {
+		want = append(want, askPending(t, ctl, ann, vm.ID, "").ID)
+		clk.add(time.Second)
+	}
+	var got []string
+	cursor := ""
+	for page := 0; ; page++ {
+		p, next, err := ctl.ListPending(ctx, bob, 2, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) > 2 || page > 3 {
+			t.Fatalf("page %d: %d requests", page, len(p))
+		}
+		for _, r := range p {
+			got = append(got, r.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("pages = %v, want %v (soonest to expire first, each once)", got, want)
+	}
+	if _, _, err := ctl.ListPending(ctx, bob, 0, "bogus"); jit.ErrorTarget(err) != "cursor" {
+		t.Errorf("bad cursor: %v", err)
+	}
+	if _, _, err := ctl.ListPending(ctx, bob, control.MaxPage+1, ""); jit.ErrorTarget(err) != "limit" {
+		t.Errorf("limit too large: %v", err)
+	}
+}
+
+// TestAutoApproval: a request meeting every auto-approval condition
+// (duration, UTC hours, requester in a group) opens at once, logged as
+// auto-approved; one failing any condition waits; bad conditions are
+// refused naming the field.
+func TestAutoApproval(t *testing.T) {
+	ctx := context.Background()
+	ctl, clk, admin, vm, ann, _, _, _ := approvalSetup(t, 1, "PT1H")
+	if _, err := ctl.CreateGroup(ctx, admin, "oncall"); err != nil {
+		t.Fatal(err)
+	}
+	binding(t, ctl, admin, "ann", jit.RoleReader, "oncall")
+	ann, _ = login(t, ctl, admin, "ann", "198.51.100.21")
+	eve := actor(t, ctl, admin, "eve", jit.RoleRequester, "prod", "198.51.100.25")
+	rule := []jit.PortRule{{Number: 22, Protocol: "TCP", MaxRequestAccessDuration: "PT3H"}}
+	put := func(auto *jit.AutoApproval) error {
+		_, err := ctl.PutPolicy(ctx, admin, vm.ID, jit.Policy{Ports: rule, Approval: &jit.Approval{Required: 1, AutoApprove: auto}})
+		return err
+	}
+	for _, c := range []struct {
+		auto   jit.AutoApproval
+		target string
+	}{
+		{jit.AutoApproval{}, "approval.autoApprove"},
+		{jit.AutoApproval{MaxDuration: "PT48H"}, "approval.autoApprove.maxDuration"},
+		{jit.AutoApproval{MaxDuration: "1h"}, "approval.autoApprove.maxDuration"},
+		{jit.AutoApproval{Hours: "25-03"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{Hours: "08-08"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{Hours: "8-18"}, "approval.autoApprove.hours"},
+		{jit.AutoApproval{RequesterGroups: []string{"*"}}, "approval.autoApprove.requesterGroups"},
+	} {
+		if err := put(&c.auto); jit.ErrorTarget(err) != c.target {
+			t.Errorf("auto-approval %+v: %v, want an error naming %s", c.auto, err, c.target)
+		}
+	}
+	if err := put(&jit.AutoApproval{MaxDuration: "PT1H", Hours: "09-17", RequesterGroups: []string{"oncall"}}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func(a *control.Actor, d string) jit.Request {
+		t.Helper()
+		r, err := ctl.RequestAccess(ctx, a, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: vm.ID,
+			Ports: []jit.PortRequest{{Number: 22, Duration: d}}}}, Justification: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// The clock is at 12:00 UTC.
+	if r := ask(ann, "PT30M"); r.Status != jit.RequestApproved || len(r.Grants) != 1 {
+		t.Errorf("a request meeting every condition: %s with %d grants, want approved at once", r.Status, len(r.Grants))
+	}
+	ev := events(t, ctl, admin, jit.OpRequestApprove)
+	if len(ev) != 1 || !strings.Contains(string(ev[0].Details), `"autoApproved":true`) {
+		t.Errorf("request.approve events %+v, want one marked autoApproved", ev)
+	}
+	if r := ask(ann, "PT2H"); r.Status != jit.RequestPending {
+		t.Errorf("longer than maxDuration: %s, want pending", r.Status)
+	}
+	if r := ask(eve, "PT30M"); r.Status != jit.RequestPending {
+		t.Errorf("requester in none of the groups: %s, want pending", r.Status)
+	}
+	clk.add(6 * time.Hour) // 18:00 UTC
+	if r := ask(ann, "PT30M"); r.Status != jit.RequestPending {
+		t.Errorf("outside the hours: %s, want pending", r.Status)
+	}
+	if err := put(&jit.AutoApproval{Hours: "17-09"}); err != nil { // spans midnight
+		t.Fatal(err)
+	}
+	if r := ask(eve, "PT2H"); r.Status != jit.RequestApproved {
+		t.Errorf("within hours spanning midnight: %s, want approved", r.Status)
 	}
 }

@@ -51,6 +51,7 @@ type Control struct {
 
 	tokens      authCache   // what Authenticate read (see authCache)
 	agentStates stateLoader // agents' states read together (see stateLoader)
+	webhookHTTP bool        // see AllowHTTPWebhooks
 }
 
 // New returns a Control over st. now is the clock (time.Now in production).

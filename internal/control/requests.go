@@ -120,6 +120,9 @@ type plan struct {
 	required int
 	lifetime time.Duration
 	group    string
+	// auto is set when the VMs' policies ask for approval and their
+	// auto-approval conditions waived it for this request.
+	auto bool
 }
 
 type plannedVM struct {
@@ -179,7 +182,9 @@ func (c *Control) planGrants(tx store.Tx, a *Actor, r jit.AccessRequest, reqID s
 			g.ID, g.RequestID = NewID(), reqID
 			gs = append(gs, g)
 		}
-		if pol.Approval != nil {
+		if pol.Approval != nil && pol.Approval.AutoApprove != nil && pol.Approval.AutoApprove.Allows(durations(gs), now, a.Bindings) {
+			p.auto = true
+		} else if pol.Approval != nil {
 			p.required = max(p.required, pol.Approval.Required)
 			if l := pol.Approval.Lifetime(); p.lifetime == 0 || l < p.lifetime {
 				p.lifetime = l
@@ -188,6 +193,7 @@ func (c *Control) planGrants(tx store.Tx, a *Actor, r jit.AccessRequest, reqID s
 		p.vms = append(p.vms, plannedVM{vm, gs, active})
 	}
 	if p.required > 0 {
+		p.auto = false
 		p.group = p.vms[0].vm.Group
 		for i, o := range p.vms {
 			if o.vm.Group != p.group {
@@ -242,6 +248,8 @@ func (c *Control) openPlanned(tx store.Tx, a *Actor, p plan, req *jit.Request, a
 	details := map[string]any{"request": req.ID, "justification": req.Justification, "grants": len(req.Grants)}
 	if approved != nil {
 		details["user"], details["approvers"] = req.User, approved.Decisions
+	} else if p.auto {
+		details["autoApproved"] = true
 	}
 	var vm *jit.VM
 	if len(p.vms) == 1 {
@@ -249,6 +257,14 @@ func (c *Control) openPlanned(tx store.Tx, a *Actor, p plan, req *jit.Request, a
 	}
 	// One statement for every event of the request.
 	return tx.AppendEvent(append(events, c.event(a, jit.OpRequestApprove, jit.OutcomeSuccess, vm, details))...)
+}
+
+func durations(gs []jit.Grant) []time.Duration {
+	out := make([]time.Duration, len(gs))
+	for i, g := range gs {
+		out[i] = g.EndTime.Sub(g.StartTime)
+	}
+	return out
 }
 
 func grantDetails(g jit.Grant) map[string]any {

@@ -297,6 +297,8 @@ const (
 	OpClaimMappingCreate = "claimmapping.create"
 	OpClaimMappingDelete = "claimmapping.delete"
 	OpLogArchive         = "log.archive"
+	OpWebhookCreate      = "webhook.create"
+	OpWebhookDelete      = "webhook.delete"
 )
 
 // DesiredState is what an enforcer must make true for one VM: the lock on

@@ -13,11 +13,15 @@ type DecisionInput struct {
 }
 
 func (s *Server) listPendingRequests(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	reqs, err := s.ctl.ListPending(r.Context(), a)
+	limit, err := queryInt(r, "limit", 1, control.MaxPage)
 	if err != nil {
 		return err
 	}
-	return httpio.WriteJSON(w, http.StatusOK, page(reqs, ""))
+	reqs, next, err := s.ctl.ListPending(r.Context(), a, int(limit), r.URL.Query().Get("cursor"))
+	if err != nil {
+		return err
+	}
+	return httpio.WriteJSON(w, http.StatusOK, page(reqs, next))
 }
 
 func (s *Server) getRequest(w http.ResponseWriter, r *http.Request, a *control.Actor) error {

@@ -53,9 +53,11 @@ var schemaTypes = map[string]struct {
 	"Socket":         {typ: reflect.TypeFor[jit.Socket](), request: true, shared: true},
 	"AgentEvent":     {typ: reflect.TypeFor[jit.AgentEvent](), request: true},
 	"Approval":       {typ: reflect.TypeFor[jit.Approval](), request: true, shared: true},
+	"AutoApproval":   {typ: reflect.TypeFor[jit.AutoApproval](), request: true, shared: true},
 	"DecisionInput":  {typ: reflect.TypeFor[DecisionInput](), request: true},
 	"ArchiveConfirm": {typ: reflect.TypeFor[jit.ArchiveConfirm](), request: true},
 	"Archived":       {typ: reflect.TypeFor[jit.Archived]()},
+	"NewWebhook":     {typ: reflect.TypeFor[jit.NewWebhook](), request: true},
 
 	"Error":            {typ: reflect.TypeFor[httpio.ErrorBody]()},
 	"Anchor":           {typ: reflect.TypeFor[jit.Anchor]()},
@@ -78,6 +80,9 @@ var schemaTypes = map[string]struct {
 	"Enrolled":         {typ: reflect.TypeFor[jit.Enrolled]()},
 	"RoleBinding":      {typ: reflect.TypeFor[jit.RoleBinding]()},
 	"ClaimMapping":     {typ: reflect.TypeFor[jit.ClaimMapping]()},
+	"Webhook":          {typ: reflect.TypeFor[jit.Webhook]()},
+	"CreatedWebhook":   {typ: reflect.TypeFor[jit.CreatedWebhook]()},
+	"Delivery":         {typ: reflect.TypeFor[jit.Delivery]()},
 	"DesiredState":     {typ: reflect.TypeFor[jit.DesiredState]()},
 	"PortLock":         {typ: reflect.TypeFor[jit.PortLock]()},
 	"GrantRule":        {typ: reflect.TypeFor[jit.GrantRule]()},
@@ -99,6 +104,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
 	"sso.Device":         reflect.TypeFor[sso.Device](),
 	"jit.ArchiveConfirm": reflect.TypeFor[jit.ArchiveConfirm](),
+	"jit.NewWebhook":     reflect.TypeFor[jit.NewWebhook](),
 }
 
 type apiDoc = map[string]any

@@ -55,6 +55,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/sso/token", s.ssoToken)
 	m.HandleFunc("POST /api/v1/sso/device", s.ssoDeviceStart)
 	m.HandleFunc("POST /api/v1/sso/device/token", s.ssoDeviceToken)
+	m.HandleFunc("POST /api/v1/webhooks", s.api(s.createWebhook))
+	m.HandleFunc("GET /api/v1/webhooks", s.api(s.listWebhooks))
+	m.HandleFunc("DELETE /api/v1/webhooks/{id}", s.api(s.deleteWebhook))
+	m.HandleFunc("GET /api/v1/webhooks/{id}/deliveries", s.api(s.listDeliveries))
 
 	m.HandleFunc("POST /api/v1/enrollment-tokens", s.api(s.createEnrollToken))
 	m.HandleFunc("POST /api/v1/agent/enroll", s.api(s.enroll))

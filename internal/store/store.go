@@ -134,6 +134,26 @@ type Tx interface {
 	ListClaimMappings() ([]jit.ClaimMapping, error)
 	DeleteClaimMapping(id string) error
 
+	CreateWebhook(w jit.Webhook) error
+	// GetWebhook returns a webhook with its secret.
+	GetWebhook(id string) (jit.Webhook, error)
+	// ListWebhooks returns every webhook, with its secret, in id order.
+	ListWebhooks() ([]jit.Webhook, error)
+	// DeleteWebhook removes a webhook and its deliveries.
+	DeleteWebhook(id string) error
+	// QueueDeliveries moves a webhook's cursor from from to to and queues
+	// ds; it reports false, and changes nothing, when the cursor is no
+	// longer at from (or the webhook is gone).
+	QueueDeliveries(webhookID string, from, to int64, ds []jit.Delivery) (bool, error)
+	ListDeliveries(f DeliveryFilter) ([]jit.Delivery, error)
+	// SetDelivery writes d's status, attempts, last error and next attempt
+	// if the delivery is still pending after attempts attempts; it reports
+	// false, and changes nothing, when it is not.
+	SetDelivery(d jit.Delivery, attempts int) (bool, error)
+	// NextDeliveryDue returns the earliest next attempt of the pending
+	// deliveries.
+	NextDeliveryDue() (time.Time, bool, error)
+
 	// AppendEvent appends events, in order, to the activity log when the
 	// transaction commits; their sequence numbers and hashes are filled in
 	// then (the log is written once per commit, in one statement).
@@ -224,8 +244,13 @@ type RequestFilter struct {
 	Status string
 	Groups []string
 	// PendingBy, when set, selects pending requests whose wait ends by it,
-	// the earliest first.
-	PendingBy time.Time
+	// the earliest first; then AfterPending and AfterID page: only those
+	// whose wait ends after AfterPending, or then with a greater id.
+	PendingBy    time.Time
+	AfterPending time.Time
+	AfterID      string
+	// NotUser, when set, leaves out that user's requests.
+	NotUser string
 }
 
 // UserFilter selects users, in name order.
@@ -242,6 +267,16 @@ type TokenFilter struct {
 	AfterCreated time.Time
 	AfterID      string
 	Limit        int // 0 = no limit
+}
+
+// DeliveryFilter selects webhook deliveries: a webhook's, newest event
+// first, or (DueBy set) the pending ones whose next attempt is due by then,
+// the earliest first.
+type DeliveryFilter struct {
+	WebhookID string
+	BeforeSeq int64 // paging: only deliveries of events before this one
+	DueBy     time.Time
+	Limit     int
 }
 
 // EventFilter selects activity events in sequence order.

@@ -33,9 +33,16 @@ func (t *SQLTx) ListRequests(f store.RequestFilter) ([]jit.Request, error) {
 	if f.Groups != nil {
 		where, args = in(where, args, "grp", f.Groups)
 	}
+	if f.NotUser != "" {
+		where, args = append(where, "usr <> ?"), append(args, f.NotUser)
+	}
 	order := ` ORDER BY created_at DESC, id`
 	if !f.PendingBy.IsZero() {
 		where, args = append(where, "status = 'pending' AND pending_until <= ?"), append(args, nanos(f.PendingBy))
+		if !f.AfterPending.IsZero() {
+			where = append(where, "(pending_until > ? OR (pending_until = ? AND id > ?))")
+			args = append(args, nanos(f.AfterPending), nanos(f.AfterPending), f.AfterID)
+		}
 		order = ` ORDER BY pending_until, id`
 	}
 	q := `SELECT ` + requestCols + ` FROM requests` + whereClause(where) + order + limitClause(f.Limit)

@@ -151,4 +151,33 @@ var Migrations = []string{
 		archived_at BIGINT NOT NULL,
 		archived_by TEXT NOT NULL
 	)`,
+	// Webhooks and their outbox: cursor_seq is the last activity event
+	// queued for the webhook; each queued event is a delivery, pending
+	// until a 2xx answer or until its attempts run out.
+	`CREATE TABLE webhooks (
+		id TEXT PRIMARY KEY,
+		url TEXT NOT NULL,
+		format TEXT NOT NULL,
+		kinds TEXT NOT NULL,
+		grps TEXT NOT NULL,
+		secret TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		created_by TEXT NOT NULL,
+		cursor_seq BIGINT NOT NULL
+	);
+	CREATE TABLE webhook_deliveries (
+		webhook_id TEXT NOT NULL,
+		seq BIGINT NOT NULL,
+		kind TEXT NOT NULL,
+		status TEXT NOT NULL,
+		attempts INTEGER NOT NULL,
+		last_error TEXT NOT NULL,
+		last_code INTEGER NOT NULL,
+		next_attempt BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		delivered_at BIGINT,
+		PRIMARY KEY (webhook_id, seq)
+	);
+	CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt) WHERE status = 'pending';
+	CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, next_attempt, seq) WHERE status = 'pending';`,
 }

@@ -78,6 +78,19 @@ func testRequestStates(t *testing.T, s store.Store) {
 		if err != nil || len(due) != 1 || due[0].ID != "r1" {
 			t.Errorf("pending by %s = %+v, %v", until, due, err)
 		}
+		// The approvers' queue pages after (wait's end, id), and leaves
+		// out one user's requests.
+		page, err := tx.ListRequests(store.RequestFilter{PendingBy: later, AfterPending: until, AfterID: "r1"})
+		if err != nil || len(page) != 1 || page[0].ID != "r2" {
+			t.Errorf("pending after (%s, r1) = %+v, %v; want r2", until, page, err)
+		}
+		page, err = tx.ListRequests(store.RequestFilter{PendingBy: later, AfterPending: until, AfterID: ""})
+		if err != nil || len(page) != 2 || page[0].ID != "r1" {
+			t.Errorf("pending after (%s, \"\") = %+v, %v; want r1, r2", until, page, err)
+		}
+		if page, err := tx.ListRequests(store.RequestFilter{PendingBy: later, NotUser: "ann"}); err != nil || len(page) != 0 {
+			t.Errorf("pending not of ann = %+v, %v; want none", page, err)
+		}
 		next, ok, err := tx.NextPendingEnd()
 		if err != nil || !ok || !next.Equal(until) {
 			t.Errorf("NextPendingEnd = %s, %v, %v", next, ok, err)

@@ -382,3 +382,31 @@ func TestWrongBackendOrID(t *testing.T) {
 		t.Errorf("bad id: %v", err)
 	}
 }
+
+// In a Shared VPC the rules live in the host project; ajar needs no
+// firewall permission in the instance's own project.
+func TestSharedVPCWithoutRulesInServiceProject(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.8.0.2", Network: "projects/net-host/global/networks/shared"})
+	f.Fail("GET", "/projects/"+project+"/global/firewalls", -1, http.StatusForbidden, "forbidden", "Required 'compute.firewalls.list' permission for 'projects/shop-prod'")
+	e := f.enforcer()
+	vm := gcpVM("web1")
+	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.10/32"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, "net-host"); len(got) != 3 {
+		t.Errorf("rules in the host project: %v", got)
+	}
+	if !f.Reachable(project, zone, "web1", home, 22, "TCP") || f.Reachable(project, zone, "web1", office, 22, "TCP") {
+		t.Error("the grant does not hold in the Shared VPC")
+	}
+	f.DeleteInstance(project, zone, "web1")
+	vm.Labels = map[string]string{LabelNetworks: "projects/net-host/global/networks/shared"}
+	if err := e.Remove(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, "net-host"); len(got) != 0 {
+		t.Errorf("rules left in the host project: %v", got)
+	}
+}

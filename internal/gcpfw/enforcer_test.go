@@ -410,3 +410,29 @@ func TestSharedVPCWithoutRulesInServiceProject(t *testing.T) {
 		t.Errorf("rules left in the host project: %v", got)
 	}
 }
+
+// Google accepts a change and fails its operation: the operation's error
+// decides, as the request's would.
+func TestOperationFails(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4"})
+	e := f.enforcer()
+	f.FailOperation("insert", 1, http.StatusForbidden, "QUOTA_EXCEEDED", "Quota 'FIREWALLS' exceeded.  Limit: 2.0 globally.")
+	err := e.Apply(ctx, gcpVM("web1"), state(lock(22)))
+	if jit.ErrorCode(err) != jit.EConflict || !strings.Contains(jit.ErrorMessage(err), "Quota 'FIREWALLS' exceeded") {
+		t.Fatalf("failed insert operation: %v, want a quota conflict", err)
+	}
+	f.FailOperation("setTags", 1, http.StatusForbidden, "PERMISSION_DENIED", "Required 'compute.instances.setTags' permission")
+	err = e.Apply(ctx, gcpVM("web1"), state(lock(22)))
+	if jit.ErrorCode(err) != jit.EForbidden || !strings.Contains(jit.ErrorMessage(err), "set the network tags of instance") {
+		t.Fatalf("failed setTags operation: %v, want forbidden", err)
+	}
+	f.FailOperation("delete", 1, http.StatusServiceUnavailable, "RESOURCE_NOT_READY", "The resource is not ready")
+	if err := e.Apply(ctx, gcpVM("web1"), state(nil)); err != nil {
+		t.Fatalf("a passing operation failure is retried: %v", err)
+	}
+	if got := ajarRules(f, project); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+}

@@ -47,9 +47,10 @@ type Compute struct {
 	instances map[string]*computepb.Instance // "project/zone/name"
 	zones     map[string][]string            // project -> zones known (also empty ones)
 	firewalls map[string]*computepb.Firewall // "project/name"
-	ops       map[string]*computepb.Operation
+	ops       map[string]*computepb.Operation // by name
 	nextID    uint64
 	faults    []*fault
+	opFaults  []*opFault
 	quota     map[string]int // project -> max firewall rules
 	calls     map[string]int // "METHOD kind" -> count
 
@@ -182,7 +183,45 @@ func (c *Compute) Throttle(pathPart string, n int) {
 func (c *Compute) Heal() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.faults = nil
+	c.faults, c.opFaults = nil, nil
+}
+
+type opFault struct {
+	kind          string
+	left          int
+	status        int
+	code, message string
+}
+
+// FailOperation makes the next n operations of kind ("insert", "patch",
+// "delete", "setTags") fail once polled, with the HTTP status and the
+// operation error code ("QUOTA_EXCEEDED"), changing nothing: the request
+// itself is accepted, as the real API accepts a change it then fails.
+func (c *Compute) FailOperation(kind string, n, status int, code, message string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opFaults = append(c.opFaults, &opFault{kind: kind, left: n, status: status, code: code, message: message})
+}
+
+// failedOperation answers a change of kind with a failing operation when
+// one is due, and reports whether it did.
+func (c *Compute) failedOperation(w http.ResponseWriter, project, zone, kind, target string) bool {
+	for i, f := range c.opFaults {
+		if f.kind != kind {
+			continue
+		}
+		if f.left--; f.left <= 0 {
+			c.opFaults = slices.Delete(c.opFaults, i, i+1)
+		}
+		running := c.operation(project, zone, kind, target, 0)
+		done := c.ops[running.GetName()]
+		done.Error = &computepb.Error{Errors: []*computepb.Errors{{Code: proto.String(f.code), Message: proto.String(f.message)}}}
+		done.HttpErrorStatusCode = proto.Int32(int32(f.status))
+		done.HttpErrorMessage = proto.String(strings.ToUpper(strings.ReplaceAll(http.StatusText(f.status), " ", "_")))
+		writeJSON(w, running)
+		return true
+	}
+	return false
 }
 
 // SetFirewallQuota limits project to n firewall rules (the FIREWALLS
@@ -550,6 +589,9 @@ func (c *Compute) setTags(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if c.failedOperation(w, p, z, "setTags", in.GetSelfLink()) {
+		return
+	}
 	in.Tags = &computepb.Tags{Items: tags.Items, Fingerprint: proto.String(c.fingerprint())}
 	writeJSON(w, c.operation(p, z, "setTags", in.GetSelfLink(), in.GetId()))
 }
@@ -579,7 +621,7 @@ func (c *Compute) operation(project, zone, kind, target string, targetID uint64)
 	if zone != "" {
 		op.Zone = proto.String(apiBase + "projects/" + project + "/zones/" + zone)
 	}
-	c.ops[scope+"/"+name] = op
+	c.ops[name] = op
 	// The change is made; the caller learns so by polling, as from the
 	// real API, whose answer to a change is a running operation.
 	running := proto.Clone(op).(*computepb.Operation)
@@ -594,8 +636,8 @@ func (c *Compute) getOperation(w http.ResponseWriter, r *http.Request) {
 	if z := r.PathValue("zone"); z != "" {
 		scope = "projects/" + r.PathValue("project") + "/zones/" + z
 	}
-	op := c.ops[scope+"/"+r.PathValue("op")]
-	if op == nil {
+	op := c.ops[r.PathValue("op")]
+	if op == nil || op.GetSelfLink() != apiBase+scope+"/operations/"+r.PathValue("op") {
 		notFound(w, scope+"/operations/"+r.PathValue("op"))
 		return
 	}
@@ -762,6 +804,9 @@ func (c *Compute) insertFirewall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if c.failedOperation(w, p, "", "insert", apiBase+"projects/"+p+"/global/firewalls/"+fw.GetName()) {
+		return
+	}
 	c.fillFirewall(p, &fw)
 	c.firewalls[p+"/"+fw.GetName()] = &fw
 	writeJSON(w, c.operation(p, "", "insert", fw.GetSelfLink(), fw.GetId()))
@@ -805,6 +850,9 @@ func (c *Compute) patchFirewall(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "invalid", msg)
 		return
 	}
+	if c.failedOperation(w, p, "", "patch", fw.GetSelfLink()) {
+		return
+	}
 	c.firewalls[p+"/"+n] = updated
 	writeJSON(w, c.operation(p, "", "patch", fw.GetSelfLink(), fw.GetId()))
 }
@@ -816,6 +864,9 @@ func (c *Compute) deleteFirewall(w http.ResponseWriter, r *http.Request) {
 	fw := c.firewalls[p+"/"+n]
 	if fw == nil {
 		notFound(w, "projects/"+p+"/global/firewalls/"+n)
+		return
+	}
+	if c.failedOperation(w, p, "", "delete", fw.GetSelfLink()) {
 		return
 	}
 	delete(c.firewalls, p+"/"+n)

@@ -44,9 +44,9 @@ type Compute struct {
 	srv *httptest.Server
 
 	mu        sync.Mutex
-	instances map[string]*computepb.Instance // "project/zone/name"
-	zones     map[string][]string            // project -> zones known (also empty ones)
-	firewalls map[string]*computepb.Firewall // "project/name"
+	instances map[string]*computepb.Instance  // "project/zone/name"
+	zones     map[string][]string             // project -> zones known (also empty ones)
+	firewalls map[string]*computepb.Firewall  // "project/name"
 	ops       map[string]*computepb.Operation // by name
 	nextID    uint64
 	faults    []*fault

@@ -26,6 +26,7 @@ type syncWorld struct {
 	f      *fakeGCP
 	dbPath string
 	db     store.Store
+	client *Client
 	ctl    *control.Control
 	syncer *cloudsync.Syncer
 	stop   func()
@@ -46,7 +47,8 @@ func (w *syncWorld) open() {
 	}
 	w.db = db
 	w.ctl = control.New(db, log, time.Now)
-	p := NewProvider(NewEnforcer(w.f.client(), log), []string{project}, nil)
+	w.client = w.f.newClient()
+	p := NewProvider(NewEnforcer(w.client, log), []string{project}, nil)
 	w.syncer = cloudsync.New(w.ctl, p, cloudsync.Config{Every: time.Hour, RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}, log)
 }
 
@@ -69,6 +71,10 @@ func (w *syncWorld) close() {
 	if w.db != nil {
 		w.db.Close()
 		w.db = nil
+	}
+	if w.client != nil {
+		w.client.Close()
+		w.client = nil
 	}
 }
 

@@ -23,6 +23,7 @@ type cloud struct {
 // its scopes. Adding a cloud is a line here and a file of its own.
 var clouds = []func(cfg config, log *slog.Logger) (*cloud, error){
 	azureCloud, // azure.go
+	awsCloud,   // aws.go
 	gcpCloud,   // gcp.go
 }
 

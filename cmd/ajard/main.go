@@ -59,6 +59,7 @@ type config struct {
 	// azureAPISub is the subscription the Azure-compatible API serves
 	// ajar's own VMs under, without any call to Azure.
 	azureAPISub string
+	aws         awsFlags // --aws-*
 	gcp         gcpFlags // --gcp-*
 }
 
@@ -91,7 +92,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.azureLocation, "azure-location", env("AJAR_AZURE_LOCATION", "westeurope"), "default ascLocation of the Azure-compatible API")
 	fs.DurationVar(&c.azureSyncEvery, "azure-sync-interval", 5*time.Minute, "how often to re-discover Azure VMs")
 	fs.StringVar(&c.azureAPISub, "azure-api-subscription", env("AJAR_AZURE_API_SUBSCRIPTION", ""), "subscription id (a GUID of your choosing) under which the Azure-compatible API serves VMs not discovered in Azure; needs no Azure access (env AJAR_AZURE_API_SUBSCRIPTION)")
+	c.aws.register(fs, env)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.aws.check(); err != nil {
 		return c, err
 	}
 	if err := c.limits.check(); err != nil {

@@ -27,10 +27,13 @@
 //
 // # Adding a cloud
 //
-// A new cloud needs a package of its own that implements Provider, and one
-// line of wiring in cmd/ajard (cloud.go) that builds it from its flags and
-// passes it to runCloud. Nothing in control, server, the console or here
-// changes; the backend's name must be in jit.Backends.
+// A new cloud needs a package of its own that implements Provider (and,
+// optionally, Explainer), its backend's name in jit.Backends, and in
+// cmd/ajard a file with its flags and a builder func(config, *slog.Logger)
+// (*cloud, error) listed in cloud.go's clouds (one line). Nothing in
+// control, server, the console or here changes: the sync route
+// (POST /api/v1/clouds/{backend}/sync), leadership among replicas,
+// retries, activity and classification come with the Syncer.
 package cloudsync
 
 import (

@@ -18,7 +18,7 @@ import (
 
 // TestGCPSync runs `ajar gcp sync` against the real API handler whose
 // Syncer discovers, through the real Compute SDK, the fake Compute API:
-// the test links the SDK, the CLI does not (TestNoGoogleCloudSDK).
+// the test links the SDK, the CLI does not (TestNoCloudSDK).
 func TestGCPSync(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "ajar.db"), log)

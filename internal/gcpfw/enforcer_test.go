@@ -436,3 +436,30 @@ func TestOperationFails(t *testing.T) {
 		t.Errorf("rules left: %v", got)
 	}
 }
+
+// Operations that take a while are waited for, and no longer than
+// Client.OpTimeout.
+func TestSlowOperations(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4"})
+	c := f.client()
+	e := NewEnforcer(c, testLogger(t))
+	f.OperationPolls = 3
+	polls := f.Calls("GET", "operations")
+	if err := e.Apply(ctx, gcpVM("web1"), state(lock(22))); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Calls("GET", "operations") - polls; got != 3*4 {
+		t.Errorf("%d polls for 3 operations answered running 3 times each and a fourth done; want 12", got)
+	}
+	if f.Reachable(project, zone, "web1", home, 22, "TCP") {
+		t.Error("22 open after a slow lock")
+	}
+	f.OperationPolls = 1 << 20
+	c.OpTimeout = 50 * time.Millisecond
+	err := e.Apply(ctx, gcpVM("web1"), state(lock(22, 3389)))
+	if err == nil || !strings.Contains(err.Error(), "not done after 50ms") {
+		t.Fatalf("an operation that never ends: %v", err)
+	}
+}

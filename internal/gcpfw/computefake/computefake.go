@@ -56,6 +56,10 @@ type Compute struct {
 
 	// PageSize caps the items of one list page (default 500, the API's).
 	PageSize int
+	// OperationPolls is how many polls answer an operation as still
+	// running before it is done (default 0: done on the first poll).
+	OperationPolls int
+	polls          map[string]int // operation name -> polls left
 }
 
 type fault struct {
@@ -75,6 +79,7 @@ func New(t testing.TB) *Compute {
 		ops:       map[string]*computepb.Operation{},
 		quota:     map[string]int{},
 		calls:     map[string]int{},
+		polls:     map[string]int{},
 		nextID:    1000,
 		PageSize:  500,
 	}
@@ -622,6 +627,9 @@ func (c *Compute) operation(project, zone, kind, target string, targetID uint64)
 		op.Zone = proto.String(apiBase + "projects/" + project + "/zones/" + zone)
 	}
 	c.ops[name] = op
+	if c.OperationPolls > 0 {
+		c.polls[name] = c.OperationPolls
+	}
 	// The change is made; the caller learns so by polling, as from the
 	// real API, whose answer to a change is a running operation.
 	running := proto.Clone(op).(*computepb.Operation)
@@ -639,6 +647,14 @@ func (c *Compute) getOperation(w http.ResponseWriter, r *http.Request) {
 	op := c.ops[r.PathValue("op")]
 	if op == nil || op.GetSelfLink() != apiBase+scope+"/operations/"+r.PathValue("op") {
 		notFound(w, scope+"/operations/"+r.PathValue("op"))
+		return
+	}
+	if c.polls[op.GetName()] > 0 {
+		c.polls[op.GetName()]--
+		running := proto.Clone(op).(*computepb.Operation)
+		running.Status, running.Progress, running.EndTime, running.Error = computepb.Operation_RUNNING.Enum(), proto.Int32(50), nil, nil
+		running.HttpErrorStatusCode, running.HttpErrorMessage = nil, nil
+		writeJSON(w, running)
 		return
 	}
 	writeJSON(w, op)

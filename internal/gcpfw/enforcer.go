@@ -102,12 +102,9 @@ func (e *Enforcer) Remove(ctx context.Context, vm jit.VM) error {
 	if err != nil && jit.ErrorCode(err) != jit.ENotFound {
 		return err
 	}
-	var networks []networkRef
+	networks := labelNetworks(vm)
 	if in != nil {
 		networks = networksOf(in)
-	}
-	if in == nil {
-		networks = labelNetworks(vm)
 	}
 	for _, p := range projectsOf(networks, vm) {
 		rules, err := e.listOwn(ctx, p, networks)

@@ -141,7 +141,7 @@ func (e *Enforcer) Shadowed(ctx context.Context, vm jit.VM) ([]string, error) {
 	}
 	networks := networksOf(in)
 	var out []string
-	for _, p := range projectsOf(networks, vm) {
+	for _, p := range projectsOf(networks, jit.VM{}) {
 		rules, err := e.c.listFirewalls(ctx, p)
 		if err != nil {
 			return nil, err
@@ -184,7 +184,7 @@ func (e *Enforcer) target(vm jit.VM) (instanceRef, error) {
 
 // projectsOf returns the projects whose firewall rules may hold ajar's
 // rules for vm: those of networks, of the networks discovery recorded,
-// and the instance's own.
+// and the instance's own (only those of networks for a zero vm).
 func projectsOf(networks []networkRef, vm jit.VM) []string {
 	var out []string
 	add := func(p string) {

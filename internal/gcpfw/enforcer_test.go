@@ -401,6 +401,9 @@ func TestSharedVPCWithoutRulesInServiceProject(t *testing.T) {
 	if !f.Reachable(project, zone, "web1", home, 22, "TCP") || f.Reachable(project, zone, "web1", office, 22, "TCP") {
 		t.Error("the grant does not hold in the Shared VPC")
 	}
+	if _, err := e.Shadowed(ctx, vm); err != nil {
+		t.Errorf("shadowed rules in the Shared VPC: %v", err)
+	}
 	f.DeleteInstance(project, zone, "web1")
 	vm.Labels = map[string]string{LabelNetworks: "projects/net-host/global/networks/shared"}
 	if err := e.Remove(ctx, vm); err != nil {

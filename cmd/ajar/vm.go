@@ -210,7 +210,7 @@ func (a *app) vmAddCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&n.Group, "group", "", "the VM's group (required)")
 	f.StringVar(&n.OS, "os", "linux", "linux or windows")
-	f.StringVar(&n.Backend, "backend", jit.BackendAgent, "what enforces rules for it: agent or azure")
+	f.StringVar(&n.Backend, "backend", jit.BackendAgent, "what enforces rules for it: "+strings.Join(jit.Backends, ", ")+" (cloud VMs are best imported by ajard's discovery)")
 	f.StringArrayVar(&n.Addresses, "address", nil, "an address of the VM (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "a label key=value (repeatable)")
 	cmd.MarkFlagRequired("group")

@@ -375,3 +375,32 @@ func BenchmarkGrantToRule(b *testing.B) {
 	report(open, "open")
 	report(closed, "close")
 }
+
+// An instance terminated while a grant is open: the next reconcile
+// deletes ajar's group and puts back what it revoked, and the VM shows
+// why it is no longer enforced.
+func TestInstanceTerminatedWithGrantOpen(t *testing.T) {
+	w := newWorld(t)
+	sg := w.f.AddGroup(region, "vpc-1", "solo", ec2fake.Rule{Proto: "tcp", From: 22, To: 22, CIDR: "0.0.0.0/0"})
+	id := w.f.AddInstance(ec2fake.InstanceSpec{Name: "tmp", PrivateIP: "10.0.1.4", Groups: []string{sg}})
+	if _, err := w.syncer.SyncNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	vm := w.vm("tmp")
+	w.enableJIT(vm.ID, 22)
+	w.request(vm.ID, 22, "PT1H")
+	eventually(t, "the grant's rule is in", 10*time.Second, func() bool { return len(w.grantRules(id)) == 1 })
+	w.f.TerminateInstance(id)
+	if _, err := w.syncer.SyncNow(context.Background()); err != nil { // discovery reconciles every VM
+		t.Fatal(err)
+	}
+	eventually(t, "ajar's group is gone and the rule restored", 10*time.Second, func() bool {
+		g, _ := w.f.Group(sg)
+		return len(w.f.Groups(awsec2.TagManaged, "true")) == 0 && len(g.Ingress) == 1 && len(g.Tags) == 0
+	})
+	eventually(t, "the VM says why", 10*time.Second, func() bool {
+		c := w.vm("tmp").Classification
+		return c.Reason == cloudsync.ReasonVanished || strings.Contains(c.Reason, "not found in AWS")
+	})
+}

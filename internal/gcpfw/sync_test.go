@@ -183,7 +183,7 @@ func TestSyncStory(t *testing.T) {
 		return slices.Equal(control.ShadowedRules(w.vm("web1").VM), []string{"allow-ssh-anywhere"})
 	})
 
-	g := w.request(web.ID, 22, "PT2S")
+	g := w.request(web.ID, 22, "PT3S")
 	eventually(t, "the grant's rule is in place", 5*time.Second, func() bool { return w.hasRule(allowName(r, n, g.ID)) })
 	if !w.f.Reachable(project, zone, "web1", home, 22, "TCP") || w.f.Reachable(project, zone, "web1", office, 22, "TCP") {
 		t.Error("the grant does not open 22 to its source alone")
@@ -266,7 +266,7 @@ func TestSyncRestartRemovesEndedGrants(t *testing.T) {
 	w.start()
 	web := w.waitVM("web1")
 	w.enableJIT(web.ID, 22, 3389)
-	short := w.request(web.ID, 22, "PT2S")
+	short := w.request(web.ID, 22, "PT3S")
 	long := w.request(web.ID, 3389, "PT1H")
 	r, _ := parseRef(web.ExternalID)
 	n := networkRef{project, "default"}

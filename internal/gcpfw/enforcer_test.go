@@ -466,3 +466,32 @@ func TestSlowOperations(t *testing.T) {
 		t.Fatalf("an operation that never ends: %v", err)
 	}
 }
+
+// An instance with interfaces in two networks is locked in both, and
+// cleaned from both.
+func TestTwoNetworks(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4", MoreNetworks: []string{"backend"}})
+	e := f.enforcer()
+	vm := gcpVM("web1")
+	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.10/32"))); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := parseRef(vm.ExternalID)
+	rules := f.Firewalls(project)
+	for _, n := range []networkRef{{project, "default"}, {project, "backend"}} {
+		for _, name := range []string{denyName(r, n, "4"), denyName(r, n, "6"), allowName(r, n, "g1")} {
+			fw := rules[name]
+			if fw == nil || !strings.HasSuffix(fw.GetNetwork(), "/global/networks/"+n.name) {
+				t.Errorf("rule %s in network %s: %v", name, n.name, fw)
+			}
+		}
+	}
+	if err := e.Remove(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, project); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+}

@@ -248,6 +248,10 @@ type InstanceSpec struct {
 	Tags                []string
 	ServiceAccount      string
 	Windows             bool
+	// MoreNetworks gives the instance further interfaces (nic1, ...), one
+	// in each of these networks (names or URLs, as Network), with
+	// internal addresses 10.99.<i>.2.
+	MoreNetworks []string
 }
 
 // AddInstance adds an instance and returns it.
@@ -269,6 +273,15 @@ func (c *Compute) AddInstance(s InstanceSpec) *computepb.Instance {
 		nic.Ipv6AccessConfigs = []*computepb.AccessConfig{{Name: proto.String("external-ipv6"), Type: proto.String("DIRECT_IPV6"),
 			ExternalIpv6: proto.String(s.IPv6), ExternalIpv6PrefixLength: proto.Int32(96)}}
 	}
+	nics := []*computepb.NetworkInterface{nic}
+	for i, n := range s.MoreNetworks {
+		nics = append(nics, &computepb.NetworkInterface{
+			Name:      proto.String(fmt.Sprintf("nic%d", i+1)),
+			Network:   proto.String(c.networkURL(s.Project, n)),
+			NetworkIP: proto.String(fmt.Sprintf("10.99.%d.2", i+1)),
+			StackType: proto.String("IPV4_ONLY"),
+		})
+	}
 	c.nextID++
 	in := &computepb.Instance{
 		Kind:              proto.String("compute#instance"),
@@ -277,7 +290,7 @@ func (c *Compute) AddInstance(s InstanceSpec) *computepb.Instance {
 		Zone:              proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone),
 		Status:            proto.String(cmp.Or(s.Status, "RUNNING")),
 		Tags:              &computepb.Tags{Items: slices.Clone(s.Tags), Fingerprint: proto.String(c.fingerprint())},
-		NetworkInterfaces: []*computepb.NetworkInterface{nic},
+		NetworkInterfaces: nics,
 		SelfLink:          proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone + "/instances/" + s.Name),
 		MachineType:       proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone + "/machineTypes/e2-small"),
 	}

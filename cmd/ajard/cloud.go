@@ -23,8 +23,8 @@ type cloud struct {
 // its scopes. Adding a cloud is a line here and a file of its own.
 var clouds = []func(cfg config, log *slog.Logger) (*cloud, error){
 	azureCloud, // azure.go
-	gcpCloud,   // gcp.go
 	awsCloud,   // aws.go
+	gcpCloud,   // gcp.go
 }
 
 // runClouds runs every configured cloud backend until ctx ends:

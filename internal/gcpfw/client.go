@@ -10,6 +10,7 @@ import (
 	"time"
 
 	compute "cloud.google.com/go/compute/apiv1"
+	"cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
@@ -113,6 +114,10 @@ func status(err error) int {
 	if ge := apiError(err); ge != nil {
 		return ge.Code
 	}
+	var oe *opError
+	if errors.As(err, &oe) {
+		return oe.status
+	}
 	return 0
 }
 
@@ -166,20 +171,43 @@ func (c *Client) wait(ctx context.Context, op *compute.Operation, what string) e
 			}
 			pause = min(pause*2, 2*time.Second)
 		}
-		if err := c.retry(ctx, what+": poll operation", func() error { return op.Poll(ctx) }); err != nil {
+		err := c.retry(ctx, what+": poll operation", func() error {
+			err := op.Poll(ctx)
+			if oe := failed(op); oe != nil {
+				return oe
+			}
+			return err
+		})
+		if err != nil {
 			return err
 		}
 	}
-	if e := op.Proto().GetError(); e != nil && len(e.Errors) > 0 {
-		return &opError{code: e.Errors[0].GetCode(), message: e.Errors[0].GetMessage()}
+	if oe := failed(op); oe != nil {
+		return oe
 	}
 	return nil
 }
 
-// opError is the error of a finished operation.
-type opError struct{ code, message string }
+// failed returns the error of op when it finished with one. (Poll turns
+// such an operation into an error that keeps only its message.)
+func failed(op *compute.Operation) *opError {
+	p := op.Proto()
+	if e := p.GetError(); p.GetStatus() == computepb.Operation_DONE && e != nil && len(e.Errors) > 0 {
+		return &opError{status: int(p.GetHttpErrorStatusCode()), code: e.Errors[0].GetCode(), message: e.Errors[0].GetMessage()}
+	}
+	return nil
+}
 
-func (e *opError) Error() string { return "operation failed: " + e.code + ": " + e.message }
+// opError is the error of a finished operation: its HTTP status and the
+// first error's code ("QUOTA_EXCEEDED") and message.
+type opError struct {
+	status        int
+	code, message string
+}
+
+func (e *opError) Error() string {
+	return fmt.Sprintf("operation failed (%d): %s: %s", e.status, e.code, e.message)
+}
 
 // quotaExceeded reports whether err says a quota (of firewall rules) ran
 // out: 403 quotaExceeded, or an operation's QUOTA_EXCEEDED.

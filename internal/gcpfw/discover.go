@@ -186,7 +186,7 @@ func (c *Client) instance(project string, in *computepb.Instance, firewallsOf fu
 	}
 	v := jit.VM{
 		Name:       r.name,
-		Group:      strings.ToLower(project),
+		Group:      groupOf(project),
 		Backend:    jit.BackendGCP,
 		OS:         osOf(in),
 		ExternalID: r.String(),
@@ -231,6 +231,12 @@ func (c *Client) instance(project string, in *computepb.Instance, firewallsOf fu
 		rep.Enforceable, rep.Reason = false, reason
 	}
 	return jit.Discovered{VM: v, Report: rep}, nil
+}
+
+// groupOf is the ajar group of a project's instances: the project id, a
+// domain-scoped one ("example.com:proj") with "." for ":".
+func groupOf(project string) string {
+	return strings.ReplaceAll(strings.ToLower(project), ":", ".")
 }
 
 // addresses lists the instance's internal IPv4 and IPv6 addresses, then

@@ -66,9 +66,8 @@ func (e *Enforcer) Apply(ctx context.Context, vm jit.VM, state jit.DesiredState)
 	if !slices.Contains(in.GetTags().GetItems(), tag) && len(in.GetTags().GetItems()) >= 64 {
 		return jit.Errorf(jit.EConflict, "instance %s has 64 network tags, the most Google Cloud allows; ajar needs one for its lock", r.name)
 	}
-	projects := projectsOf(networks, vm)
-	for _, p := range projects {
-		rules, err := e.c.listFirewalls(ctx, p)
+	for _, p := range projectsOf(networks, vm) {
+		rules, err := e.listOwn(ctx, p, networks)
 		if err != nil {
 			return err
 		}
@@ -103,15 +102,12 @@ func (e *Enforcer) Remove(ctx context.Context, vm jit.VM) error {
 	if err != nil && jit.ErrorCode(err) != jit.ENotFound {
 		return err
 	}
-	var networks []networkRef
+	networks := labelNetworks(vm)
 	if in != nil {
 		networks = networksOf(in)
 	}
 	for _, p := range projectsOf(networks, vm) {
-		rules, err := e.c.listFirewalls(ctx, p)
-		if jit.ErrorCode(err) == jit.ENotFound {
-			continue
-		}
+		rules, err := e.listOwn(ctx, p, networks)
 		if err != nil {
 			return err
 		}
@@ -145,7 +141,7 @@ func (e *Enforcer) Shadowed(ctx context.Context, vm jit.VM) ([]string, error) {
 	}
 	networks := networksOf(in)
 	var out []string
-	for _, p := range projectsOf(networks, vm) {
+	for _, p := range projectsOf(networks, jit.VM{}) {
 		rules, err := e.c.listFirewalls(ctx, p)
 		if err != nil {
 			return nil, err
@@ -188,7 +184,7 @@ func (e *Enforcer) target(vm jit.VM) (instanceRef, error) {
 
 // projectsOf returns the projects whose firewall rules may hold ajar's
 // rules for vm: those of networks, of the networks discovery recorded,
-// and the instance's own.
+// and the instance's own (only those of networks for a zero vm).
 func projectsOf(networks []networkRef, vm jit.VM) []string {
 	var out []string
 	add := func(p string) {
@@ -199,15 +195,40 @@ func projectsOf(networks []networkRef, vm jit.VM) []string {
 	for _, n := range networks {
 		add(n.project)
 	}
-	for _, s := range strings.Split(vm.Labels[LabelNetworks], ",") {
-		if n, ok := parseNetwork(strings.TrimSpace(s)); ok {
-			add(n.project)
-		}
+	for _, n := range labelNetworks(vm) {
+		add(n.project)
 	}
 	if r, err := parseRef(vm.ExternalID); err == nil {
 		add(r.project)
 	}
 	return out
+}
+
+// labelNetworks returns the networks discovery recorded on vm.
+func labelNetworks(vm jit.VM) []networkRef {
+	var out []networkRef
+	for _, s := range strings.Split(vm.Labels[LabelNetworks], ",") {
+		if n, ok := parseNetwork(strings.TrimSpace(s)); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// listOwn lists the firewall rules of project. Where none of networks
+// lives in project (ajar only looks there for rules left behind: the
+// instance's own project in a Shared VPC, a network the instance left),
+// a refusal or a missing project means nothing is left to clean.
+func (e *Enforcer) listOwn(ctx context.Context, project string, networks []networkRef) ([]*computepb.Firewall, error) {
+	rules, err := e.c.listFirewalls(ctx, project)
+	if err == nil || slices.ContainsFunc(networks, func(n networkRef) bool { return n.project == project }) {
+		return rules, err
+	}
+	if code := jit.ErrorCode(err); code == jit.EForbidden || code == jit.ENotFound {
+		e.log.Debug("google cloud: firewall rules not readable where the instance has no network", "project", project, "err", err)
+		return nil, nil
+	}
+	return nil, err
 }
 
 // rulePlan is what Apply changes in one project, in this order: delete

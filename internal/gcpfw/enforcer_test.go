@@ -382,3 +382,116 @@ func TestWrongBackendOrID(t *testing.T) {
 		t.Errorf("bad id: %v", err)
 	}
 }
+
+// In a Shared VPC the rules live in the host project; ajar needs no
+// firewall permission in the instance's own project.
+func TestSharedVPCWithoutRulesInServiceProject(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.8.0.2", Network: "projects/net-host/global/networks/shared"})
+	f.Fail("GET", "/projects/"+project+"/global/firewalls", -1, http.StatusForbidden, "forbidden", "Required 'compute.firewalls.list' permission for 'projects/shop-prod'")
+	e := f.enforcer()
+	vm := gcpVM("web1")
+	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.10/32"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, "net-host"); len(got) != 3 {
+		t.Errorf("rules in the host project: %v", got)
+	}
+	if !f.Reachable(project, zone, "web1", home, 22, "TCP") || f.Reachable(project, zone, "web1", office, 22, "TCP") {
+		t.Error("the grant does not hold in the Shared VPC")
+	}
+	if _, err := e.Shadowed(ctx, vm); err != nil {
+		t.Errorf("shadowed rules in the Shared VPC: %v", err)
+	}
+	f.DeleteInstance(project, zone, "web1")
+	vm.Labels = map[string]string{LabelNetworks: "projects/net-host/global/networks/shared"}
+	if err := e.Remove(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, "net-host"); len(got) != 0 {
+		t.Errorf("rules left in the host project: %v", got)
+	}
+}
+
+// Google accepts a change and fails its operation: the operation's error
+// decides, as the request's would.
+func TestOperationFails(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4"})
+	e := f.enforcer()
+	f.FailOperation("insert", 1, http.StatusForbidden, "QUOTA_EXCEEDED", "Quota 'FIREWALLS' exceeded.  Limit: 2.0 globally.")
+	err := e.Apply(ctx, gcpVM("web1"), state(lock(22)))
+	if jit.ErrorCode(err) != jit.EConflict || !strings.Contains(jit.ErrorMessage(err), "Quota 'FIREWALLS' exceeded") {
+		t.Fatalf("failed insert operation: %v, want a quota conflict", err)
+	}
+	f.FailOperation("setTags", 1, http.StatusForbidden, "PERMISSION_DENIED", "Required 'compute.instances.setTags' permission")
+	err = e.Apply(ctx, gcpVM("web1"), state(lock(22)))
+	if jit.ErrorCode(err) != jit.EForbidden || !strings.Contains(jit.ErrorMessage(err), "set the network tags of instance") {
+		t.Fatalf("failed setTags operation: %v, want forbidden", err)
+	}
+	f.FailOperation("delete", 1, http.StatusServiceUnavailable, "RESOURCE_NOT_READY", "The resource is not ready")
+	if err := e.Apply(ctx, gcpVM("web1"), state(nil)); err != nil {
+		t.Fatalf("a passing operation failure is retried: %v", err)
+	}
+	if got := ajarRules(f, project); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+}
+
+// Operations that take a while are waited for, and no longer than
+// Client.OpTimeout.
+func TestSlowOperations(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4"})
+	c := f.client()
+	e := NewEnforcer(c, testLogger(t))
+	f.OperationPolls = 3
+	polls := f.Calls("GET", "operations")
+	if err := e.Apply(ctx, gcpVM("web1"), state(lock(22))); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Calls("GET", "operations") - polls; got != 3*4 {
+		t.Errorf("%d polls for 3 operations answered running 3 times each and a fourth done; want 12", got)
+	}
+	if f.Reachable(project, zone, "web1", home, 22, "TCP") {
+		t.Error("22 open after a slow lock")
+	}
+	f.OperationPolls = 1 << 20
+	c.OpTimeout = 50 * time.Millisecond
+	err := e.Apply(ctx, gcpVM("web1"), state(lock(22, 3389)))
+	if err == nil || !strings.Contains(err.Error(), "not done after 50ms") {
+		t.Fatalf("an operation that never ends: %v", err)
+	}
+}
+
+// An instance with interfaces in two networks is locked in both, and
+// cleaned from both.
+func TestTwoNetworks(t *testing.T) {
+	ctx := context.Background()
+	f := newFake(t)
+	f.AddInstance(computefake.InstanceSpec{Project: project, Zone: zone, Name: "web1", InternalIP: "10.0.1.4", MoreNetworks: []string{"backend"}})
+	e := f.enforcer()
+	vm := gcpVM("web1")
+	if err := e.Apply(ctx, vm, state(lock(22), grantRule("g1", 22, jit.ProtoTCP, "203.0.113.10/32"))); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := parseRef(vm.ExternalID)
+	rules := f.Firewalls(project)
+	for _, n := range []networkRef{{project, "default"}, {project, "backend"}} {
+		for _, name := range []string{denyName(r, n, "4"), denyName(r, n, "6"), allowName(r, n, "g1")} {
+			fw := rules[name]
+			if fw == nil || !strings.HasSuffix(fw.GetNetwork(), "/global/networks/"+n.name) {
+				t.Errorf("rule %s in network %s: %v", name, n.name, fw)
+			}
+		}
+	}
+	if err := e.Remove(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	if got := ajarRules(f, project); len(got) != 0 {
+		t.Errorf("rules left: %v", got)
+	}
+}

@@ -28,14 +28,21 @@ func newFake(t testing.TB) *fakeGCP {
 	return &fakeGCP{Compute: computefake.New(t), t: t}
 }
 
-// client returns a Client whose SDK clients talk to f, retrying fast.
+// client returns a Client whose SDK clients talk to f, retrying fast,
+// closed when the test ends.
 func (f *fakeGCP) client() *Client {
+	c := f.newClient()
+	f.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newClient is client for a caller that closes it.
+func (f *fakeGCP) newClient() *Client {
 	now := func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 	c, err := NewClient(context.Background(), testLogger(f.t), now, f.ClientOptions()...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(func() { c.Close() })
 	c.Retry = Backoff{Attempts: 6, Initial: time.Millisecond, Max: 5 * time.Millisecond}
 	c.OpPoll = time.Millisecond
 	return c

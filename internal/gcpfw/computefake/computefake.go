@@ -44,17 +44,22 @@ type Compute struct {
 	srv *httptest.Server
 
 	mu        sync.Mutex
-	instances map[string]*computepb.Instance // "project/zone/name"
-	zones     map[string][]string            // project -> zones known (also empty ones)
-	firewalls map[string]*computepb.Firewall // "project/name"
-	ops       map[string]*computepb.Operation
+	instances map[string]*computepb.Instance  // "project/zone/name"
+	zones     map[string][]string             // project -> zones known (also empty ones)
+	firewalls map[string]*computepb.Firewall  // "project/name"
+	ops       map[string]*computepb.Operation // by name
 	nextID    uint64
 	faults    []*fault
+	opFaults  []*opFault
 	quota     map[string]int // project -> max firewall rules
 	calls     map[string]int // "METHOD kind" -> count
 
 	// PageSize caps the items of one list page (default 500, the API's).
 	PageSize int
+	// OperationPolls is how many polls answer an operation as still
+	// running before it is done (default 0: done on the first poll).
+	OperationPolls int
+	polls          map[string]int // operation name -> polls left
 }
 
 type fault struct {
@@ -74,6 +79,7 @@ func New(t testing.TB) *Compute {
 		ops:       map[string]*computepb.Operation{},
 		quota:     map[string]int{},
 		calls:     map[string]int{},
+		polls:     map[string]int{},
 		nextID:    1000,
 		PageSize:  500,
 	}
@@ -182,7 +188,45 @@ func (c *Compute) Throttle(pathPart string, n int) {
 func (c *Compute) Heal() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.faults = nil
+	c.faults, c.opFaults = nil, nil
+}
+
+type opFault struct {
+	kind          string
+	left          int
+	status        int
+	code, message string
+}
+
+// FailOperation makes the next n operations of kind ("insert", "patch",
+// "delete", "setTags") fail once polled, with the HTTP status and the
+// operation error code ("QUOTA_EXCEEDED"), changing nothing: the request
+// itself is accepted, as the real API accepts a change it then fails.
+func (c *Compute) FailOperation(kind string, n, status int, code, message string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.opFaults = append(c.opFaults, &opFault{kind: kind, left: n, status: status, code: code, message: message})
+}
+
+// failedOperation answers a change of kind with a failing operation when
+// one is due, and reports whether it did.
+func (c *Compute) failedOperation(w http.ResponseWriter, project, zone, kind, target string) bool {
+	for i, f := range c.opFaults {
+		if f.kind != kind {
+			continue
+		}
+		if f.left--; f.left <= 0 {
+			c.opFaults = slices.Delete(c.opFaults, i, i+1)
+		}
+		running := c.operation(project, zone, kind, target, 0)
+		done := c.ops[running.GetName()]
+		done.Error = &computepb.Error{Errors: []*computepb.Errors{{Code: proto.String(f.code), Message: proto.String(f.message)}}}
+		done.HttpErrorStatusCode = proto.Int32(int32(f.status))
+		done.HttpErrorMessage = proto.String(strings.ToUpper(strings.ReplaceAll(http.StatusText(f.status), " ", "_")))
+		writeJSON(w, running)
+		return true
+	}
+	return false
 }
 
 // SetFirewallQuota limits project to n firewall rules (the FIREWALLS
@@ -204,6 +248,10 @@ type InstanceSpec struct {
 	Tags                []string
 	ServiceAccount      string
 	Windows             bool
+	// MoreNetworks gives the instance further interfaces (nic1, ...), one
+	// in each of these networks (names or URLs, as Network), with
+	// internal addresses 10.99.<i>.2.
+	MoreNetworks []string
 }
 
 // AddInstance adds an instance and returns it.
@@ -225,6 +273,15 @@ func (c *Compute) AddInstance(s InstanceSpec) *computepb.Instance {
 		nic.Ipv6AccessConfigs = []*computepb.AccessConfig{{Name: proto.String("external-ipv6"), Type: proto.String("DIRECT_IPV6"),
 			ExternalIpv6: proto.String(s.IPv6), ExternalIpv6PrefixLength: proto.Int32(96)}}
 	}
+	nics := []*computepb.NetworkInterface{nic}
+	for i, n := range s.MoreNetworks {
+		nics = append(nics, &computepb.NetworkInterface{
+			Name:      proto.String(fmt.Sprintf("nic%d", i+1)),
+			Network:   proto.String(c.networkURL(s.Project, n)),
+			NetworkIP: proto.String(fmt.Sprintf("10.99.%d.2", i+1)),
+			StackType: proto.String("IPV4_ONLY"),
+		})
+	}
 	c.nextID++
 	in := &computepb.Instance{
 		Kind:              proto.String("compute#instance"),
@@ -233,7 +290,7 @@ func (c *Compute) AddInstance(s InstanceSpec) *computepb.Instance {
 		Zone:              proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone),
 		Status:            proto.String(cmp.Or(s.Status, "RUNNING")),
 		Tags:              &computepb.Tags{Items: slices.Clone(s.Tags), Fingerprint: proto.String(c.fingerprint())},
-		NetworkInterfaces: []*computepb.NetworkInterface{nic},
+		NetworkInterfaces: nics,
 		SelfLink:          proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone + "/instances/" + s.Name),
 		MachineType:       proto.String(apiBase + "projects/" + s.Project + "/zones/" + s.Zone + "/machineTypes/e2-small"),
 	}
@@ -550,6 +607,9 @@ func (c *Compute) setTags(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if c.failedOperation(w, p, z, "setTags", in.GetSelfLink()) {
+		return
+	}
 	in.Tags = &computepb.Tags{Items: tags.Items, Fingerprint: proto.String(c.fingerprint())}
 	writeJSON(w, c.operation(p, z, "setTags", in.GetSelfLink(), in.GetId()))
 }
@@ -579,7 +639,10 @@ func (c *Compute) operation(project, zone, kind, target string, targetID uint64)
 	if zone != "" {
 		op.Zone = proto.String(apiBase + "projects/" + project + "/zones/" + zone)
 	}
-	c.ops[scope+"/"+name] = op
+	c.ops[name] = op
+	if c.OperationPolls > 0 {
+		c.polls[name] = c.OperationPolls
+	}
 	// The change is made; the caller learns so by polling, as from the
 	// real API, whose answer to a change is a running operation.
 	running := proto.Clone(op).(*computepb.Operation)
@@ -594,9 +657,17 @@ func (c *Compute) getOperation(w http.ResponseWriter, r *http.Request) {
 	if z := r.PathValue("zone"); z != "" {
 		scope = "projects/" + r.PathValue("project") + "/zones/" + z
 	}
-	op := c.ops[scope+"/"+r.PathValue("op")]
-	if op == nil {
+	op := c.ops[r.PathValue("op")]
+	if op == nil || op.GetSelfLink() != apiBase+scope+"/operations/"+r.PathValue("op") {
 		notFound(w, scope+"/operations/"+r.PathValue("op"))
+		return
+	}
+	if c.polls[op.GetName()] > 0 {
+		c.polls[op.GetName()]--
+		running := proto.Clone(op).(*computepb.Operation)
+		running.Status, running.Progress, running.EndTime, running.Error = computepb.Operation_RUNNING.Enum(), proto.Int32(50), nil, nil
+		running.HttpErrorStatusCode, running.HttpErrorMessage = nil, nil
+		writeJSON(w, running)
 		return
 	}
 	writeJSON(w, op)
@@ -762,6 +833,9 @@ func (c *Compute) insertFirewall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if c.failedOperation(w, p, "", "insert", apiBase+"projects/"+p+"/global/firewalls/"+fw.GetName()) {
+		return
+	}
 	c.fillFirewall(p, &fw)
 	c.firewalls[p+"/"+fw.GetName()] = &fw
 	writeJSON(w, c.operation(p, "", "insert", fw.GetSelfLink(), fw.GetId()))
@@ -805,6 +879,9 @@ func (c *Compute) patchFirewall(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "invalid", msg)
 		return
 	}
+	if c.failedOperation(w, p, "", "patch", fw.GetSelfLink()) {
+		return
+	}
 	c.firewalls[p+"/"+n] = updated
 	writeJSON(w, c.operation(p, "", "patch", fw.GetSelfLink(), fw.GetId()))
 }
@@ -816,6 +893,9 @@ func (c *Compute) deleteFirewall(w http.ResponseWriter, r *http.Request) {
 	fw := c.firewalls[p+"/"+n]
 	if fw == nil {
 		notFound(w, "projects/"+p+"/global/firewalls/"+n)
+		return
+	}
+	if c.failedOperation(w, p, "", "delete", fw.GetSelfLink()) {
 		return
 	}
 	delete(c.firewalls, p+"/"+n)

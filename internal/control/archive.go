@@ -173,6 +173,8 @@ func (c *Control) FollowEvents(ctx context.Context, a *Actor, f EventListFilter,
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-c.Draining(): // the server stops: end the stream, the client resumes after its last seq
+			return nil
 		case <-t.C:
 		}
 	}

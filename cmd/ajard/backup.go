@@ -25,7 +25,7 @@ import (
 func runBackup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ajard backup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	db := fs.String("db", envOr(getenv, "AJAR_DB", defaultDB), "the database to copy: sqlite:PATH (env AJAR_DB)")
+	db := fs.String("db", configuredDB(getenv), "the database to copy: sqlite:PATH (default: ajard's, from AJAR_DB or its config file)")
 	to := fs.String("to", "", "the backup file to write (must not exist)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,7 +67,7 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 func runRestore(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ajard restore", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	db := fs.String("db", envOr(getenv, "AJAR_DB", defaultDB), "the database to restore into: sqlite:PATH (env AJAR_DB)")
+	db := fs.String("db", configuredDB(getenv), "the database to restore into: sqlite:PATH (default: ajard's, from AJAR_DB or its config file)")
 	force := fs.Bool("force", false, "replace an existing database (kept as PATH.before-restore-TIME)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -169,8 +169,22 @@ func printLog(w io.Writer, v jit.Verification) {
 	}
 }
 
-// defaultDB is the database when neither --db nor AJAR_DB names one.
+// defaultDB is the database when neither --db, AJAR_DB nor the config
+// file names one.
 const defaultDB = "sqlite:ajar-data/ajar.db"
+
+// configuredDB is the database ajard would open: from AJAR_DB (or
+// AJAR_DB_FILE), the config file (AJAR_CONFIG or /etc/ajar/ajard.toml) or
+// the default. A config that does not load leaves AJAR_DB or the default.
+func configuredDB(getenv func(string) string) string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	path := fs.String("config", DefaultConfigFile, "")
+	c, err := loadConfig(nil, configFile(fs, *path, getenv), getenv, io.Discard)
+	if err != nil {
+		return envOr(getenv, "AJAR_DB", defaultDB)
+	}
+	return c.db
+}
 
 func envOr(getenv func(string) string, name, def string) string {
 	if v := getenv(name); v != "" {

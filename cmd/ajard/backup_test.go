@@ -203,3 +203,25 @@ func TestBackupWhileServingAndRestore(t *testing.T) {
 		t.Fatalf("backup of PostgreSQL: %v\n%s", err, out)
 	}
 }
+
+// ajard backup and restore work on the database ajard itself would open:
+// the config file's, unless AJAR_DB says otherwise.
+func TestBackupFindsTheConfiguredDatabase(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "ajard.toml")
+	if err := os.WriteFile(conf, []byte("db = \"sqlite:/var/lib/ajar-test/ajar.db\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AJAR_CONFIG": conf}
+	getenv := func(k string) string { return env[k] }
+	if got := configuredDB(getenv); got != "sqlite:/var/lib/ajar-test/ajar.db" {
+		t.Errorf("with a config file: %q, want the file's db", got)
+	}
+	env["AJAR_DB"] = "sqlite:/elsewhere/ajar.db"
+	if got := configuredDB(getenv); got != "sqlite:/elsewhere/ajar.db" {
+		t.Errorf("with AJAR_DB over the file: %q", got)
+	}
+	if got := configuredDB(func(string) string { return "" }); got != defaultDB && !strings.Contains(got, "/var/lib/ajar") {
+		t.Errorf("with nothing: %q, want the default (or this machine's /etc/ajar/ajard.toml)", got)
+	}
+}

@@ -20,10 +20,15 @@ import (
 type countingStore struct {
 	store.Store
 	updates, views atomic.Int64
+	// gate, when set, holds every View until it is closed.
+	gate atomic.Pointer[chan struct{}]
 }
 
 func (s *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {
 	s.views.Add(1)
+	if g := s.gate.Load(); g != nil {
+		<-*g
+	}
 	return s.Store.View(ctx, fn)
 }
 

@@ -19,8 +19,9 @@ import (
 )
 
 // TestAgentsWokenTogether: one change of every VM wakes every agent's long
-// poll; their states are read together (far fewer transactions than
-// agents) and each agent gets exactly its own VM's state.
+// poll; while the database is slow to answer, their states are read
+// together (far fewer transactions than agents) and each agent gets
+// exactly its own VM's state.
 func TestAgentsWokenTogether(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -121,6 +122,11 @@ func TestAgentsWokenTogether(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // all waiting
 	views := st.views.Load()
+	// The database is slow to read (as under a fleet's load): the
+	// reads begun first are held while the other agents wake up.
+	gate := make(chan struct{})
+	st.gate.Store(&gate)
+	time.AfterFunc(500*time.Millisecond, func() { close(gate) })
 	if err := ctl.DeleteUser(ctx, admin, "bulk"); err != nil { // one transaction: every VM changes
 		t.Fatal(err)
 	}
@@ -143,7 +149,7 @@ func TestAgentsWokenTogether(t *testing.T) {
 		}
 	}
 	t.Logf("%d agents woken by one change read their states in %d transactions", n, reads)
-	if reads > n/4 {
-		t.Errorf("%d agents woken together read their states in %d transactions, want them read together (at most %d)", n, reads, n/4)
+	if reads > 12 {
+		t.Errorf("%d agents woken together read their states in %d transactions, want them read together (at most 12: four held, then batches)", n, reads)
 	}
 }

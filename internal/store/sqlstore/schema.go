@@ -133,4 +133,15 @@ var Migrations = []string{
 	// of every VM (requests/s fell 2.5x as active grants piled up).
 	`DROP INDEX grants_vm;
 	CREATE INDEX grants_vm_status_start ON grants (vm_id, status, start_time);`,
+	// An access request's Idempotency-Key, per user: a retry with the same
+	// key gets the request it made (its body's hash must match), also after
+	// a restart.
+	`CREATE TABLE request_keys (
+		usr TEXT NOT NULL,
+		idem_key TEXT NOT NULL,
+		body_hash TEXT NOT NULL,
+		request_id TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (usr, idem_key)
+	)`,
 }

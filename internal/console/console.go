@@ -54,6 +54,7 @@ type Console struct {
 	handler    http.Handler
 	sso        *sso.Provider // nil: no single sign-on (UseSSO)
 	publicURL  string
+	drafts     drafts
 }
 
 // New returns the console over ctl. clientAddr tells the address a request
@@ -116,7 +117,7 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /machines/{id}/disable", c.page(c.disablePage))
 	m.HandleFunc("POST /machines/{id}/disable", c.page(c.disable))
 	m.HandleFunc("GET /machines/{id}/request", c.page(c.requestPage))
-	m.HandleFunc("POST /machines/{id}/request", c.page(c.request))
+	m.HandleFunc("POST /machines/{id}/request", c.page(c.request, requestResume))
 	m.HandleFunc("POST /grants/{id}/revoke", c.page(c.revoke))
 	m.HandleFunc("GET /requests", c.page(c.requests))
 	m.HandleFunc("POST /requests/{id}/{action}", c.page(c.decideRequest))
@@ -159,7 +160,11 @@ func staticVersion(fsys fs.FS) string {
 type handler func(w http.ResponseWriter, r *http.Request, a *control.Actor) error
 
 // page wraps h with the session check, panic recovery and error pages.
-func (c *Console) page(h handler) http.HandlerFunc {
+// A visitor without a session goes to the sign-in page, which returns to
+// where they were: the page they asked for, or for a form sent after the
+// session ended, the page the form was on (resume, when given, tells
+// where that is and keeps what was typed).
+func (c *Console) page(h handler, resume ...func(*http.Request) string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if p := recover(); p != nil {
@@ -179,7 +184,11 @@ func (c *Console) page(h handler) http.HandlerFunc {
 				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
-			c.renderError(w, r, nil, http.StatusUnauthorized, "Your session has ended. Sign in again.")
+			next := refererPath(r)
+			if len(resume) > 0 {
+				next = resume[0](r)
+			}
+			http.Redirect(w, r, "/signin?ended=1&next="+url.QueryEscape(next), http.StatusSeeOther)
 			return
 		}
 		if err := h(w, r, a); err != nil {
@@ -256,6 +265,15 @@ func localPath(p, def string) string {
 		return def
 	}
 	return p
+}
+
+// refererPath is the console page a form was sent from, or /machines.
+func refererPath(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || ref.Host != r.Host {
+		return "/machines"
+	}
+	return localPath(ref.RequestURI(), "/machines")
 }
 
 // base is what every page's layout shows.
@@ -370,6 +388,7 @@ func (c *Console) funcs() template.FuncMap {
 		"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"duration": fmtISO,
 		"join":     strings.Join,
+		"ended":    jit.EndedState,
 		"left":     func(end time.Time) string { return fmtLeft(end.Sub(c.ctl.Now())) },
 		"now":      func() string { return c.ctl.Now().Format(time.RFC3339Nano) },
 	}

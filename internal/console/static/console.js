@@ -59,6 +59,85 @@
     }
   });
 
+  // Forms that change something are sent once: the submit disables their
+  // buttons and shows progress, so a second click cannot send them again
+  // (the server also makes one request of a form sent twice).
+  document.addEventListener("submit", function (e) {
+    var f = e.target;
+    if ((f.getAttribute("method") || "").toLowerCase() !== "post") return;
+    if (f.getAttribute("data-sent")) {
+      e.preventDefault();
+      return;
+    }
+    f.setAttribute("data-sent", "1");
+    f.setAttribute("aria-busy", "true");
+    var clicked = e.submitter;
+    // After this turn, so that the clicked button's value is still sent.
+    setTimeout(function () {
+      var bs = f.querySelectorAll("button");
+      for (var i = 0; i < bs.length; i++) {
+        bs[i].disabled = true;
+        if (bs[i] === clicked && bs[i].getAttribute("data-busy")) {
+          bs[i].textContent = bs[i].getAttribute("data-busy");
+        }
+      }
+    }, 0);
+  });
+  // Back and forward show pages from the browser's cache as they were
+  // left: closed dialogs, forms ready to use again but not filled in.
+  window.addEventListener("pageshow", function (e) {
+    if (!e.persisted) return;
+    var ds = document.querySelectorAll("dialog[open]");
+    for (var i = 0; i < ds.length; i++) ds[i].close();
+    var fs = document.querySelectorAll("form[data-sent]");
+    for (i = 0; i < fs.length; i++) {
+      fs[i].removeAttribute("data-sent");
+      fs[i].removeAttribute("aria-busy");
+      if (fs[i].hasAttribute("data-once")) fs[i].reset();
+      var bs = fs[i].querySelectorAll("button");
+      for (var j = 0; j < bs.length; j++) bs[j].disabled = false;
+    }
+  });
+
+  // Typing an address chooses "Another address or range".
+  document.addEventListener("input", function (e) {
+    var id = e.target.getAttribute && e.target.getAttribute("data-selects");
+    if (id && e.target.value.trim() !== "") {
+      var r = document.getElementById(id);
+      if (r) r.checked = true;
+    }
+  });
+
+  // The request form offers the times every ticked port allows.
+  function fitDurations(form) {
+    var sel = form.querySelector("select[name=duration]");
+    if (!sel) return;
+    var boxes = form.querySelectorAll("input[name=port][data-max]");
+    var fit = 0, longest = 0;
+    for (var i = 0; i < boxes.length; i++) {
+      var m = parseInt(boxes[i].getAttribute("data-max"), 10);
+      if (m > longest) longest = m;
+      if (boxes[i].checked && (fit === 0 || m < fit)) fit = m;
+    }
+    if (fit === 0) fit = longest;
+    var best = null;
+    for (i = 0; i < sel.options.length; i++) {
+      var o = sel.options[i];
+      o.disabled = parseInt(o.getAttribute("data-seconds"), 10) > fit;
+      if (!o.disabled) best = o;
+    }
+    if (sel.selectedOptions.length === 0 || sel.selectedOptions[0].disabled) {
+      if (best) best.selected = true;
+    }
+  }
+  document.addEventListener("change", function (e) {
+    if (e.target.name === "port" && e.target.form && e.target.getAttribute("data-max")) fitDurations(e.target.form);
+  });
+
+  // A result or an error banner takes focus, so that it is read out.
+  var banner = document.querySelector("[data-focus]");
+  if (banner && !banner.closest("dialog")) banner.focus();
+
   // Countdowns: time elements with data-ends tick down to the grant's end.
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function left(ms) {
@@ -81,7 +160,20 @@
       if (isNaN(end)) continue;
       var text = left(end - (Date.now() - skew));
       if (els[i].textContent !== text) els[i].textContent = text;
-      if (text === "ended") els[i].closest("tr") && els[i].closest("tr").classList.add("ended");
+      if (text === "ended") {
+        // An ended grant cannot be revoked: its row says so instead.
+        var row = els[i].closest("tr");
+        if (row && !row.classList.contains("ended")) {
+          row.classList.add("ended");
+          var f = row.querySelector("[data-revoke-form]");
+          if (f) {
+            var note = document.createElement("span");
+            note.className = "muted";
+            note.textContent = "Ended";
+            f.replaceWith(note);
+          }
+        }
+      }
     }
   }
   if (document.querySelector("[data-ends]")) {

@@ -135,8 +135,15 @@
   });
 
   // A result or an error banner takes focus, so that it is read out.
-  var banner = document.querySelector("[data-focus]");
-  if (banner && !banner.closest("dialog")) banner.focus();
+  // (Again once the page has loaded: scrolling to a #fragment and
+  // autofocus may take it away meanwhile.)
+  function focusBanner() {
+    var banner = document.querySelector("[data-focus]");
+    if (banner && !banner.closest("dialog") && document.activeElement !== banner &&
+        (!document.activeElement || document.activeElement === document.body)) banner.focus();
+  }
+  focusBanner();
+  window.addEventListener("load", function () { setTimeout(focusBanner, 0); });
 
   // Countdowns: time elements with data-ends tick down to the grant's end.
   function pad(n) { return n < 10 ? "0" + n : String(n); }

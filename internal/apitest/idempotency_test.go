@@ -112,3 +112,34 @@ func TestRevokeTwice(t *testing.T) {
 		t.Errorf("%d grant.revoke events after revoking twice, want 1", n)
 	}
 }
+
+// TestOwnTokens checks that a user who is no admin sees and revokes
+// their own API tokens, and nobody else's.
+func TestOwnTokens(t *testing.T) {
+	t.Parallel()
+	s := start(t)
+	group(t, s, "prod")
+	alice := user(t, s, "alice", jit.RoleRequester, "prod")
+	bob := user(t, s, "bob", jit.RoleRequester, "prod")
+	spare := must[jit.CreatedToken](t)(s.Admin.CreateToken(t.Context(), jit.NewToken{User: "alice", Name: "spare"}))
+	bobs := must[jit.CreatedToken](t)(s.Admin.CreateToken(t.Context(), jit.NewToken{User: "bob", Name: "bob's"}))
+	st, b := call(t, s, alice, "GET", "/api/v1/tokens?user=alice", nil)
+	var list struct{ Value []jit.Token }
+	if st != http.StatusOK || json.Unmarshal(b, &list) != nil || len(list.Value) != 2 {
+		t.Fatalf("alice listing her tokens: %d %s, want 200 with 2", st, b)
+	}
+	for _, path := range []string{"/api/v1/tokens?user=bob", "/api/v1/tokens"} {
+		if st, _ := call(t, s, alice, "GET", path, nil); st != http.StatusForbidden {
+			t.Errorf("alice GET %s: %d, want 403", path, st)
+		}
+	}
+	if st, b := call(t, s, alice, "DELETE", "/api/v1/tokens/"+bobs.ID, nil); st != http.StatusForbidden {
+		t.Errorf("alice revoking bob's token: %d %s, want 403", st, b)
+	}
+	if st, b := call(t, s, alice, "DELETE", "/api/v1/tokens/"+spare.ID, nil); st/100 != 2 {
+		t.Errorf("alice revoking her own token: %d %s", st, b)
+	}
+	if st, _ := call(t, s, bob, "GET", "/api/v1/tokens?user=bob", nil); st != http.StatusOK {
+		t.Errorf("bob's token stopped working: %d", st)
+	}
+}

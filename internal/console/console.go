@@ -119,6 +119,10 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /machines/{id}/request", c.page(c.requestPage))
 	m.HandleFunc("POST /machines/{id}/request", c.page(c.request, requestResume))
 	m.HandleFunc("POST /grants/{id}/revoke", c.page(c.revoke))
+	m.HandleFunc("GET /access", c.page(c.access))
+	m.HandleFunc("GET /account", c.page(c.account))
+	m.HandleFunc("POST /account/password", c.page(c.changePassword))
+	m.HandleFunc("POST /account/tokens/{id}/revoke", c.page(c.revokeOwnToken))
 	m.HandleFunc("GET /requests", c.page(c.requests))
 	m.HandleFunc("POST /requests/{id}/{action}", c.page(c.decideRequest))
 

@@ -234,13 +234,15 @@ type TokenFilter struct {
 
 // EventFilter selects activity events in sequence order.
 type EventFilter struct {
-	VMID      string
-	Actor     string
-	Operation string
-	Since     time.Time
-	Until     time.Time
-	Groups    []string
-	AfterSeq  int64
-	Limit     int
-	Desc      bool
+	VMID  string
+	Actor string
+	// ActorPrefix keeps the events whose actor starts with it.
+	ActorPrefix string
+	Operation   string
+	Since       time.Time
+	Until       time.Time
+	Groups      []string
+	AfterSeq    int64
+	Limit       int
+	Desc        bool
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -82,6 +83,10 @@ func (t *SQLTx) ListEvents(f store.EventFilter) ([]jit.Event, error) {
 			where = append(where, c.col+" = ?")
 			args = append(args, c.val)
 		}
+	}
+	if f.ActorPrefix != "" {
+		where = append(where, "substr(actor, 1, ?) = ?")
+		args = append(args, utf8.RuneCountInString(f.ActorPrefix), f.ActorPrefix)
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "time >= ?")

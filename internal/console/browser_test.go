@@ -179,12 +179,12 @@ func paletted(img image.Image) *image.Paletted {
 // httpUser is a plain HTTP client with its own cookie jar, for what a
 // browser would not do (posting forms a page does not offer).
 type httpUser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }
 
-func newHTTPUser(t *testing.T, base string) *httpUser {
+func newHTTPUser(t testing.TB, base string) *httpUser {
 	jar, _ := cookiejar.New(nil)
 	return &httpUser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}

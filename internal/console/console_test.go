@@ -172,8 +172,8 @@ func TestConsole(t *testing.T) {
 	mustContain(t, "app-1 row", textOf(t, ctx, `tr[data-vm="app-1"]`), "Healthy")
 	shot.take(ctx, "machines-not-configured")
 	run(t, ctx, "Unsupported tab", click("#tab-unsupported"), visible(`#vms[aria-describedby="tab-unsupported"]`))
-	if got := vmNames(t, ctx); !slices.Equal(got, []string{"nonft-1", "old-1"}) {
-		t.Errorf("Unsupported tab lists %s, want nonft-1, old-1", fmtList(got))
+	if got := vmNames(t, ctx); !slices.Equal(got, []string{"old-1", "nonft-1"}) {
+		t.Errorf("Unsupported tab lists %s, want old-1 (dev), nonft-1 (prod)", fmtList(got))
 	}
 	mustContain(t, "old-1 row", textOf(t, ctx, `tr[data-vm="old-1"]`), "agent never connected")
 	mustContain(t, "nonft-1 row", textOf(t, ctx, `tr[data-vm="nonft-1"]`), "nftables is not available")

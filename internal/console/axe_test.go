@@ -100,6 +100,10 @@ func TestAccessibility(t *testing.T) {
 		{"my access", "/access"},
 		{"my account", "/account"},
 		{"activity", "/activity"},
+		{"admin: users", "/admin/users"},
+		{"admin: tokens", "/admin/tokens"},
+		{"admin: enrollment", "/admin/enroll"},
+		{"admin: delete a user", "/admin/users/rita/delete"},
 		{"not found", "/no-such-page"},
 	} {
 		check(p.name, base+p.path)

@@ -55,6 +55,9 @@ type Console struct {
 	sso        *sso.Provider // nil: no single sign-on (UseSSO)
 	publicURL  string
 	drafts     drafts
+	// fingerprint is the server's self-signed certificate's, for the
+	// enroll command (ShowFingerprint).
+	fingerprint string
 }
 
 // New returns the console over ctl. clientAddr tells the address a request
@@ -125,6 +128,18 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("POST /account/tokens/{id}/revoke", c.page(c.revokeOwnToken))
 	m.HandleFunc("GET /requests", c.page(c.requests))
 	m.HandleFunc("POST /requests/{id}/{action}", c.page(c.decideRequest))
+
+	m.HandleFunc("GET /admin/users", c.page(c.adminUsers))
+	m.HandleFunc("POST /admin/users", c.page(c.adminCreateUser))
+	m.HandleFunc("POST /admin/users/{name}/password", c.page(c.adminSetPassword))
+	m.HandleFunc("GET /admin/users/{name}/delete", c.page(c.adminDeleteUserPage))
+	m.HandleFunc("POST /admin/users/{name}/delete", c.page(c.adminDeleteUser))
+	m.HandleFunc("POST /admin/bindings", c.page(c.adminBind))
+	m.HandleFunc("POST /admin/bindings/{id}/delete", c.page(c.adminUnbind))
+	m.HandleFunc("GET /admin/tokens", c.page(c.adminTokens))
+	m.HandleFunc("POST /admin/tokens", c.page(c.adminCreateToken))
+	m.HandleFunc("GET /admin/enroll", c.page(c.adminEnroll))
+	m.HandleFunc("POST /admin/enroll", c.page(c.adminCreateEnroll))
 
 	m.HandleFunc("GET /activity", c.page(c.activity))
 	m.HandleFunc("GET /activity.csv", c.page(c.activityCSV))
@@ -286,6 +301,7 @@ type base struct {
 	Nav     string // machines, activity
 	User    string
 	Roles   string
+	Admin   bool // shows the Admin pages in the navigation
 	Notice  string
 	Problem string
 }
@@ -293,7 +309,7 @@ type base struct {
 func (c *Console) base(a *control.Actor, title, nav string) base {
 	b := base{Title: title, Nav: nav}
 	if a != nil {
-		b.User, b.Roles = a.Name(), roleSummary(a.Bindings)
+		b.User, b.Roles, b.Admin = a.Name(), roleSummary(a.Bindings), a.Can(jit.PermAdmin, "")
 	}
 	return b
 }

@@ -66,3 +66,14 @@ func (d *drafts) get(user, id string, now time.Time) (any, bool) {
 	}
 	return x.v, true
 }
+
+// take returns user's draft id and forgets it: for what is shown once.
+func (d *drafts) take(user, id string, now time.Time) (any, bool) {
+	v, ok := d.get(user, id, now)
+	if ok {
+		d.mu.Lock()
+		delete(d.m, id)
+		d.mu.Unlock()
+	}
+	return v, ok
+}

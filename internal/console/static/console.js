@@ -32,6 +32,18 @@
     }
   }, true);
 
+  // Copy buttons copy the field they name.
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest("[data-copy]");
+    if (!b) return;
+    var f = document.getElementById(b.getAttribute("data-copy"));
+    if (!f) return;
+    f.select();
+    var done = function () { b.textContent = "Copied"; };
+    if (navigator.clipboard) navigator.clipboard.writeText(f.value).then(done, function () { document.execCommand("copy"); done(); });
+    else { document.execCommand("copy"); done(); }
+  });
+
   // Policy editor: Add and Remove edit the rows in place.
   var counter = 1000;
   document.addEventListener("click", function (e) {

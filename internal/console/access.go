@@ -1,7 +1,9 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"sort"
 
 	"github.com/ajarhq/ajar/internal/control"
@@ -45,6 +47,17 @@ func (c *Console) access(w http.ResponseWriter, r *http.Request, a *control.Acto
 	}
 	for _, q := range reqs {
 		p.Requests = append(p.Requests, requestRowOf(q))
+	}
+	if id := r.URL.Query().Get("opened"); id != "" {
+		var opened []string
+		for _, g := range p.Grants {
+			if g.RequestID == id {
+				opened = append(opened, fmt.Sprintf("%s port %d (%s) for %s until %s", g.VMName, g.Port, protoName(g.Protocol), g.Source, fmtTime(g.EndTime)))
+			}
+		}
+		if len(opened) > 0 {
+			p.Notice = "Access granted: " + strings.Join(opened, "; ") + "."
+		}
 	}
 	if r.URL.Query().Get("done") == "revoked" {
 		for _, g := range grants {

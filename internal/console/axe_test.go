@@ -95,6 +95,7 @@ func TestAccessibility(t *testing.T) {
 		{"machine without JIT", "/machines/" + f.db.ID},
 		{"unsupported machine", "/machines/" + f.old.ID},
 		{"request page", "/machines/" + f.web.ID + "/request"},
+		{"request for several machines", "/request?vm=" + f.web.ID + "&vm=" + f.lb.ID},
 		{"disable page", "/machines/" + f.web.ID + "/disable"},
 		{"requests", "/requests"},
 		{"my access", "/access"},

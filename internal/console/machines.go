@@ -18,7 +18,7 @@ type tab struct {
 
 type vmRow struct {
 	jit.VMView
-	CanManage bool
+	CanManage, CanRequest bool
 }
 
 type machinesPage struct {
@@ -33,6 +33,9 @@ type machinesPage struct {
 	// Reverse: sorted by group and name from Z to A; SortURL flips it.
 	Reverse bool
 	SortURL string
+	// AnyManage, AnyRequest: the page's machines may be selected to enable
+	// JIT on, or to request access to.
+	AnyManage, AnyRequest bool
 }
 
 var tabs = []struct{ key, label string }{
@@ -67,13 +70,20 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if b := q.Get("before"); b != "" {
 		cursor, back = b, true
 	}
+	if d, ok := c.drafts.take(a.Name(), q.Get("result"), c.ctl.Now()); ok {
+		if ad, ok := d.(adminDraft); ok {
+			p.Notice = ad.Error
+		}
+	}
 	p.Reverse = q.Get("sort") == "desc"
 	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: p.Group, JIT: p.Tab, Search: p.Query, Limit: MachinesPageSize, Cursor: cursor, Reverse: p.Reverse})
 	if err != nil {
 		return err
 	}
 	for _, v := range vms {
-		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group)})
+		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group), CanRequest: v.Policy != nil && a.Can(jit.PermRequest, v.Group)})
+		p.AnyManage = p.AnyManage || a.Can(jit.PermManagePolicy, v.Group)
+		p.AnyRequest = p.AnyRequest || (v.Policy != nil && a.Can(jit.PermRequest, v.Group))
 	}
 	if p.Tab == jit.JITNotConfigured && !p.Reverse {
 		// Within the page, unhealthy machines first.

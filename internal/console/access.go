@@ -3,8 +3,8 @@ package console
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"sort"
+	"strings"
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -33,8 +35,9 @@ var operations = []string{
 
 type eventRow struct {
 	jit.Event
-	VMName  string
-	Details string
+	VMName   string
+	Sentence string
+	Details  string // indented JSON
 }
 
 type activityPage struct {
@@ -170,6 +173,9 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 	ids := []string{}
 	for _, e := range events {
 		ids = append(ids, e.VMID)
+		if id, ok := strings.CutPrefix(e.Actor, "agent:"); ok {
+			ids = append(ids, id) // named as its machine's agent
+		}
 	}
 	slices.Sort(ids)
 	names, err := c.ctl.VMNames(r.Context(), a, slices.Compact(ids))
@@ -194,6 +200,18 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 		if row.VMName == "" {
 			row.VMName = e.VMID
 		}
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, e.Details, "", "  ") == nil {
+			row.Details = pretty.String()
+		}
+		vmName := row.VMName
+		if vmName == "" {
+			if g := e.Group; g != "" {
+				vmName = "group " + g
+			}
+		}
+		row.Sentence = sentence(e, vmName, names)
+		row.Actor = actorName(e.Actor, names)
 		p.Events = append(p.Events, row)
 	}
 

@@ -400,21 +400,30 @@ func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
 
 func (c *Console) funcs() template.FuncMap {
 	return template.FuncMap{
-		"static": func(name string) string { return "/static/" + path.Clean(name) + "?v=" + c.version },
-		"time":   fmtTime,
-		"ptime": func(t *time.Time) string {
+		"static":  func(name string) string { return "/static/" + path.Clean(name) + "?v=" + c.version },
+		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"when":    whenHTML,
+		"pwhen": func(t *time.Time) template.HTML {
 			if t == nil || t.IsZero() {
 				return "—"
 			}
-			return fmtTime(*t)
+			return whenHTML(*t)
 		},
-		"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"duration": fmtISO,
 		"join":     strings.Join,
 		"ended":    jit.EndedState,
 		"left":     func(end time.Time) string { return fmtLeft(end.Sub(c.ctl.Now())) },
 		"now":      func() string { return c.ctl.Now().Format(time.RFC3339Nano) },
 	}
+}
+
+// whenHTML is a time as pages show it: in UTC, which the page's script
+// turns into the viewer's time zone (keeping UTC on hover).
+func whenHTML(t time.Time) template.HTML {
+	if t.IsZero() {
+		return "—"
+	}
+	return template.HTML(`<time datetime="` + t.UTC().Format(time.RFC3339) + `" data-local>` + fmtTime(t) + `</time>`)
 }
 
 func fmtTime(t time.Time) string {

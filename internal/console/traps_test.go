@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -245,5 +246,42 @@ func TestEndedGrants(t *testing.T) {
 	mustContain(t, "recently ended", textOf(t, ctx, "#recent"), "expired")
 	if eval[bool](t, ctx, `!!document.querySelector('`+row+`')`) {
 		t.Error("the ended grant is still under Active access after a reload")
+	}
+}
+
+// TestActivitySentencesAndTimes checks that the activity log reads as
+// sentences naming people and machines (agents as their machine's), with
+// the JSON one click away, and that times show in the viewer's time zone
+// with UTC on hover.
+func TestActivitySentencesAndTimes(t *testing.T) {
+	ctx := newBrowser(t)
+	f := newFixture(t)
+	base, api, bg := f.s.URL, f.s.Admin, context.Background()
+	if _, err := api.RequestAccess(bg, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: f.web.ID, Ports: []jit.PortRequest{{Number: 22, AllowedSourceAddressPrefix: "192.0.2.7"}}}}, Justification: "INC-4711"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"}); err != nil {
+		t.Fatal(err)
+	}
+	signInBrowser(t, ctx, base, "admin", adminPassword)
+	run(t, ctx, "activity", chromedp.Navigate(base+"/activity?operation=grant.open"), visible("#events"))
+	mustContain(t, "grant.open", textOf(t, ctx, `#events tr[data-op="grant.open"] td.sentence`), "admin opened port 22/TCP on web-1 for 192.0.2.7/32 until")
+	run(t, ctx, "approvals", chromedp.Navigate(base+"/activity?operation=request.approve"), visible("#events"))
+	mustContain(t, "request.approve", textOf(t, ctx, `#events tr[data-op="request.approve"] td.sentence`), "admin was granted access to web-1: INC-4711.")
+	run(t, ctx, "grants", chromedp.Navigate(base+"/activity?operation=grant.open"), visible("#events"))
+	if eval[bool](t, ctx, `document.querySelector('#events tr[data-op="grant.open"] details').open`) {
+		t.Error("the JSON is open by default")
+	}
+	run(t, ctx, "open the JSON", click(`#events tr[data-op="grant.open"] summary`))
+	mustContain(t, "JSON", textOf(t, ctx, `#events tr[data-op="grant.open"] pre`), `"port": 22`)
+	run(t, ctx, "agents", chromedp.Navigate(base+"/activity?operation=agent.connect"), visible("#events"))
+	mustContain(t, "agent.connect", textOf(t, ctx, `#events tr[data-op="agent.connect"] td.sentence`), "the agent of")
+	if got := textOf(t, ctx, `#events tr[data-op="agent.connect"] td.sentence`); strings.Contains(got, "agent:") {
+		t.Errorf("an agent is named by its id: %q", got)
+	}
+	tm := `#events tr[data-op="agent.connect"] time`
+	text, title := textOf(t, ctx, tm), eval[string](t, ctx, `document.querySelector('`+tm+`').title`)
+	if !strings.Contains(title, "UTC") || strings.Contains(text, "UTC") || !strings.Contains(text, "GMT+9") {
+		t.Errorf("time shows %q (hover %q), want Tokyo time with UTC on hover", text, title)
 	}
 }

@@ -146,6 +146,15 @@
     if (e.target.name === "port" && e.target.form && e.target.getAttribute("data-max")) fitDurations(e.target.form);
   });
 
+  // Times show in the viewer's time zone; UTC stays on hover.
+  var times = document.querySelectorAll("time[data-local]");
+  for (var ti = 0; ti < times.length; ti++) {
+    var at = new Date(times[ti].getAttribute("datetime"));
+    if (isNaN(at.getTime())) continue;
+    times[ti].title = times[ti].textContent;
+    times[ti].textContent = at.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZoneName: "short" });
+  }
+
   // A result or an error banner takes focus, so that it is read out.
   // (Again once the page has loaded: scrolling to a #fragment and
   // autofocus may take it away meanwhile.)

@@ -136,7 +136,7 @@ func TestRequestDialogTraps(t *testing.T) {
 		t.Errorf("after a refusal, focus is on %q, want the error", id)
 	}
 	before := len(activeGrants())
-	run(t, ctx, "reload", chromedp.Navigate(loc), visible("#request-error"))
+	run(t, ctx, "reload", chromedp.Navigate(loc+"&again=1"), visible("#request-error"))
 	if n := len(activeGrants()); n != before {
 		t.Errorf("reloading the refusal changed the grants: %d, then %d", before, n)
 	}
@@ -229,20 +229,23 @@ func TestEndedGrants(t *testing.T) {
 	ctx := newBrowser(t)
 	f := newFixture(t)
 	base, api, bg := f.s.URL, f.s.Admin, context.Background()
-	req, err := api.RequestAccess(bg, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: f.web.ID, Ports: []jit.PortRequest{{Number: 22, Duration: "PT2S"}}}}})
+	signInBrowser(t, ctx, base, "admin", adminPassword)
+	// Long enough for the page to load on a busy machine.
+	req, err := api.RequestAccess(bg, jit.AccessRequest{VirtualMachines: []jit.VMRequest{{ID: f.web.ID, Ports: []jit.PortRequest{{Number: 22, Duration: "PT6S"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := req.Grants[0]
-	signInBrowser(t, ctx, base, "admin", adminPassword)
 	row := `tr[data-grant="` + g.ID + `"]`
-	run(t, ctx, "machine page", chromedp.Navigate(base+"/machines/"+f.web.ID), visible(row+" [data-revoke]"),
-		chromedp.WaitVisible(chromedp.CSS(row+".ended")))
+	run(t, ctx, "machine page", chromedp.Navigate(base+"/machines/"+f.web.ID), visible(row+" [data-revoke]"))
+	run(t, ctx, "wait for the end", chromedp.WaitVisible(chromedp.CSS(row+".ended")))
 	if eval[bool](t, ctx, `!!document.querySelector('`+row+` [data-revoke]')`) {
 		t.Error("an ended grant still offers Revoke")
 	}
 	mustContain(t, "ended row", textOf(t, ctx, row), "Ended")
-	run(t, ctx, "reload", chromedp.Navigate(base+"/machines/"+f.web.ID), visible("#recent"))
+	// (Another address than the page's own: chromedp may wait on the old
+	// document when navigating to the same one.)
+	run(t, ctx, "reload", chromedp.Navigate(base+"/machines/"+f.web.ID+"?again=1"), visible("#recent"))
 	mustContain(t, "recently ended", textOf(t, ctx, "#recent"), "expired")
 	if eval[bool](t, ctx, `!!document.querySelector('`+row+`')`) {
 		t.Error("the ended grant is still under Active access after a reload")

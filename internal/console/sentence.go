@@ -130,6 +130,9 @@ func sentence(e jit.Event, vm string, names map[string]string) string {
 			break
 		}
 	}
+	if strings.HasPrefix(s, "the ") {
+		s = "The " + s[4:]
+	}
 	return s + "."
 }
 

@@ -278,7 +278,7 @@ func TestActivitySentencesAndTimes(t *testing.T) {
 	run(t, ctx, "open the JSON", click(`#events tr[data-op="grant.open"] summary`))
 	mustContain(t, "JSON", textOf(t, ctx, `#events tr[data-op="grant.open"] pre`), `"port": 22`)
 	run(t, ctx, "agents", chromedp.Navigate(base+"/activity?operation=agent.connect"), visible("#events"))
-	mustContain(t, "agent.connect", textOf(t, ctx, `#events tr[data-op="agent.connect"] td.sentence`), "the agent of")
+	mustContain(t, "agent.connect", textOf(t, ctx, `#events tr[data-op="agent.connect"] td.sentence`), "The agent of")
 	if got := textOf(t, ctx, `#events tr[data-op="agent.connect"] td.sentence`); strings.Contains(got, "agent:") {
 		t.Errorf("an agent is named by its id: %q", got)
 	}

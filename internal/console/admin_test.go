@@ -18,6 +18,7 @@ import (
 // token whose command enrolls a host.
 func TestAdminPages(t *testing.T) {
 	ctx := newBrowser(t)
+	shot := newShots(t)
 	f := newFixture(t)
 	base, api, bg := f.s.URL, f.s.Admin, context.Background()
 	signInBrowser(t, ctx, base, "admin", adminPassword)
@@ -25,13 +26,16 @@ func TestAdminPages(t *testing.T) {
 	run(t, ctx, "admin", click("#nav-admin"), visible("#new-user"),
 		keys("#new-name", "carol"), keys("#new-password", "carol-password-123"),
 		setValue("#new-role", jit.RoleRequester), setValue("#new-group", "prod"),
-		click("#new-user-submit"), visible(".banner.ok"))
+		click("#new-user-submit"))
+	waitText(t, ctx, "#notice", "User carol created")
 	mustContain(t, "users", textOf(t, ctx, `tr[data-user="carol"]`), "requester in prod")
+	shot.take(ctx, "admin-users")
 	carol := newHTTPUser(t, base)
 	carol.signIn("carol", "carol-password-123")
 
 	// A second role, then its removal.
-	run(t, ctx, "give a role", setValue("#role-carol", jit.RoleReader), setValue("#group-carol", "dev"), click("#bind-carol"), visible(".banner.ok"))
+	run(t, ctx, "give a role", setValue("#role-carol", jit.RoleReader), setValue("#group-carol", "dev"), click("#bind-carol"))
+	waitText(t, ctx, "#notice", "Role given")
 	mustContain(t, "carol's roles", textOf(t, ctx, `tr[data-user="carol"]`), "reader in dev")
 	eval[bool](t, ctx, `(Array.from(document.querySelectorAll('tr[data-user="carol"] li')).find(li => li.textContent.includes('reader in dev')).querySelector('[data-unbind]').click(), true)`)
 	var bs []jit.RoleBinding
@@ -48,7 +52,8 @@ func TestAdminPages(t *testing.T) {
 	run(t, ctx, "duplicate", setValue("#role-carol", jit.RoleRequester), setValue("#group-carol", "prod"), click("#bind-carol"), visible("#admin-error"))
 
 	// Reset the password.
-	run(t, ctx, "reset", keys("#password-carol", "carol-new-password-1"), click(`tr[data-user="carol"] form[action$="/password"] button`), visible(".banner.ok"))
+	run(t, ctx, "reset", keys("#password-carol", "carol-new-password-1"), click(`tr[data-user="carol"] form[action$="/password"] button`))
+	waitText(t, ctx, "#notice", "Password of carol set")
 	carol.signIn("carol", "carol-new-password-1")
 
 	// Tokens: create one for carol, shown once; revoke it.
@@ -69,13 +74,15 @@ func TestAdminPages(t *testing.T) {
 			id = tk.ID
 		}
 	}
-	run(t, ctx, "revoke", click(`tr[data-token="`+id+`"] button`), visible(".banner.ok"))
+	run(t, ctx, "revoke", click(`tr[data-token="`+id+`"] button`))
+	waitText(t, ctx, "#notice", "Token revoked")
 	if _, err := f.s.Client(secret).Whoami(bg); jit.ErrorCode(err) != jit.EUnauthorized {
 		t.Errorf("the revoked token still works: %v", err)
 	}
 
 	// Enrollment: the command shown enrolls a host.
 	run(t, ctx, "enroll", click("#admin-tab-enroll"), visible("#new-enroll"), setValue("#enroll-group", "dev"), click("#new-enroll-submit"), visible("#enroll-command"))
+	shot.take(ctx, "admin-enroll")
 	cmd := eval[string](t, ctx, `document.querySelector('#enroll-command').value`)
 	if !strings.HasPrefix(cmd, "ajar-agent enroll --server "+base+" --token ajar_") {
 		t.Fatalf("enroll command %q", cmd)
@@ -87,7 +94,8 @@ func TestAdminPages(t *testing.T) {
 
 	// Delete carol: a confirmation page, then she is gone.
 	run(t, ctx, "delete", click("#admin-tab-users"), visible(`tr[data-user="carol"]`),
-		click(`tr[data-user="carol"] a[href$="/delete"]`), visible("#confirm"), click("#confirm"), visible(".banner.ok"))
+		click(`tr[data-user="carol"] a[href$="/delete"]`), visible("#confirm"), click("#confirm"))
+	waitText(t, ctx, "#notice", "User carol deleted")
 	if eval[bool](t, ctx, `!!document.querySelector('tr[data-user="carol"]')`) {
 		t.Error("carol is still listed after her deletion")
 	}

@@ -348,3 +348,22 @@ func mustContain(t *testing.T, what, s string, subs ...string) {
 }
 
 func fmtList(v []string) string { return fmt.Sprintf("%q", v) }
+
+// waitText waits (a bounded while) until the element sel holds text sub:
+// after a form is sent, the page before may still show a banner like the
+// one awaited.
+func waitText(t *testing.T, ctx context.Context, sel, sub string) {
+	t.Helper()
+	js := `(() => { const e = document.querySelector(` + "`" + sel + "`" + `); return e ? e.textContent : ""; })()`
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err == nil {
+			got = v
+			if strings.Contains(got, sub) {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s does not come to hold %q (holds %q)", sel, sub, got)
+}

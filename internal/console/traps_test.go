@@ -174,6 +174,7 @@ func TestRequestDialogTraps(t *testing.T) {
 // machine's state says what it means and what to do.
 func TestPolicyEditorTraps(t *testing.T) {
 	ctx := newBrowser(t)
+	shot := newShots(t)
 	f := newFixture(t)
 	base, api, bg := f.s.URL, f.s.Admin, context.Background()
 	signInBrowser(t, ctx, base, "admin", adminPassword)
@@ -189,6 +190,7 @@ func TestPolicyEditorTraps(t *testing.T) {
 		keys("#policy-rows tr:nth-child(2) input[name=port]", "99999"),
 		keys("#policy-rows tr:nth-child(2) input[name=sources]", "not-an-address"),
 		click("#policy-save"), visible("#policy-error"))
+	shot.take(ctx, "policy-errors")
 	errs := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('.field-error')).map(e => e.id)`)
 	if len(errs) != 2 || !strings.HasPrefix(errs[0], "port-") || !strings.HasPrefix(errs[1], "sources-") {
 		t.Errorf("field errors %v, want one at the port and one at the sources", errs)

@@ -226,11 +226,16 @@ func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.
 	case jit.JITNotConfigured, jit.JITUnsupported:
 		sf.Policy = store.WithoutPolicy
 	}
+	needle := strings.ToLower(strings.TrimSpace(f.Search))
 	sf.Limit = max(limit+1, 100)
+	if needle != "" {
+		// A search reads on until the page is full, most VMs failing the
+		// match: fewer, larger chunks.
+		sf.Limit = max(limit+1, 1000)
+	}
 	if limit == -1 {
 		sf.Limit = 0
 	}
-	needle := strings.ToLower(strings.TrimSpace(f.Search))
 	var out []jit.VMView
 	next := ""
 	err := c.store.View(ctx, func(tx store.Tx) error {

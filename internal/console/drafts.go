@@ -27,6 +27,9 @@ type draft struct {
 const (
 	draftTTL  = 30 * time.Minute
 	maxDrafts = 10000
+	// maxUserDrafts bounds one user's drafts (a form is at most MaxForm):
+	// past it, their oldest goes.
+	maxUserDrafts = 16
 )
 
 // put keeps v for user and returns its id.
@@ -51,6 +54,18 @@ func (d *drafts) put(user string, v any, now time.Time) string {
 			}
 			delete(d.m, k)
 		}
+	}
+	mine, oldest := 0, ""
+	for k, x := range d.m {
+		if x.user == user {
+			mine++
+			if oldest == "" || x.expires.Before(d.m[oldest].expires) {
+				oldest = k
+			}
+		}
+	}
+	if mine >= maxUserDrafts {
+		delete(d.m, oldest)
 	}
 	d.m[id] = draft{user: user, expires: now.Add(draftTTL), v: v}
 	return id

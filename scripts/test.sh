@@ -23,17 +23,31 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Microsoft's JavaScript SDK for the Azure API's JavaScript test, from the
-# npm registry, installed once for the run (the test skips without node);
-# before the PostgreSQL cluster, whose cleanup adds to this EXIT trap.
-if command -v npm >/dev/null && [ -z "${AJAR_TEST_JS_MODULES:-}" ]; then
-  jsdir=$(mktemp -d)
-  trap 'rm -rf "$jsdir"' EXIT
-  cp internal/azureapi/testdata/js/package.json internal/azureapi/testdata/js/package-lock.json "$jsdir"/
-  if (cd "$jsdir" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >/dev/null); then
-    export AJAR_TEST_JS_MODULES="$jsdir/node_modules"
-  else
-    echo "warning: npm ci failed here; the JavaScript SDK test installs its own copy"
+# From the npm registry, installed once for the run: Microsoft's
+# JavaScript SDK for the Azure API's JavaScript test, and axe-core for the
+# console's accessibility test (each test skips, saying why, without its
+# package); before the PostgreSQL cluster, whose cleanup adds to this EXIT
+# trap.
+if command -v npm >/dev/null && { [ -z "${AJAR_TEST_JS_MODULES:-}" ] || [ -z "${AJAR_TEST_AXE:-}" ]; }; then
+  npmdir=$(mktemp -d)
+  trap 'rm -rf "$npmdir"' EXIT
+  if [ -z "${AJAR_TEST_JS_MODULES:-}" ]; then
+    mkdir "$npmdir/js"
+    cp internal/azureapi/testdata/js/package.json internal/azureapi/testdata/js/package-lock.json "$npmdir/js"/
+    if (cd "$npmdir/js" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >/dev/null); then
+      export AJAR_TEST_JS_MODULES="$npmdir/js/node_modules"
+    else
+      echo "warning: npm ci failed here; the JavaScript SDK test installs its own copy"
+    fi
+  fi
+  if [ -z "${AJAR_TEST_AXE:-}" ]; then
+    mkdir "$npmdir/axe"
+    cp internal/console/testdata/axe/package.json internal/console/testdata/axe/package-lock.json "$npmdir/axe"/
+    if (cd "$npmdir/axe" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >/dev/null); then
+      export AJAR_TEST_AXE="$npmdir/axe/node_modules/axe-core/axe.min.js"
+    else
+      echo "warning: npm ci of axe-core failed here; the console's accessibility test skips"
+    fi
   fi
 fi
 

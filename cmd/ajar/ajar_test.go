@@ -486,6 +486,10 @@ func TestRevoke(t *testing.T) {
 	if len(gs.Value) != 1 || gs.Value[0].ID != req.Grants[1].ID {
 		t.Errorf("active grants: %+v", gs.Value)
 	}
+	// Revoking it again reports its state and succeeds.
+	if out := c.must("grant", "revoke", id); !strings.Contains(out, "revoked by admin") {
+		t.Errorf("second revoke printed %q, want its state", out)
+	}
 	c.fails("revoke", "no-such-grant")
 	if out := c.must("log", "--op", "grant.revoke"); !strings.Contains(out, "grant.revoke") {
 		t.Errorf("log has no revoke:\n%s", out)

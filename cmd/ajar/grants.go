@@ -91,7 +91,13 @@ func (a *app) revokeCommand() *cobra.Command {
 			if a.asJSON() {
 				return a.printJSON(g)
 			}
-			fmt.Fprintf(a.stdout, "Revoked grant %s (%s/%s port %d/%s from %s).\n", g.ID, g.Group, g.VMName, g.Port, g.Protocol, g.Source)
+			what := fmt.Sprintf("%s/%s port %d/%s from %s", g.Group, g.VMName, g.Port, g.Protocol, g.Source)
+			if g.Status == jit.GrantRevoked {
+				fmt.Fprintf(a.stdout, "Revoked grant %s (%s): %s.\n", g.ID, what, jit.EndedState(g))
+			} else {
+				// Revoking an ended grant changes nothing and is no failure.
+				fmt.Fprintf(a.stdout, "Grant %s (%s) had already ended: %s.\n", g.ID, what, jit.EndedState(g))
+			}
 			return nil
 		},
 	}

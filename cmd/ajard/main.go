@@ -330,6 +330,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		scheme = "https"
 		fmt.Fprintf(stderr, "TLS certificate fingerprint: %s\n", selfsigned.Fingerprint(cert.Certificate[0]))
+		web.ShowFingerprint(selfsigned.Fingerprint(cert.Certificate[0]))
 	}
 	hooks.UsePublicURL(publicURL(cfg.publicURL, scheme, ln.Addr()))
 	if err := printSetupLink(ctx, ctl, stderr, publicURL(cfg.publicURL, scheme, ln.Addr())); err != nil {

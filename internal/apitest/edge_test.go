@@ -195,9 +195,23 @@ func TestConsoleForms(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "at most 64 ports") || len(body) > 64<<10 {
 		t.Errorf("policy form with 2000 rows: %d, %d bytes, want a short 400 naming the limit: %.300s", resp.StatusCode, len(body), body)
 	}
-	resp, body = postForm(t, s, cookie, "/machines/"+v.ID+"/policy", rows(64)+"action=add")
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "at most 64 ports") {
-		t.Errorf("adding a 65th row: %d, want 400 naming the limit", resp.StatusCode)
+	// Adding a 65th row goes back to the editor (post/redirect/get), which
+	// names the limit.
+	resp, _ = postForm(t, s, cookie, "/machines/"+v.ID+"/policy", rows(64)+"action=add")
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.Contains(loc, "draft=") {
+		t.Errorf("adding a 65th row: %d to %q, want a redirect to the editor", resp.StatusCode, loc)
+	} else {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+loc, nil)
+		req.Header.Set("Cookie", cookie)
+		page, err := rawClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(page.Body)
+		page.Body.Close()
+		if !strings.Contains(string(b), "A JIT policy may have at most 64 ports.") || strings.Count(string(b), `id="port-`) != 65 { // 64 rows and the template's
+			t.Errorf("the editor after adding a 65th row: %d port fields, want 65 (64 rows and the template's) and the limit named", strings.Count(string(b), `id="port-`))
+		}
 	}
 	if p, err := s.Admin.GetPolicy(t.Context(), v.ID); err != nil || len(p.Ports) != 1 || p.RequireJustification {
 		t.Errorf("policy after refused forms: %v %+v", err, p)
@@ -264,10 +278,11 @@ func TestSlowClients(t *testing.T) {
 			t.Errorf("%s trickling its body: connection held %v with --body-timeout 2s", tc.name, d.Round(time.Millisecond))
 		}
 	}
-	// Without a session, a console form is refused before its body is read.
+	// Without a session, a console form goes to the sign-in page before
+	// its body is read.
 	d, status := answeredWithin(t, s, "POST /machines/x/policy HTTP/1.1\r\nHost: ajar\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n", 15*time.Second)
-	if status != http.StatusUnauthorized || d > time.Second {
-		t.Errorf("console form without a session: %d after %v, want 401 at once", status, d.Round(time.Millisecond))
+	if status != http.StatusSeeOther || d > time.Second {
+		t.Errorf("console form without a session: %d after %v, want a redirect to sign in at once", status, d.Round(time.Millisecond))
 	}
 
 	// 48 idle connections: at most 16 are accepted at once.

@@ -1,11 +1,12 @@
 package console
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,8 +19,9 @@ import (
 // PageSize is how many events one page of the activity log shows.
 const PageSize = 50
 
-// MaxVMOptions is how many machines the activity filter lists at most.
-const MaxVMOptions = 500
+// MaxVMChoices is how many machines the activity filter offers when the
+// machine typed names several, or none exactly.
+const MaxVMChoices = 20
 
 // operations are the activity log's operations, for the filter.
 var operations = []string{
@@ -33,35 +35,82 @@ var operations = []string{
 
 type eventRow struct {
 	jit.Event
-	VMName  string
-	Details string
+	VMName   string
+	Sentence string
+	Details  string // indented JSON
 }
 
 type activityPage struct {
 	base
 	VM, Actor, Operation, Since, Until string
-	VMs                                []option
 	Operations                         []option
-	VMField                            bool // a text field instead of the list of VMs
-	Events                             []eventRow
-	Newer, Older, Newest, CSV          string
-	Verify                             *jit.Verification
-	VerifyURL                          string
+	// VMChoices are the machines the machine typed may mean, when it
+	// names none exactly or several.
+	VMChoices                 []option
+	Events                    []eventRow
+	Newer, Older, Newest, CSV string
+	Verify                    *jit.Verification
+	VerifyURL                 string
 }
 
-// activityFilter reads the filter form: machine, user, operation and a
-// time range given as datetime-local values in UTC (or RFC 3339).
-func activityFilter(r *http.Request) (control.EventListFilter, error) {
+// activityFilter reads the filter form: machine (its name, group/name or
+// id), user (a name or its start), operation and a time range given as
+// datetime-local values in UTC (or RFC 3339). A machine that names no
+// machine exactly, or several, comes back as choices (with nothing
+// selected, the filter matches no machine).
+func (c *Console) activityFilter(r *http.Request, a *control.Actor) (control.EventListFilter, []option, error) {
 	q := r.URL.Query()
-	f := control.EventListFilter{VMID: q.Get("vm"), Actor: strings.TrimSpace(q.Get("actor")), Operation: q.Get("operation")}
+	f := control.EventListFilter{ActorPrefix: strings.TrimSpace(q.Get("actor")), Operation: q.Get("operation")}
 	var err error
 	if f.Since, err = formTime(q.Get("since"), "since"); err != nil {
-		return f, err
+		return f, nil, err
 	}
 	if f.Until, err = formTime(q.Get("until"), "until"); err != nil {
-		return f, err
+		return f, nil, err
 	}
-	return f, nil
+	var choices []option
+	f.VMID, choices, err = c.findVM(r, a, strings.TrimSpace(q.Get("vm")))
+	return f, choices, err
+}
+
+// findVM finds the machine a filter names: by id, by name (group/name
+// when names repeat), else among the machines whose name, address or
+// labels contain it. One match is its id; otherwise the matches are
+// choices, and the id is one no machine has.
+func (c *Console) findVM(r *http.Request, a *control.Actor, s string) (string, []option, error) {
+	if s == "" {
+		return "", nil, nil
+	}
+	ctx := r.Context()
+	if vm, err := c.ctl.GetVM(ctx, a, s); err == nil {
+		return vm.ID, nil, nil
+	} else if code := jit.ErrorCode(err); code != jit.ENotFound && code != jit.EInvalid {
+		return "", nil, err
+	}
+	lf := control.VMListFilter{Name: s, Limit: MaxVMChoices}
+	if g, n, ok := strings.Cut(s, "/"); ok {
+		lf.Group, lf.Name = g, n
+	}
+	vms, _, err := c.ctl.ListVMs(ctx, a, lf)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(vms) == 1 {
+		return vms[0].ID, nil, nil
+	}
+	if len(vms) == 0 {
+		if vms, _, err = c.ctl.ListVMs(ctx, a, control.VMListFilter{Search: s, Limit: MaxVMChoices}); err != nil {
+			return "", nil, err
+		}
+		if len(vms) == 1 {
+			return vms[0].ID, nil, nil
+		}
+	}
+	var out []option
+	for _, v := range vms {
+		out = append(out, option{Value: v.ID, Label: v.Group + "/" + v.Name})
+	}
+	return "\x00none", out, nil
 }
 
 func formTime(s, field string) (time.Time, error) {
@@ -78,11 +127,18 @@ func formTime(s, field string) (time.Time, error) {
 
 func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	q := r.URL.Query()
-	f, err := activityFilter(r)
+	f, choices, err := c.activityFilter(r, a)
 	if err != nil {
 		return err
 	}
-	p := activityPage{base: c.base(a, "Activity log", "activity"), VM: f.VMID, Actor: f.Actor, Operation: f.Operation, Since: q.Get("since"), Until: q.Get("until")}
+	p := activityPage{base: c.base(a, "Activity log", "activity"), VM: strings.TrimSpace(q.Get("vm")), Actor: f.ActorPrefix, Operation: f.Operation,
+		Since: q.Get("since"), Until: q.Get("until"), VMChoices: choices}
+	if f.VMID == "\x00none" {
+		if len(choices) == 0 {
+			p.Problem = fmt.Sprintf("No machine matches %q.", p.VM)
+		}
+		f.VMID = "-" // an id no machine has: no events
+	}
 	before, err := strconv.ParseInt(q.Get("before"), 10, 64)
 	if q.Get("before") != "" && (err != nil || before < 1) {
 		return jit.Invalid("before", "before must be an event number")
@@ -114,30 +170,27 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 		return err
 	}
 
-	// The machine filter is a list while the machines fit one; beyond
-	// that, a field for the machine's id.
-	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Limit: MaxVMOptions})
-	if err != nil {
-		return err
-	}
-	sort.Slice(vms, func(i, j int) bool { return vms[i].Name < vms[j].Name })
-	ids := []string{f.VMID}
+	ids := []string{}
 	for _, e := range events {
 		ids = append(ids, e.VMID)
+		if id, ok := strings.CutPrefix(e.Actor, "agent:"); ok {
+			ids = append(ids, id) // named as its machine's agent
+		}
 	}
 	slices.Sort(ids)
 	names, err := c.ctl.VMNames(r.Context(), a, slices.Compact(ids))
 	if err != nil {
 		return err
 	}
-	p.VMField = more != ""
-	for _, v := range vms {
-		if !p.VMField {
-			p.VMs = append(p.VMs, option{Value: v.ID, Label: v.Name + " (" + v.Group + ")", Selected: v.ID == f.VMID})
+	for i := range p.VMChoices {
+		v := url.Values{}
+		for k, vs := range q {
+			v[k] = vs
 		}
-	}
-	if !p.VMField && f.VMID != "" && !slices.ContainsFunc(vms, func(v jit.VMView) bool { return v.ID == f.VMID }) {
-		p.VMs = append(p.VMs, option{Value: f.VMID, Label: f.VMID, Selected: true})
+		v.Del("before")
+		v.Del("after")
+		v.Set("vm", p.VMChoices[i].Value)
+		p.VMChoices[i].Value = "/activity?" + v.Encode()
 	}
 	for _, op := range operations {
 		p.Operations = append(p.Operations, option{Value: op, Label: op, Selected: op == f.Operation})
@@ -147,6 +200,18 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 		if row.VMName == "" {
 			row.VMName = e.VMID
 		}
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, e.Details, "", "  ") == nil {
+			row.Details = pretty.String()
+		}
+		vmName := row.VMName
+		if vmName == "" {
+			if g := e.Group; g != "" {
+				vmName = "group " + g
+			}
+		}
+		row.Sentence = sentence(e, vmName, names)
+		row.Actor = actorName(e.Actor, names)
 		p.Events = append(p.Events, row)
 	}
 
@@ -203,9 +268,12 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request, a *control.Ac
 // activityCSV downloads every event of the filtered activity log,
 // streamed, in the API's CSV format.
 func (c *Console) activityCSV(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
-	f, err := activityFilter(r)
+	f, choices, err := c.activityFilter(r, a)
 	if err != nil {
 		return err
+	}
+	if f.VMID == "\x00none" {
+		return jit.Invalid("vm", "%q names %d machines: choose one on the activity page", r.URL.Query().Get("vm"), len(choices))
 	}
 	name := fmt.Sprintf("ajar-activity-%s.csv", c.ctl.Now().Format("20060102-150405"))
 	return httpio.StreamEvents(w, r, c.log, "csv", name, func(fn func(*jit.Event) error) error {

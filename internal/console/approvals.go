@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -25,6 +26,24 @@ type requestRow struct {
 
 // requestRowOf shows a request; names maps VM ids to names (a VM not in
 // it shows by id).
+// requestVMNames names the VMs the requests ask for (those a may read).
+func (c *Console) requestVMNames(ctx context.Context, a *control.Actor, reqs []jit.Request) (map[string]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, r := range reqs {
+		if r.Asked == nil {
+			continue
+		}
+		for _, vr := range r.Asked.VirtualMachines {
+			if !seen[vr.ID] && len(ids) < control.MaxPage {
+				seen[vr.ID] = true
+				ids = append(ids, vr.ID)
+			}
+		}
+	}
+	return c.ctl.VMNames(ctx, a, ids)
+}
+
 func requestRowOf(r jit.Request, names map[string]string) requestRow {
 	row := requestRow{ID: r.ID, User: r.User, Group: r.Group, Status: r.Status, Justification: r.Justification,
 		Created: fmtTime(r.CreatedAt), Pending: r.Status == jit.RequestPending}
@@ -77,20 +96,7 @@ func (c *Console) requests(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if err != nil {
 		return err
 	}
-	var ids []string
-	seen := map[string]bool{}
-	for _, r := range append(append([]jit.Request(nil), queue...), mine...) {
-		if r.Asked == nil {
-			continue
-		}
-		for _, vr := range r.Asked.VirtualMachines {
-			if !seen[vr.ID] && len(ids) < control.MaxPage {
-				seen[vr.ID] = true
-				ids = append(ids, vr.ID)
-			}
-		}
-	}
-	names, err := c.ctl.VMNames(r.Context(), a, ids)
+	names, err := c.requestVMNames(r.Context(), a, append(append([]jit.Request(nil), queue...), mine...))
 	if err != nil {
 		return err
 	}

@@ -179,12 +179,12 @@ func paletted(img image.Image) *image.Paletted {
 // httpUser is a plain HTTP client with its own cookie jar, for what a
 // browser would not do (posting forms a page does not offer).
 type httpUser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }
 
-func newHTTPUser(t *testing.T, base string) *httpUser {
+func newHTTPUser(t testing.TB, base string) *httpUser {
 	jar, _ := cookiejar.New(nil)
 	return &httpUser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -348,3 +348,22 @@ func mustContain(t *testing.T, what, s string, subs ...string) {
 }
 
 func fmtList(v []string) string { return fmt.Sprintf("%q", v) }
+
+// waitText waits (a bounded while) until the element sel holds text sub:
+// after a form is sent, the page before may still show a banner like the
+// one awaited.
+func waitText(t *testing.T, ctx context.Context, sel, sub string) {
+	t.Helper()
+	js := `(() => { const e = document.querySelector(` + "`" + sel + "`" + `); return e ? e.textContent : ""; })()`
+	var got string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err == nil {
+			got = v
+			if strings.Contains(got, sub) {
+				return
+			}
+		}
+	}
+	t.Fatalf("%s does not come to hold %q (holds %q)", sel, sub, got)
+}

@@ -54,6 +54,10 @@ type Console struct {
 	handler    http.Handler
 	sso        *sso.Provider // nil: no single sign-on (UseSSO)
 	publicURL  string
+	drafts     drafts
+	// fingerprint is the server's self-signed certificate's, for the
+	// enroll command (ShowFingerprint).
+	fingerprint string
 }
 
 // New returns the console over ctl. clientAddr tells the address a request
@@ -116,10 +120,29 @@ func (c *Console) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /machines/{id}/disable", c.page(c.disablePage))
 	m.HandleFunc("POST /machines/{id}/disable", c.page(c.disable))
 	m.HandleFunc("GET /machines/{id}/request", c.page(c.requestPage))
-	m.HandleFunc("POST /machines/{id}/request", c.page(c.request))
+	m.HandleFunc("POST /machines/{id}/request", c.page(c.request, requestResume))
 	m.HandleFunc("POST /grants/{id}/revoke", c.page(c.revoke))
+	m.HandleFunc("POST /machines/enable", c.page(c.enableSelected))
+	m.HandleFunc("GET /request", c.page(c.multiRequestPage))
+	m.HandleFunc("POST /request", c.page(c.multiRequest))
+	m.HandleFunc("GET /access", c.page(c.access))
+	m.HandleFunc("GET /account", c.page(c.account))
+	m.HandleFunc("POST /account/password", c.page(c.changePassword))
+	m.HandleFunc("POST /account/tokens/{id}/revoke", c.page(c.revokeOwnToken))
 	m.HandleFunc("GET /requests", c.page(c.requests))
 	m.HandleFunc("POST /requests/{id}/{action}", c.page(c.decideRequest))
+
+	m.HandleFunc("GET /admin/users", c.page(c.adminUsers))
+	m.HandleFunc("POST /admin/users", c.page(c.adminCreateUser))
+	m.HandleFunc("POST /admin/users/{name}/password", c.page(c.adminSetPassword))
+	m.HandleFunc("GET /admin/users/{name}/delete", c.page(c.adminDeleteUserPage))
+	m.HandleFunc("POST /admin/users/{name}/delete", c.page(c.adminDeleteUser))
+	m.HandleFunc("POST /admin/bindings", c.page(c.adminBind))
+	m.HandleFunc("POST /admin/bindings/{id}/delete", c.page(c.adminUnbind))
+	m.HandleFunc("GET /admin/tokens", c.page(c.adminTokens))
+	m.HandleFunc("POST /admin/tokens", c.page(c.adminCreateToken))
+	m.HandleFunc("GET /admin/enroll", c.page(c.adminEnroll))
+	m.HandleFunc("POST /admin/enroll", c.page(c.adminCreateEnroll))
 
 	m.HandleFunc("GET /activity", c.page(c.activity))
 	m.HandleFunc("GET /activity.csv", c.page(c.activityCSV))
@@ -159,7 +182,11 @@ func staticVersion(fsys fs.FS) string {
 type handler func(w http.ResponseWriter, r *http.Request, a *control.Actor) error
 
 // page wraps h with the session check, panic recovery and error pages.
-func (c *Console) page(h handler) http.HandlerFunc {
+// A visitor without a session goes to the sign-in page, which returns to
+// where they were: the page they asked for, or for a form sent after the
+// session ended, the page the form was on (resume, when given, tells
+// where that is and keeps what was typed).
+func (c *Console) page(h handler, resume ...func(*http.Request) string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if p := recover(); p != nil {
@@ -179,7 +206,11 @@ func (c *Console) page(h handler) http.HandlerFunc {
 				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
-			c.renderError(w, r, nil, http.StatusUnauthorized, "Your session has ended. Sign in again.")
+			next := refererPath(r)
+			if len(resume) > 0 {
+				next = resume[0](r)
+			}
+			http.Redirect(w, r, "/signin?ended=1&next="+url.QueryEscape(next), http.StatusSeeOther)
 			return
 		}
 		if err := h(w, r, a); err != nil {
@@ -258,12 +289,22 @@ func localPath(p, def string) string {
 	return p
 }
 
+// refererPath is the console page a form was sent from, or /machines.
+func refererPath(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || ref.Host != r.Host {
+		return "/machines"
+	}
+	return localPath(ref.RequestURI(), "/machines")
+}
+
 // base is what every page's layout shows.
 type base struct {
 	Title   string
 	Nav     string // machines, activity
 	User    string
 	Roles   string
+	Admin   bool // shows the Admin pages in the navigation
 	Notice  string
 	Problem string
 }
@@ -271,7 +312,7 @@ type base struct {
 func (c *Console) base(a *control.Actor, title, nav string) base {
 	b := base{Title: title, Nav: nav}
 	if a != nil {
-		b.User, b.Roles = a.Name(), roleSummary(a.Bindings)
+		b.User, b.Roles, b.Admin = a.Name(), roleSummary(a.Bindings), a.Can(jit.PermAdmin, "")
 	}
 	return b
 }
@@ -359,20 +400,30 @@ func parseForm(w http.ResponseWriter, r *http.Request, limit int64) error {
 
 func (c *Console) funcs() template.FuncMap {
 	return template.FuncMap{
-		"static": func(name string) string { return "/static/" + path.Clean(name) + "?v=" + c.version },
-		"time":   fmtTime,
-		"ptime": func(t *time.Time) string {
+		"static":  func(name string) string { return "/static/" + path.Clean(name) + "?v=" + c.version },
+		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"when":    whenHTML,
+		"pwhen": func(t *time.Time) template.HTML {
 			if t == nil || t.IsZero() {
 				return "—"
 			}
-			return fmtTime(*t)
+			return whenHTML(*t)
 		},
-		"rfc3339":  func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"duration": fmtISO,
 		"join":     strings.Join,
+		"ended":    jit.EndedState,
 		"left":     func(end time.Time) string { return fmtLeft(end.Sub(c.ctl.Now())) },
 		"now":      func() string { return c.ctl.Now().Format(time.RFC3339Nano) },
 	}
+}
+
+// whenHTML is a time as pages show it: in UTC, which the page's script
+// turns into the viewer's time zone (keeping UTC on hover).
+func whenHTML(t time.Time) template.HTML {
+	if t.IsZero() {
+		return "—"
+	}
+	return template.HTML(`<time datetime="` + t.UTC().Format(time.RFC3339) + `" data-local>` + fmtTime(t) + `</time>`)
 }
 
 func fmtTime(t time.Time) string {

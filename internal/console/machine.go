@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,12 +18,20 @@ import (
 type option struct {
 	Value, Label string
 	Selected     bool
+	Disabled     bool
+	Seconds      int // of a duration choice
 }
 
-// policyRow is one row of the policy editor, as typed.
+// policyRow is one row of the policy editor, as typed, and what is
+// wrong with each of its fields.
 type policyRow struct {
-	Number, Protocol, Sources, Max string
-	Invalid                        bool
+	Number, Protocol, Sources, Max             string
+	NumberErr, ProtocolErr, SourcesErr, MaxErr string
+}
+
+// Invalid reports whether a field of the row is at fault.
+func (r policyRow) Invalid() bool {
+	return r.NumberErr != "" || r.ProtocolErr != "" || r.SourcesErr != "" || r.MaxErr != ""
 }
 
 type policyForm struct {
@@ -31,6 +40,90 @@ type policyForm struct {
 	CloseConnections     bool
 	Recommended          bool // prefilled from the recommendation
 	Error                string
+	// Checked is set after a check (Enter in a field) found no problem.
+	Checked bool
+}
+
+// fieldError is one entry of the editor's error summary: a link to the
+// field at fault.
+type fieldError struct{ ID, Text string }
+
+// Errors lists the fields at fault, in the order of the form.
+func (f policyForm) Errors() []fieldError {
+	var out []fieldError
+	for i, r := range f.Rows {
+		for _, e := range []struct{ id, name, msg string }{{"port", "port", r.NumberErr}, {"protocol", "protocol", r.ProtocolErr}, {"sources", "allowed sources", r.SourcesErr}, {"max", "maximum time", r.MaxErr}} {
+			if e.msg != "" {
+				out = append(out, fieldError{ID: fmt.Sprintf("%s-%d", e.id, i), Text: fmt.Sprintf("Row %d, %s: %s", i+1, e.name, e.msg)})
+			}
+		}
+	}
+	return out
+}
+
+// check validates every row, noting each field's error next to it, and
+// returns the policy the rows make and whether all of them are valid.
+func (f *policyForm) check() (jit.Policy, bool) {
+	pol := jit.Policy{RequireJustification: f.RequireJustification, CloseConnectionsOnExpiry: f.CloseConnections}
+	ok := true
+	for i := range f.Rows {
+		row := &f.Rows[i]
+		row.NumberErr, row.ProtocolErr, row.SourcesErr, row.MaxErr = "", "", "", ""
+		n, err := strconv.Atoi(row.Number)
+		switch {
+		case err != nil:
+			row.NumberErr = fmt.Sprintf("%q is not a port number.", row.Number)
+		case n < 1 || n > 65535:
+			row.NumberErr = fmt.Sprintf("port number must be between 1 and 65535, got %d", n)
+		}
+		if _, err := jit.NormalizeProtocol(row.Protocol); err != nil {
+			row.ProtocolErr = err.Error()
+		}
+		// Each field alone, so that every field at fault is named.
+		sources := splitSources(row.Sources)
+		if err := jit.ValidatePolicy(&jit.Policy{Ports: []jit.PortRule{{Number: 1, Protocol: jit.ProtoAny, AllowedSourceAddressPrefixes: slices.Clone(sources)}}}); err != nil {
+			row.SourcesErr = jit.ErrorMessage(err)
+		}
+		if err := jit.ValidatePolicy(&jit.Policy{Ports: []jit.PortRule{{Number: 1, Protocol: jit.ProtoAny, MaxRequestAccessDuration: row.Max}}}); err != nil {
+			row.MaxErr = jit.ErrorMessage(err)
+		}
+		rule := jit.PortRule{Number: n, Protocol: row.Protocol, AllowedSourceAddressPrefixes: sources, MaxRequestAccessDuration: row.Max}
+		ok = ok && !row.Invalid()
+		pol.Ports = append(pol.Ports, rule)
+	}
+	if len(f.Rows) == 0 {
+		f.Error = "A JIT policy needs at least one port: add one."
+		return pol, false
+	}
+	if ok {
+		// Rows valid one by one may still overlap.
+		full := pol
+		full.Ports = slices.Clone(pol.Ports)
+		if err := jit.ValidatePolicy(&full); err != nil {
+			if i, found := rowOf(jit.ErrorTarget(err)); found && i < len(f.Rows) {
+				f.Rows[i].NumberErr = jit.ErrorMessage(err)
+			} else {
+				f.Error = jit.ErrorMessage(err)
+			}
+			return pol, false
+		}
+	}
+	return pol, ok
+}
+
+// setError puts a validation error on the field its target names
+// ("ports[0].protocol").
+func (r *policyRow) setError(target, msg string) {
+	switch {
+	case strings.HasSuffix(target, ".protocol"):
+		r.ProtocolErr = msg
+	case strings.Contains(target, ".allowedSourceAddressPrefixes"):
+		r.SourcesErr = msg
+	case strings.HasSuffix(target, ".maxRequestAccessDuration"):
+		r.MaxErr = msg
+	default:
+		r.NumberErr = msg
+	}
 }
 
 // editorRow is a policy row as the editor template shows it. Index is
@@ -63,6 +156,7 @@ func newPolicyRow() policyRow {
 type grantRow struct {
 	jit.Grant
 	CanRevoke bool
+	Back      string // where Revoke returns: "" (the machine page) or "access"
 }
 
 type bar struct {
@@ -88,12 +182,14 @@ type usage struct {
 type machinePage struct {
 	base
 	VM         jit.VMView
+	State      machineState
 	CanManage  bool
 	CanRequest bool
 	Editor     policyForm
 	// PolicyNotice is shown in the policy section, where saving leads.
 	PolicyNotice string
 	Grants       []grantRow
+	Recent       []jit.Grant // ended grants, newest first
 	Opened       []jit.Grant
 	Usage        usage
 	Request      requestForm
@@ -104,23 +200,67 @@ func (c *Console) machine(w http.ResponseWriter, r *http.Request, a *control.Act
 	if err != nil {
 		return err
 	}
-	if id := r.URL.Query().Get("opened"); id != "" {
+	q := r.URL.Query()
+	if id := q.Get("opened"); id != "" {
 		for _, g := range p.Grants {
 			if g.RequestID == id {
 				p.Opened = append(p.Opened, g.Grant)
 			}
 		}
 	}
-	switch r.URL.Query().Get("done") {
+	if d, ok := c.drafts.get(a.Name(), q.Get("draft"), c.ctl.Now()); ok && p.CanManage {
+		if f, ok := d.(policyForm); ok {
+			p.Editor = f
+		}
+	}
+	switch q.Get("done") {
 	case "saved":
 		p.PolicyNotice = "JIT policy saved."
 	case "disabled":
 		p.Notice = "JIT disabled: the ports are no longer locked."
 	case "revoked":
 		p.Notice = "Access revoked."
+		if g, ok := p.grant(q.Get("grant")); ok {
+			p.Notice = revokedNotice(g)
+		}
 	}
 	return c.render(w, r, http.StatusOK, "machine.html", p)
 }
+
+// revokedNotice says what a revoke left: the grant's state, also when it
+// had already ended (a second click, or its time ran out).
+func revokedNotice(g jit.Grant) string {
+	what := fmt.Sprintf("Port %d (%s) for %s from %s on %s", g.Port, protoName(g.Protocol), g.User, g.Source, g.VMName)
+	if g.Status == jit.GrantRevoked {
+		return "Access revoked. " + what + ": " + jit.EndedState(g) + "."
+	}
+	return what + " had already ended: " + jit.EndedState(g) + "."
+}
+
+func protoName(p string) string {
+	if p == jit.ProtoAny {
+		return "any protocol"
+	}
+	return p
+}
+
+// grant finds a grant of the page, live or recent.
+func (p machinePage) grant(id string) (jit.Grant, bool) {
+	for _, g := range p.Grants {
+		if g.ID == id {
+			return g.Grant, true
+		}
+	}
+	for _, g := range p.Recent {
+		if g.ID == id {
+			return g, true
+		}
+	}
+	return jit.Grant{}, false
+}
+
+// RecentGrants is how many ended grants the machine page lists.
+const RecentGrants = 10
 
 // machinePage gathers everything the machine page shows.
 func (c *Console) machinePage(r *http.Request, a *control.Actor, id string) (machinePage, error) {
@@ -129,7 +269,7 @@ func (c *Console) machinePage(r *http.Request, a *control.Actor, id string) (mac
 	if err != nil {
 		return machinePage{}, err
 	}
-	p := machinePage{base: c.base(a, vm.Name, "machines"), VM: vm,
+	p := machinePage{base: c.base(a, vm.Name, "machines"), VM: vm, State: stateOf(vm),
 		CanManage: a.Can(jit.PermManagePolicy, vm.Group), CanRequest: a.Can(jit.PermRequest, vm.Group) && vm.Policy != nil}
 	if vm.Policy != nil {
 		p.Editor = formFromRules(vm.Policy.Ports)
@@ -147,6 +287,11 @@ func (c *Console) machinePage(r *http.Request, a *control.Actor, id string) (mac
 		if g.Status == jit.GrantActive && g.EndTime.After(now) {
 			own := g.User == a.Name() && a.Can(jit.PermRequest, g.Group)
 			p.Grants = append(p.Grants, grantRow{Grant: g, CanRevoke: own || a.Can(jit.PermRevokeAny, g.Group)})
+		} else if len(p.Recent) < RecentGrants {
+			if g.Status == jit.GrantActive {
+				g.Status = jit.GrantExpired // ended by time; the expirer writes it soon
+			}
+			p.Recent = append(p.Recent, g)
 		}
 	}
 	sort.Slice(p.Grants, func(i, j int) bool { return p.Grants[i].EndTime.Before(p.Grants[j].EndTime) })
@@ -237,15 +382,24 @@ func usageOf(grants []jit.Grant, now time.Time) usage {
 
 var removeAction = regexp.MustCompile(`^remove:(\d+)$`)
 
-// savePolicy handles the policy editor: Save, and without JavaScript also
-// Add and Remove, which re-show the editor with the rows as typed.
+// savePolicy handles the policy editor: Save, Check (what Enter in a
+// field does: it reports every field's problem and saves nothing), and
+// without JavaScript also Add and Remove. Each ends in a redirect: to the
+// machine page when saved, else to the page showing the editor as typed.
 func (c *Console) savePolicy(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	if err := parseForm(w, r, MaxForm); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
+	vm, err := c.ctl.GetVM(r.Context(), a, id)
+	if err != nil {
+		return err
+	}
+	if !a.Can(jit.PermManagePolicy, vm.Group) {
+		return jit.Errorf(jit.EForbidden, "%s may not change JIT policies in group %s", a.Name(), vm.Group)
+	}
 	f := r.PostForm
-	form := policyForm{RequireJustification: f.Get("requireJustification") != "", CloseConnections: f.Get("closeConnections") != ""}
+	form := policyForm{RequireJustification: f.Get("requireJustification") != "", CloseConnections: f.Get("closeConnections") != "", Recommended: vm.Policy == nil}
 	nums, protos, srcs, maxes := f["port"], f["protocol"], f["sources"], f["max"]
 	// A policy has at most jit.MaxPolicyPorts rules; a form with more rows
 	// is refused before any page is built from it.
@@ -255,42 +409,47 @@ func (c *Console) savePolicy(w http.ResponseWriter, r *http.Request, a *control.
 	for i := range nums {
 		form.Rows = append(form.Rows, policyRow{Number: strings.TrimSpace(nums[i]), Protocol: at(protos, i), Sources: at(srcs, i), Max: at(maxes, i)})
 	}
+	show := func() error {
+		d := c.drafts.put(a.Name(), form, c.ctl.Now())
+		http.Redirect(w, r, "/machines/"+url.PathEscape(id)+"?draft="+d+"#policy", http.StatusSeeOther)
+		return nil
+	}
 	action := f.Get("action")
 	if m := removeAction.FindStringSubmatch(action); m != nil {
 		if i, _ := strconv.Atoi(m[1]); i < len(form.Rows) {
 			form.Rows = append(form.Rows[:i], form.Rows[i+1:]...)
 		}
-		return c.showEditor(w, r, a, id, form, http.StatusOK)
+		return show()
 	}
-	if action == "add" {
+	switch action {
+	case "add":
 		if len(form.Rows) >= jit.MaxPolicyPorts {
 			form.Error = fmt.Sprintf("A JIT policy may have at most %d ports.", jit.MaxPolicyPorts)
-			return c.showEditor(w, r, a, id, form, http.StatusBadRequest)
+		} else {
+			form.Rows = append(form.Rows, newPolicyRow())
 		}
-		form.Rows = append(form.Rows, newPolicyRow())
-		return c.showEditor(w, r, a, id, form, http.StatusOK)
+		return show()
+	case "check":
+		_, form.Checked = form.check()
+		return show()
+	case "save":
+	default:
+		return jit.Invalid("action", "unknown action %q", action)
 	}
-
-	pol := jit.Policy{RequireJustification: form.RequireJustification, CloseConnectionsOnExpiry: form.CloseConnections}
-	for i, row := range form.Rows {
-		n, err := strconv.Atoi(row.Number)
-		if err != nil {
-			form.Rows[i].Invalid = true
-			form.Error = fmt.Sprintf("Row %d: port %q is not a number.", i+1, row.Number)
-			return c.showEditor(w, r, a, id, form, http.StatusBadRequest)
-		}
-		pol.Ports = append(pol.Ports, jit.PortRule{Number: n, Protocol: row.Protocol, AllowedSourceAddressPrefixes: splitSources(row.Sources), MaxRequestAccessDuration: row.Max})
+	pol, ok := form.check()
+	if !ok {
+		return show()
 	}
 	if _, err := c.ctl.PutPolicy(r.Context(), a, id, pol); err != nil {
 		if jit.ErrorCode(err) != jit.EInvalid {
 			return err
 		}
-		form.Error = jit.ErrorMessage(err)
-		if i, ok := rowOf(jit.ErrorTarget(err)); ok && i < len(form.Rows) {
-			form.Rows[i].Invalid = true
-			form.Error = fmt.Sprintf("Row %d: %s", i+1, form.Error)
+		if i, found := rowOf(jit.ErrorTarget(err)); found && i < len(form.Rows) {
+			form.Rows[i].setError(jit.ErrorTarget(err), jit.ErrorMessage(err))
+		} else {
+			form.Error = jit.ErrorMessage(err)
 		}
-		return c.showEditor(w, r, a, id, form, http.StatusBadRequest)
+		return show()
 	}
 	http.Redirect(w, r, "/machines/"+url.PathEscape(id)+"?done=saved#policy", http.StatusSeeOther)
 	return nil
@@ -324,21 +483,6 @@ func splitSources(s string) []string {
 	return parts
 }
 
-// showEditor shows the machine page with the editor holding form, as the
-// user typed it. Only policy managers get this far with a form.
-func (c *Console) showEditor(w http.ResponseWriter, r *http.Request, a *control.Actor, id string, form policyForm, status int) error {
-	p, err := c.machinePage(r, a, id)
-	if err != nil {
-		return err
-	}
-	if !p.CanManage {
-		return jit.Errorf(jit.EForbidden, "%s may not change JIT policies in group %s", a.Name(), p.VM.Group)
-	}
-	form.Recommended = p.VM.Policy == nil && p.Editor.Recommended
-	p.Editor = form
-	return c.render(w, r, status, "machine.html", p)
-}
-
 type disablePage struct {
 	base
 	VM jit.VMView
@@ -367,6 +511,9 @@ func (c *Console) disable(w http.ResponseWriter, r *http.Request, a *control.Act
 	return nil
 }
 
+// revoke ends a grant and goes back to the page the form was on (the
+// machine's, or My access), which says the grant's state: revoking a grant
+// that has already ended is no failure.
 func (c *Console) revoke(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
 	if err := parseForm(w, r, MaxForm); err != nil {
 		return err
@@ -375,7 +522,12 @@ func (c *Console) revoke(w http.ResponseWriter, r *http.Request, a *control.Acto
 	if err != nil {
 		return err
 	}
-	http.Redirect(w, r, "/machines/"+url.PathEscape(g.VMID)+"?done=revoked", http.StatusSeeOther)
+	q := "done=revoked&grant=" + url.QueryEscape(g.ID)
+	if r.PostForm.Get("back") == "access" {
+		http.Redirect(w, r, "/access?"+q, http.StatusSeeOther)
+		return nil
+	}
+	http.Redirect(w, r, "/machines/"+url.PathEscape(g.VMID)+"?"+q, http.StatusSeeOther)
 	return nil
 }
 

@@ -18,7 +18,7 @@ type tab struct {
 
 type vmRow struct {
 	jit.VMView
-	CanManage bool
+	CanManage, CanRequest bool
 }
 
 type machinesPage struct {
@@ -30,6 +30,12 @@ type machinesPage struct {
 	Groups     []string
 	VMs        []vmRow
 	Next, Prev string // links to the pages after and before this one
+	// Reverse: sorted by group and name from Z to A; SortURL flips it.
+	Reverse bool
+	SortURL string
+	// AnyManage, AnyRequest: the page's machines may be selected to enable
+	// JIT on, or to request access to.
+	AnyManage, AnyRequest bool
 }
 
 var tabs = []struct{ key, label string }{
@@ -64,24 +70,27 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if b := q.Get("before"); b != "" {
 		cursor, back = b, true
 	}
-	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: p.Group, JIT: p.Tab, Search: p.Query, Limit: MachinesPageSize, Cursor: cursor})
+	if d, ok := c.drafts.take(a.Name(), q.Get("result"), c.ctl.Now()); ok {
+		if ad, ok := d.(adminDraft); ok {
+			p.Notice = ad.Error
+		}
+	}
+	p.Reverse = q.Get("sort") == "desc"
+	vms, more, err := c.ctl.ListVMs(r.Context(), a, control.VMListFilter{Group: p.Group, JIT: p.Tab, Search: p.Query, Limit: MachinesPageSize, Cursor: cursor, Reverse: p.Reverse})
 	if err != nil {
 		return err
 	}
 	for _, v := range vms {
-		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group)})
+		p.VMs = append(p.VMs, vmRow{VMView: v, CanManage: a.Can(jit.PermManagePolicy, v.Group), CanRequest: v.Policy != nil && a.Can(jit.PermRequest, v.Group)})
+		p.AnyManage = p.AnyManage || a.Can(jit.PermManagePolicy, v.Group)
+		p.AnyRequest = p.AnyRequest || (v.Policy != nil && a.Can(jit.PermRequest, v.Group))
 	}
-	// Within the page, unhealthy machines first, then by name.
-	sort.SliceStable(p.VMs, func(i, j int) bool {
-		x, y := p.VMs[i], p.VMs[j]
-		if x.Classification.Health != y.Classification.Health {
-			return x.Classification.Health == jit.Unhealthy
-		}
-		if x.Name != y.Name {
-			return x.Name < y.Name
-		}
-		return x.Group < y.Group
-	})
+	if p.Tab == jit.JITNotConfigured && !p.Reverse {
+		// Within the page, unhealthy machines first.
+		sort.SliceStable(p.VMs, func(i, j int) bool {
+			return p.VMs[i].Classification.Health == jit.Unhealthy && p.VMs[j].Classification.Health != jit.Unhealthy
+		})
+	}
 	filter := url.Values{"tab": {p.Tab}}
 	if p.Query != "" {
 		filter.Set("q", p.Query)
@@ -89,6 +98,19 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 	if p.Group != "" {
 		filter.Set("group", p.Group)
 	}
+	if p.Reverse {
+		filter.Set("sort", "desc")
+	}
+	sorted := url.Values{}
+	for k, v := range filter {
+		sorted[k] = v
+	}
+	if p.Reverse {
+		sorted.Del("sort")
+	} else {
+		sorted.Set("sort", "desc")
+	}
+	p.SortURL = "/machines?" + sorted.Encode()
 	link := func(k, v string) string {
 		l := url.Values{k: {v}}
 		for key, vals := range filter {
@@ -100,7 +122,7 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 		first, last := vms[0], vms[len(vms)-1]
 		switch {
 		case back:
-			p.Next = link("after", control.VMCursor(last.Group, last.Name, false))
+			p.Next = link("after", control.VMCursor(last.Group, last.Name, p.Reverse))
 			if more != "" {
 				p.Prev = link("before", more)
 			}
@@ -109,7 +131,7 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 				p.Next = link("after", more)
 			}
 			if cursor != "" {
-				p.Prev = link("before", control.VMCursor(first.Group, first.Name, true))
+				p.Prev = link("before", control.VMCursor(first.Group, first.Name, !p.Reverse))
 			}
 		}
 	}
@@ -120,6 +142,9 @@ func (c *Console) machines(w http.ResponseWriter, r *http.Request, a *control.Ac
 		}
 		if p.Group != "" {
 			v.Set("group", p.Group)
+		}
+		if p.Reverse {
+			v.Set("sort", "desc")
 		}
 		p.Tabs = append(p.Tabs, tab{Key: t.key, Label: t.label, Active: t.key == p.Tab, URL: "/machines?" + v.Encode()})
 	}

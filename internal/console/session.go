@@ -16,6 +16,9 @@ type signInPage struct {
 	Next    string
 	Name    string
 	Message string
+	// Ended: the session ended while the user was at work; signing in
+	// returns them there.
+	Ended, Kept bool
 	// Setup is set while the first admin has no console password: the
 	// page then says how to get in.
 	Setup     bool
@@ -31,7 +34,11 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	c.renderSignIn(w, r, http.StatusOK, signInPage{Next: next})
+	p := signInPage{Next: next}
+	if r.URL.Query().Get("ended") != "" {
+		p.Ended, p.Kept = true, strings.Contains(next, "/request?")
+	}
+	c.renderSignIn(w, r, http.StatusOK, p)
 }
 
 func (c *Console) renderSignIn(w http.ResponseWriter, r *http.Request, status int, p signInPage) {

@@ -10,14 +10,16 @@ import (
 
 // EventListFilter selects activity events.
 type EventListFilter struct {
-	VMID      string
-	Actor     string
-	Operation string
-	Since     time.Time
-	Until     time.Time
-	AfterSeq  int64 // paging: events after (or, with Desc, before) this one
-	Limit     int   // page size: 0 for 1,000, at most MaxEventPage
-	Desc      bool
+	VMID  string
+	Actor string
+	// ActorPrefix keeps the events whose actor starts with it.
+	ActorPrefix string
+	Operation   string
+	Since       time.Time
+	Until       time.Time
+	AfterSeq    int64 // paging: events after (or, with Desc, before) this one
+	Limit       int   // page size: 0 for 1,000, at most MaxEventPage
+	Desc        bool
 	// Cursor is the Next of the page before (it holds AfterSeq and Desc).
 	Cursor string
 }
@@ -52,7 +54,7 @@ func (c *Control) ListEvents(ctx context.Context, a *Actor, f EventListFilter) (
 }
 
 func (c *Control) eventFilter(a *Actor, f EventListFilter, limit int) store.EventFilter {
-	return store.EventFilter{VMID: f.VMID, Actor: f.Actor, Operation: f.Operation, Since: f.Since, Until: f.Until,
+	return store.EventFilter{VMID: f.VMID, Actor: f.Actor, ActorPrefix: f.ActorPrefix, Operation: f.Operation, Since: f.Since, Until: f.Until,
 		AfterSeq: f.AfterSeq, Limit: limit, Desc: f.Desc, Groups: a.readGroups()}
 }
 

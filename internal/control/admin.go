@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -258,8 +259,11 @@ func (c *Control) createToken(ctx context.Context, a *Actor, tk jit.Token, check
 // MaxPage) after cursor, and the cursor of the next page ("" after the
 // last).
 func (c *Control) ListTokens(ctx context.Context, a *Actor, user string, limit int, cursor string) ([]jit.Token, string, error) {
-	if err := a.require(jit.PermAdmin, "", "list tokens"); err != nil {
-		return nil, "", err
+	// Every user may list their own tokens.
+	if !(user == a.Name() && a.Token.Kind == jit.TokenUser) {
+		if err := a.require(jit.PermAdmin, "", "list tokens"); err != nil {
+			return nil, "", err
+		}
 	}
 	limit, err := pageLimit(limit, DefaultPage, MaxPage)
 	if err != nil {
@@ -287,12 +291,21 @@ func (c *Control) ListTokens(ctx context.Context, a *Actor, user string, limit i
 	return out, encodeCursor("tokens", last.CreatedAt.UnixNano(), last.ID), nil
 }
 
-// RevokeToken deletes a token (admins only).
+// RevokeToken deletes a token: admins any, other users their own.
 func (c *Control) RevokeToken(ctx context.Context, a *Actor, id string) error {
-	if err := a.require(jit.PermAdmin, "", "revoke tokens"); err != nil {
-		return err
-	}
+	admin := a.require(jit.PermAdmin, "", "revoke tokens")
 	return c.store.Update(ctx, func(tx store.Tx) error {
+		if admin != nil {
+			// Not an admin: only a token of their own, and others' stay
+			// invisible.
+			own, err := tx.ListTokens(store.TokenFilter{User: a.Name()})
+			if err != nil {
+				return err
+			}
+			if a.Token.Kind != jit.TokenUser || !slices.ContainsFunc(own, func(t jit.Token) bool { return t.ID == id }) {
+				return admin
+			}
+		}
 		if err := tx.DeleteToken(id); err != nil {
 			return err
 		}

@@ -2,6 +2,9 @@ package control
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -30,7 +33,20 @@ func (c *Control) RequestAccessNow(ctx context.Context, a *Actor, r jit.AccessRe
 func (c *Control) requestAccess(ctx context.Context, a *Actor, r jit.AccessRequest, mayWait bool) (jit.Request, error) {
 	req := jit.Request{ID: NewID(), User: a.Name(), Address: a.addr(), Justification: strings.TrimSpace(r.Justification), CreatedAt: c.Now()}
 	var refusedVM *jit.VM
-	err := jit.CheckRequestShape(&r)
+	var bodyHash string
+	var err error
+	if r.IdempotencyKey != "" {
+		if err = jit.CheckIdempotencyKey(r.IdempotencyKey); err != nil {
+			return jit.Request{}, err
+		}
+		b, _ := json.Marshal(r)
+		sum := sha256.Sum256(b)
+		bodyHash = hex.EncodeToString(sum[:])
+	}
+	replayed := false
+	if err == nil {
+		err = jit.CheckRequestShape(&r)
+	}
 	if err == nil {
 		// Each VM's group is checked below; this refuses early those who
 		// may request nowhere.
@@ -41,10 +57,29 @@ func (c *Control) requestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 	if err == nil {
 		err = c.store.Update(ctx, func(tx store.Tx) error {
 			req.Grants, req.Status, req.Group, req.Required, req.Asked, req.ExpiresAt = nil, "", "", 0, nil, nil
+			replayed = false
+			if r.IdempotencyKey != "" {
+				hash, id, err := tx.GetRequestKey(a.Name(), r.IdempotencyKey)
+				switch {
+				case err == nil && hash != bodyHash:
+					return &jit.Error{Code: jit.EConflict, Target: "Idempotency-Key", Message: fmt.Sprintf("Idempotency-Key %s was used for a different request (%s); send a new key for a new request", r.IdempotencyKey, id)}
+				case err == nil:
+					replayed = true
+					req, err = tx.GetRequest(id)
+					return err
+				case jit.ErrorCode(err) != jit.ENotFound:
+					return err
+				}
+			}
 			p, vm, err := c.planGrants(tx, a, r, req.ID, req.CreatedAt)
 			refusedVM = vm
 			if err != nil {
 				return err
+			}
+			if r.IdempotencyKey != "" {
+				if err := tx.PutRequestKey(a.Name(), r.IdempotencyKey, bodyHash, req.ID, req.CreatedAt); err != nil {
+					return err
+				}
 			}
 			if p.required > 0 {
 				if !mayWait {
@@ -66,6 +101,9 @@ func (c *Control) requestAccess(ctx context.Context, a *Actor, r jit.AccessReque
 			err = c.logRefusal(ctx, a, jit.OpRequestRefuse, vms, err, map[string]any{"request": r})
 		}
 		return jit.Request{}, err
+	}
+	if replayed {
+		return req, nil
 	}
 	for _, g := range req.Grants {
 		c.noteEnd(g.EndTime)
@@ -364,7 +402,9 @@ func requestAddresses(tx store.Tx, user string) (map[string]string, error) {
 }
 
 // Revoke ends a grant early. Requesters may revoke their own grants;
-// jit-admins and admins anyone's in their groups.
+// jit-admins and admins anyone's in their groups. A grant that has
+// already ended is returned as it is, unchanged: its status, EndedBy and
+// EndedAt say how it ended (revoking twice is not an error).
 func (c *Control) Revoke(ctx context.Context, a *Actor, id string) (jit.Grant, error) {
 	var out jit.Grant
 	err := c.store.Update(ctx, func(tx store.Tx) error {
@@ -386,7 +426,13 @@ func (c *Control) Revoke(ctx context.Context, a *Actor, id string) (jit.Grant, e
 			return jit.Errorf(jit.EForbidden, "%s may not revoke grants of other users in group %s", a.Name(), g.Group)
 		}
 		if g.Status != jit.GrantActive || !g.EndTime.After(c.Now()) {
-			return jit.Errorf(jit.EConflict, "grant %s has already ended (%s)", id, g.Status)
+			// Already ended (a second click, a retry, or its time ran out):
+			// the caller gets its state, which is what it wanted to know.
+			if g.Status == jit.GrantActive {
+				g.Status = jit.GrantExpired // ended by time; the expirer writes it soon
+			}
+			out = g
+			return nil
 		}
 		if err := c.endGrant(tx, a, vm, g, jit.GrantRevoked, "revoked by "+a.Name(), nil); err != nil {
 			return err

@@ -190,6 +190,8 @@ type VMListFilter struct {
 	Limit int
 	// Cursor is the Next of the page before; "" starts at the first VM.
 	Cursor string
+	// Reverse lists in reverse (group, name) order.
+	Reverse bool
 }
 
 // ListVMs lists one page of the VMs the actor may read, in (group, name)
@@ -208,6 +210,9 @@ func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.
 		}
 	}
 	sf := store.VMFilter{Group: f.Group, Name: f.Name, Groups: a.readGroups()}
+	// A cursor holds the direction it reads in: against the order asked
+	// for, it reads back (a "previous" page).
+	sf.Desc = f.Reverse
 	if err := decodeCursor(f.Cursor, "vms", &sf.AfterGroup, &sf.AfterName, &sf.Desc); err != nil {
 		return nil, "", err
 	}
@@ -220,11 +225,16 @@ func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.
 	case jit.JITNotConfigured, jit.JITUnsupported:
 		sf.Policy = store.WithoutPolicy
 	}
+	needle := strings.ToLower(strings.TrimSpace(f.Search))
 	sf.Limit = max(limit+1, 100)
+	if needle != "" {
+		// A search reads on until the page is full, most VMs failing the
+		// match: fewer, larger chunks.
+		sf.Limit = max(limit+1, 1000)
+	}
 	if limit == -1 {
 		sf.Limit = 0
 	}
-	needle := strings.ToLower(strings.TrimSpace(f.Search))
 	var out []jit.VMView
 	next := ""
 	err := c.store.View(ctx, func(tx store.Tx) error {
@@ -262,17 +272,17 @@ func (c *Control) ListVMs(ctx context.Context, a *Actor, f VMListFilter) ([]jit.
 			}
 		}
 	})
-	if sf.Desc {
+	if sf.Desc != f.Reverse {
 		slices.Reverse(out)
 	}
 	return out, next, err
 }
 
-// VMCursor is the cursor of the VMs after (group, name), or with back
-// before it: the page a "previous" link shows ends there, and its Next
-// goes further back.
-func VMCursor(group, name string, back bool) string {
-	return encodeCursor("vms", group, name, back)
+// VMCursor is the cursor of the VMs after (group, name) in (group, name)
+// order, or with desc before it in reverse order: the page a "previous"
+// link shows reads against the page's order and ends there.
+func VMCursor(group, name string, desc bool) string {
+	return encodeCursor("vms", group, name, desc)
 }
 
 // VMNames returns the names of the VMs with the given ids that the actor

@@ -11,6 +11,27 @@ import (
 type AccessRequest struct {
 	VirtualMachines []VMRequest `json:"virtualMachines"`
 	Justification   string      `json:"justification"`
+	// IdempotencyKey, when set, makes the request safe to retry: the same
+	// user sending the same key gets the request the first one made (the
+	// REST API takes it from the Idempotency-Key header).
+	IdempotencyKey string `json:"-"`
+}
+
+// MaxIdempotencyKey is the longest Idempotency-Key taken.
+const MaxIdempotencyKey = 255
+
+// CheckIdempotencyKey checks a request's Idempotency-Key: 1 to 255
+// visible ASCII characters.
+func CheckIdempotencyKey(k string) error {
+	if len(k) == 0 || len(k) > MaxIdempotencyKey {
+		return Invalid("Idempotency-Key", "Idempotency-Key must be 1 to %d characters, got %d", MaxIdempotencyKey, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return Invalid("Idempotency-Key", "Idempotency-Key must be visible ASCII characters without spaces")
+		}
+	}
+	return nil
 }
 
 // VMRequest names one VM (by id) and the ports asked for on it.
@@ -186,4 +207,25 @@ func (who Requester) SourceOf(pr PortRequest) (netip.Prefix, error) {
 func (g Grant) Overlaps(o Grant) bool {
 	return g.User == o.User && g.VMID == o.VMID && g.Port == o.Port && g.Source == o.Source &&
 		(g.Protocol == o.Protocol || g.Protocol == ProtoAny || o.Protocol == ProtoAny)
+}
+
+// EndedState says how a grant ended, for people: "revoked by alice at
+// 2026-12-02 14:03:02 UTC", "expired at ...", "superseded at ...".
+func EndedState(g Grant) string {
+	at := g.EndTime
+	if g.EndedAt != nil {
+		at = *g.EndedAt
+	}
+	when := at.UTC().Format("2006-01-02 15:04:05") + " UTC"
+	switch g.Status {
+	case GrantRevoked:
+		if g.EndedBy != "" {
+			return "revoked by " + g.EndedBy + " at " + when
+		}
+		return "revoked at " + when
+	case GrantActive:
+		return "active until " + g.EndTime.UTC().Format("2006-01-02 15:04:05") + " UTC"
+	default:
+		return g.Status + " at " + when
+	}
 }

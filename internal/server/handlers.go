@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/httpio"
@@ -176,6 +177,13 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, a *contro
 	var in jit.AccessRequest
 	if err := decode(w, r, &in); err != nil {
 		return err
+	}
+	// A retry with the same Idempotency-Key gets the same request.
+	if k, ok := r.Header["Idempotency-Key"]; ok {
+		in.IdempotencyKey = strings.Join(k, ",")
+		if err := jit.CheckIdempotencyKey(in.IdempotencyKey); err != nil {
+			return err
+		}
 	}
 	req, err := s.ctl.RequestAccess(r.Context(), a, in)
 	if err != nil {

@@ -97,6 +97,13 @@ type Tx interface {
 	SetRequestState(r jit.Request, from string) (bool, error)
 	// NextPendingEnd returns the earliest end of a pending request's wait.
 	NextPendingEnd() (time.Time, bool, error)
+	// PutRequestKey records that user's request made with idempotency key
+	// key, whose body hashes to bodyHash, is requestID; EConflict when the
+	// user has used the key before.
+	PutRequestKey(user, key, bodyHash, requestID string, at time.Time) error
+	// GetRequestKey returns the body hash and the request of user's key;
+	// ENotFound when the key is unused.
+	GetRequestKey(user, key string) (bodyHash, requestID string, err error)
 
 	CreateGrant(g jit.Grant) error
 	GetGrant(id string) (jit.Grant, error)
@@ -281,13 +288,15 @@ type DeliveryFilter struct {
 
 // EventFilter selects activity events in sequence order.
 type EventFilter struct {
-	VMID      string
-	Actor     string
-	Operation string
-	Since     time.Time
-	Until     time.Time
-	Groups    []string
-	AfterSeq  int64
-	Limit     int
-	Desc      bool
+	VMID  string
+	Actor string
+	// ActorPrefix keeps the events whose actor starts with it.
+	ActorPrefix string
+	Operation   string
+	Since       time.Time
+	Until       time.Time
+	Groups      []string
+	AfterSeq    int64
+	Limit       int
+	Desc        bool
 }

@@ -32,6 +32,18 @@
     }
   }, true);
 
+  // Copy buttons copy the field they name.
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest("[data-copy]");
+    if (!b) return;
+    var f = document.getElementById(b.getAttribute("data-copy"));
+    if (!f) return;
+    f.select();
+    var done = function () { b.textContent = "Copied"; };
+    if (navigator.clipboard) navigator.clipboard.writeText(f.value).then(done, function () { document.execCommand("copy"); done(); });
+    else { document.execCommand("copy"); done(); }
+  });
+
   // Policy editor: Add and Remove edit the rows in place.
   var counter = 1000;
   document.addEventListener("click", function (e) {
@@ -59,6 +71,101 @@
     }
   });
 
+  // Forms that change something are sent once: the submit disables their
+  // buttons and shows progress, so a second click cannot send them again
+  // (the server also makes one request of a form sent twice).
+  document.addEventListener("submit", function (e) {
+    var f = e.target;
+    if ((f.getAttribute("method") || "").toLowerCase() !== "post") return;
+    if (f.getAttribute("data-sent")) {
+      e.preventDefault();
+      return;
+    }
+    f.setAttribute("data-sent", "1");
+    f.setAttribute("aria-busy", "true");
+    var clicked = e.submitter;
+    // After this turn, so that the clicked button's value is still sent.
+    setTimeout(function () {
+      var bs = f.querySelectorAll("button");
+      for (var i = 0; i < bs.length; i++) {
+        bs[i].disabled = true;
+        if (bs[i] === clicked && bs[i].getAttribute("data-busy")) {
+          bs[i].textContent = bs[i].getAttribute("data-busy");
+        }
+      }
+    }, 0);
+  });
+  // Back and forward show pages from the browser's cache as they were
+  // left: closed dialogs, forms ready to use again but not filled in.
+  window.addEventListener("pageshow", function (e) {
+    if (!e.persisted) return;
+    var ds = document.querySelectorAll("dialog[open]");
+    for (var i = 0; i < ds.length; i++) ds[i].close();
+    var fs = document.querySelectorAll("form[data-sent]");
+    for (i = 0; i < fs.length; i++) {
+      fs[i].removeAttribute("data-sent");
+      fs[i].removeAttribute("aria-busy");
+      if (fs[i].hasAttribute("data-once")) fs[i].reset();
+      var bs = fs[i].querySelectorAll("button");
+      for (var j = 0; j < bs.length; j++) bs[j].disabled = false;
+    }
+  });
+
+  // Typing an address chooses "Another address or range".
+  document.addEventListener("input", function (e) {
+    var id = e.target.getAttribute && e.target.getAttribute("data-selects");
+    if (id && e.target.value.trim() !== "") {
+      var r = document.getElementById(id);
+      if (r) r.checked = true;
+    }
+  });
+
+  // The request form offers the times every ticked port allows.
+  function fitDurations(form) {
+    var sel = form.querySelector("select[name=duration]");
+    if (!sel) return;
+    var boxes = form.querySelectorAll("input[name=port][data-max]");
+    var fit = 0, longest = 0;
+    for (var i = 0; i < boxes.length; i++) {
+      var m = parseInt(boxes[i].getAttribute("data-max"), 10);
+      if (m > longest) longest = m;
+      if (boxes[i].checked && (fit === 0 || m < fit)) fit = m;
+    }
+    if (fit === 0) fit = longest;
+    var best = null;
+    for (i = 0; i < sel.options.length; i++) {
+      var o = sel.options[i];
+      o.disabled = parseInt(o.getAttribute("data-seconds"), 10) > fit;
+      if (!o.disabled) best = o;
+    }
+    if (sel.selectedOptions.length === 0 || sel.selectedOptions[0].disabled) {
+      if (best) best.selected = true;
+    }
+  }
+  document.addEventListener("change", function (e) {
+    if (e.target.name === "port" && e.target.form && e.target.getAttribute("data-max")) fitDurations(e.target.form);
+  });
+
+  // Times show in the viewer's time zone; UTC stays on hover.
+  var times = document.querySelectorAll("time[data-local]");
+  for (var ti = 0; ti < times.length; ti++) {
+    var at = new Date(times[ti].getAttribute("datetime"));
+    if (isNaN(at.getTime())) continue;
+    times[ti].title = times[ti].textContent;
+    times[ti].textContent = at.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZoneName: "short" });
+  }
+
+  // A result or an error banner takes focus, so that it is read out.
+  // (Again once the page has loaded: scrolling to a #fragment and
+  // autofocus may take it away meanwhile.)
+  function focusBanner() {
+    var banner = document.querySelector("[data-focus]");
+    if (banner && !banner.closest("dialog") && document.activeElement !== banner &&
+        (!document.activeElement || document.activeElement === document.body)) banner.focus();
+  }
+  focusBanner();
+  window.addEventListener("load", function () { setTimeout(focusBanner, 0); });
+
   // Countdowns: time elements with data-ends tick down to the grant's end.
   function pad(n) { return n < 10 ? "0" + n : String(n); }
   function left(ms) {
@@ -81,7 +188,20 @@
       if (isNaN(end)) continue;
       var text = left(end - (Date.now() - skew));
       if (els[i].textContent !== text) els[i].textContent = text;
-      if (text === "ended") els[i].closest("tr") && els[i].closest("tr").classList.add("ended");
+      if (text === "ended") {
+        // An ended grant cannot be revoked: its row says so instead.
+        var row = els[i].closest("tr");
+        if (row && !row.classList.contains("ended")) {
+          row.classList.add("ended");
+          var f = row.querySelector("[data-revoke-form]");
+          if (f) {
+            var note = document.createElement("span");
+            note.className = "muted";
+            note.textContent = "Ended";
+            f.replaceWith(note);
+          }
+        }
+      }
     }
   }
   if (document.querySelector("[data-ends]")) {

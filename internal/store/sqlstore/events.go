@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -131,6 +132,10 @@ func (t *SQLTx) ListEvents(f store.EventFilter) ([]jit.Event, error) {
 			where = append(where, c.col+" = ?")
 			args = append(args, c.val)
 		}
+	}
+	if f.ActorPrefix != "" {
+		where = append(where, "substr(actor, 1, ?) = ?")
+		args = append(args, utf8.RuneCountInString(f.ActorPrefix), f.ActorPrefix)
 	}
 	if !f.Since.IsZero() {
 		where = append(where, "time >= ?")

@@ -180,4 +180,15 @@ var Migrations = []string{
 	);
 	CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt) WHERE status = 'pending';
 	CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, next_attempt, seq) WHERE status = 'pending';`,
+	// An access request's Idempotency-Key, per user: a retry with the same
+	// key gets the request it made (its body's hash must match), also after
+	// a restart.
+	`CREATE TABLE request_keys (
+		usr TEXT NOT NULL,
+		idem_key TEXT NOT NULL,
+		body_hash TEXT NOT NULL,
+		request_id TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		PRIMARY KEY (usr, idem_key)
+	)`,
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"PolicyApproval", testPolicyApproval},
 		{"RequestStates", testRequestStates},
 		{"Webhooks", testWebhooks},
+		{"RequestKeys", testRequestKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -703,6 +705,14 @@ func testEventChain(t *testing.T, s store.Store) {
 		if err != nil || len(window) != 10 {
 			t.Errorf("time window = %d %v", len(window), err)
 		}
+		ones, err := tx.ListEvents(store.EventFilter{ActorPrefix: "user1"})
+		if want := (n + 1) / 3; err != nil || len(ones) != want {
+			t.Errorf("events of actors starting user1 = %d %v, want %d", len(ones), err, want)
+		}
+		all, err := tx.ListEvents(store.EventFilter{ActorPrefix: "use"})
+		if err != nil || len(all) != n {
+			t.Errorf("events of actors starting use = %d %v, want %d", len(all), err, n)
+		}
 		return nil
 	})
 }
@@ -872,5 +882,27 @@ func testArchiveEvents(t *testing.T, s store.Store) {
 			t.Errorf("checkpoint %v, want the last archived event", cp)
 		}
 		return err
+	})
+}
+
+func testRequestKeys(t *testing.T, s store.Store) {
+	t0 := time.Unix(1700000000, 0).UTC()
+	update(t, s, func(tx store.Tx) error { return tx.PutRequestKey("alice", "k-1", "hash-a", "req-1", t0) })
+	update(t, s, func(tx store.Tx) error { return tx.PutRequestKey("bob", "k-1", "hash-b", "req-2", t0) })
+	err := s.Update(context.Background(), func(tx store.Tx) error { return tx.PutRequestKey("alice", "k-1", "hash-c", "req-3", t0) })
+	if jit.ErrorCode(err) != jit.EConflict || !strings.Contains(err.Error(), "k-1") {
+		t.Errorf("alice's key used twice: %v, want a conflict naming the key", err)
+	}
+	view(t, s, func(tx store.Tx) error {
+		if h, id, err := tx.GetRequestKey("alice", "k-1"); err != nil || h != "hash-a" || id != "req-1" {
+			t.Errorf("alice's k-1 = %q %q %v", h, id, err)
+		}
+		if h, id, err := tx.GetRequestKey("bob", "k-1"); err != nil || h != "hash-b" || id != "req-2" {
+			t.Errorf("bob's k-1 = %q %q %v", h, id, err)
+		}
+		if _, _, err := tx.GetRequestKey("alice", "k-2"); jit.ErrorCode(err) != jit.ENotFound {
+			t.Errorf("an unused key: %v, want not found", err)
+		}
+		return nil
 	})
 }

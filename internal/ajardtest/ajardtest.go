@@ -90,6 +90,7 @@ type Server struct {
 	Cmd     *exec.Cmd
 	Log     *syncBuffer
 	Args    []string
+	env     []string
 	t       testing.TB
 	stopped bool
 	exited  chan struct{}
@@ -108,6 +109,8 @@ type Options struct {
 	// Dial, when set, makes the connections of the admin client, for a
 	// server listening inside a network namespace.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Env adds NAME=VALUE settings to ajard's environment.
+	Env []string
 }
 
 // Start starts ajard and waits until it answers /healthz.
@@ -122,7 +125,7 @@ func Start(t testing.TB, o Options) *Server {
 	if o.DB == "" {
 		o.DB = "sqlite:" + filepath.Join(o.Dir, "ajar.db")
 	}
-	s := &Server{DB: o.DB, Dir: o.Dir, t: t}
+	s := &Server{DB: o.DB, Dir: o.Dir, env: o.Env, t: t}
 	s.dial = o.Dial
 	s.Args = append([]string{"--config=", "--listen", o.Listen, "--db", o.DB, "--data-dir", o.Dir, "--log-level", "debug"}, o.Args...)
 	t.Cleanup(func() { s.Stop() }) // before start, so a server that hangs at start is stopped too
@@ -138,7 +141,7 @@ func (s *Server) start(wrap []string) {
 	argv := append(append([]string{}, wrap...), Binary(t, "ajard"))
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "AJAR_BOOTSTRAP_TOKEN="+AdminToken)
+	cmd.Env = append(append(os.Environ(), "AJAR_BOOTSTRAP_TOKEN="+AdminToken), s.env...)
 	s.Log = &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = s.Log, s.Log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -36,7 +36,13 @@ func BenchmarkFleet(b *testing.B) {
 		}
 		idle = d
 	}
-	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn", "--tls", "auto", "--max-conns", strconv.Itoa(n + 1000)}})
+	// AJAR_BENCH_GOMEMLIMIT sets ajard's GOMEMLIMIT (the Go runtime's
+	// soft memory limit), to measure what it trades for RSS.
+	var env []string
+	if v := os.Getenv("AJAR_BENCH_GOMEMLIMIT"); v != "" {
+		env = append(env, "GOMEMLIMIT="+v)
+	}
+	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn", "--tls", "auto", "--max-conns", strconv.Itoa(n + 1000)}, Env: env})
 	pid := s.Cmd.Process.Pid
 	ctx := context.Background()
 	baseFDs := countFDs(b, pid)

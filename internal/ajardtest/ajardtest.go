@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"os"
@@ -31,14 +32,20 @@ var (
 )
 
 // Binary returns the path of a command of this module (such as "ajard" or
-// "ajar-agent"), built once per test process into one shared folder (so
-// that test runs leave no copies behind); the new build replaces the old
-// one atomically, which running copies survive.
+// "ajar-agent"), built once per test process into one folder per checkout
+// (so that test runs leave no copies behind, and runs in other worktrees
+// do not replace it); the new build replaces the old one atomically, which
+// running copies survive.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d", os.Getuid()))
+	// One folder per checkout: test runs of several worktrees at once
+	// must not run each other's builds.
+	_, file, _, _ := runtime.Caller(0)
+	h := fnv.New32a()
+	h.Write([]byte(filepath.Dir(file)))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("ajar-test-bin-%d-%08x", os.Getuid(), h.Sum32()))
 	path := filepath.Join(dir, name)
 	err, ok := built[name]
 	if !ok {

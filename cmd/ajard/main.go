@@ -66,6 +66,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	var c config
 	fs := flag.NewFlagSet("ajard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: ajard [flags]                              serve\n"+
+			"       ajard backup --to FILE [--db DB]           copy the SQLite database while ajard serves\n"+
+			"       ajard restore [--db DB] [--force] FILE     put a backup in place\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	c.limits.flags(fs)
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {

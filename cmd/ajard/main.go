@@ -81,6 +81,12 @@ type config struct {
 func newFlagSet(c *config, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ajard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: ajard [flags]                              serve\n"+
+			"       ajard backup --to FILE [--db DB]           copy the SQLite database while ajard serves\n"+
+			"       ajard restore [--db DB] [--force] FILE     put a backup in place\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	c.limits.flags(fs)
 	fs.StringVar(&c.configPath, "config", DefaultConfigFile, "config file (TOML) of flag settings; read when present (env AJAR_CONFIG; \"\" for none)")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and commit and exit")

@@ -30,35 +30,30 @@ func (c *Control) ExportArchive(ctx context.Context, a *Actor, before time.Time,
 }
 
 func (c *Control) exportArchive(ctx context.Context, before time.Time, fn func(*jit.Event) error) error {
-	var from, cut int64
+	// Read the log in sequence order from its start and stop at the first
+	// event at or after before: the cost is that of the events archived
+	// (an index on time would read every event after before, to sort).
+	var from, head int64
 	err := c.store.View(ctx, func(tx store.Tx) error {
 		cp, _, err := tx.LogCheckpoint()
 		if err != nil {
 			return err
 		}
 		from = cp.Seq
-		first, err := tx.ListEvents(store.EventFilter{Since: before, Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(first) == 1 {
-			cut = first[0].Seq - 1
-			return nil
-		}
 		last, err := tx.ListEvents(store.EventFilter{Desc: true, Limit: 1})
 		if len(last) == 1 {
-			cut = last[0].Seq
+			head = last[0].Seq
 		}
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	for from < cut {
+	for from < head {
 		var chunk []jit.Event
 		err := c.store.View(ctx, func(tx store.Tx) error {
 			var err error
-			chunk, err = tx.ListEvents(store.EventFilter{AfterSeq: from, Limit: int(min(exportChunk, cut-from))})
+			chunk, err = tx.ListEvents(store.EventFilter{AfterSeq: from, Limit: int(min(exportChunk, head-from))})
 			return err
 		})
 		if err != nil {
@@ -68,6 +63,9 @@ func (c *Control) exportArchive(ctx context.Context, before time.Time, fn func(*
 			return nil
 		}
 		for i := range chunk {
+			if !chunk[i].Time.Before(before) {
+				return nil
+			}
 			if err := fn(&chunk[i]); err != nil {
 				return err
 			}

@@ -55,6 +55,7 @@ func (s *Server) followActivity(w http.ResponseWriter, r *http.Request, a *contr
 		started = true
 		w.Header().Set("Content-Type", "application/jsonl")
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Accel-Buffering", "no") // a proxy passes each line on at once
 		w.WriteHeader(http.StatusOK)
 		rc.Flush()
 	}

@@ -6,6 +6,8 @@
 // file holds what the tests and the generator share.
 package lifecycletest
 
+//go:generate go run ./genfixture -dir testdata
+
 import (
 	"context"
 	"database/sql"

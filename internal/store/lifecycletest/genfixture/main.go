@@ -1,12 +1,15 @@
 // Command genfixture writes the upgrade tests' fixtures: for each schema
-// version without one, testdata/schema-N.sql, an ajar database of that
-// version as SQL text (the first N migrations, then the rows a small
-// population through the control plane leaves, in that version's tables
-// and columns). Run it from the module's root after appending a migration:
+// version before the current one that has none, testdata/schema-N.sql, an
+// ajar database of that version as SQL text (the first N migrations, then
+// the rows a small population through the control plane leaves, in that
+// version's tables and columns). Run it from the module's root after
+// appending a migration, and commit what it writes:
 //
 //	go run ./internal/store/lifecycletest/genfixture
 //
-// Existing fixtures are kept: they are what earlier versions made.
+// or go generate ./internal/store/lifecycletest. Existing fixtures are
+// kept: they are what earlier versions made. The current version gets none
+// until a migration follows it: until then it may still change.
 package main
 
 import (
@@ -14,6 +17,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,7 +28,9 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), "internal/store/lifecycletest/testdata"); err != nil {
+	dir := flag.String("dir", "internal/store/lifecycletest/testdata", "the fixtures' folder")
+	flag.Parse()
+	if err := run(context.Background(), *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "genfixture:", err)
 		os.Exit(1)
 	}
@@ -56,7 +62,7 @@ func run(ctx context.Context, dir string) error {
 		return err
 	}
 	defer full.Close()
-	for v := 1; v <= len(sqlstore.Migrations); v++ {
+	for v := 1; v < len(sqlstore.Migrations); v++ {
 		name := filepath.Join(dir, fmt.Sprintf("schema-%d.sql", v))
 		if _, err := os.Stat(name); err == nil {
 			continue

@@ -208,6 +208,17 @@ func TestPackages(t *testing.T) {
 		if got := cmdOut(t, filepath.Join(r, "usr/bin/ajard"), "config", "check", filepath.Join(r, "etc/ajar/ajard.toml")); !strings.HasSuffix(got, ": ok\n") {
 			t.Errorf("config check of the installed file: %q", got)
 		}
+		// The agent locks nothing before enrollment: its unit waits for the
+		// credential, and the agent itself refuses to run without one
+		// (before it opens netlink).
+		unitText, err := os.ReadFile(filepath.Join(r, "lib/systemd/system/ajar-agent.service"))
+		if err != nil || !strings.Contains(string(unitText), "\nConditionPathExists=/var/lib/ajar-agent/agent.json\n") {
+			t.Errorf("the agent's unit does not wait for enrollment: %v", err)
+		}
+		run := exec.Command(filepath.Join(r, "usr/bin/ajar-agent"), "run", "--state-dir", filepath.Join(r, "var/lib/ajar-agent"))
+		if b, err := run.CombinedOutput(); err == nil || !strings.Contains(string(b), "not enrolled") {
+			t.Errorf("ajar-agent run before enrollment: %v %s", err, b)
+		}
 		verifyUnits(t, r)
 		serveAsServiceUser(t, r, uid, gid)
 

@@ -11,9 +11,10 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v chromium >/dev/null || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
-# Debian's checker for the .deb packages (scripts/package's test); about a
-# minute to install.
+# Debian's checker for the .deb packages, and rpm to read the .rpm ones
+# (scripts/package's test); about a minute to install.
 command -v lintian >/dev/null || need+=(lintian)
+command -v rpm >/dev/null || need+=(rpm)
 # systemd-analyze verifies the packaged units (no systemd needs to run).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -269,6 +270,11 @@ func configCommand(args []string, getenv func(string) string, stdout, stderr io.
 		}
 		if _, err := c.sso.provider(); err != nil {
 			return c.from.explain(err)
+		}
+		if c.tlsCert != "" {
+			if _, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey); err != nil {
+				return c.from.explain(keyErrorf("tls-cert", "%v", err))
+			}
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", path)
 		return nil

@@ -87,6 +87,7 @@ func TestConfigErrors(t *testing.T) {
 		{"not a flag of the file", "version = true\n", nil, ":1: version: unknown key"},
 		{"wrong kind", "max-conns = 1.5\n", nil, ":1: max-conns: a Float is not a value here"},
 		{"secret file missing", "oidc-issuer = \"https://login.example.com\"\noidc-client-id = \"ajar\"\noidc-client-secret-file = \"/nonexistent/secret\"\n", nil, ":3: oidc-client-secret-file: open /nonexistent/secret"},
+		{"certificate missing", "tls-cert = \"/nonexistent/cert.pem\"\ntls-key = \"/nonexistent/key.pem\"\n", nil, ":1: tls-cert: open /nonexistent/cert.pem"},
 		{"env over a good file", "max-conns = 5\n", []string{"AJAR_MAX_CONNS", "-1"}, "AJAR_MAX_CONNS (--max-conns): must be at least 1, got -1"},
 		{"env not a number", "", []string{"AJAR_BODY_TIMEOUT", "soon"}, `AJAR_BODY_TIMEOUT (--body-timeout): "soon" is not a valid value`},
 	} {

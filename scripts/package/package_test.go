@@ -121,11 +121,31 @@ func TestPackages(t *testing.T) {
 		if _, err := exec.LookPath("rpm"); err != nil {
 			t.Skip("no rpm here to list the packages")
 		}
-		list := cmdOut(t, "rpm", "-qp", "--list", serverRPM)
-		for _, want := range []string{"/usr/bin/ajard", "/usr/lib/systemd/system/ajard.service", "/etc/ajar/ajard.toml"} {
-			if !strings.Contains(list, want+"\n") {
-				t.Errorf("rpm --list: no %s", want)
+		for _, p := range []string{serverRPM, agentRPM} {
+			if out := cmdOut(t, "rpm", "-K", "--nosignature", p); !strings.Contains(out, "digests OK") {
+				t.Errorf("rpm -K %s: %s", p, out)
 			}
+		}
+		if got := cmdOut(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{ARCH}", serverRPM); got != "ajard "+version+" x86_64" {
+			t.Errorf("rpm name, version, arch: %q", got)
+		}
+		files := cmdOut(t, "rpm", "-qp", "--qf", "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES} %{FILEFLAGS:fflags}\n]", serverRPM)
+		for _, want := range []string{
+			"-rwxr-xr-x root:root /usr/bin/ajard \n",
+			"-rwxr-xr-x root:root /usr/bin/ajar \n",
+			"-rw-r----- root:root /etc/ajar/ajard.toml cn\n", // config, noreplace
+			"drwxr-x--- root:root /var/lib/ajar \n",
+			"-rw-r--r-- root:root /usr/lib/systemd/system/ajard.service \n",
+		} {
+			if !strings.Contains(files, want) {
+				t.Errorf("rpm files of ajard: no %q in\n%s", want, files)
+			}
+		}
+		if scripts := cmdOut(t, "rpm", "-qp", "--scripts", serverRPM); !strings.Contains(scripts, "postinstall scriptlet") || !strings.Contains(scripts, "useradd") {
+			t.Errorf("rpm scripts of ajard:\n%s", scripts)
+		}
+		if agent := cmdOut(t, "rpm", "-qp", "--list", agentRPM); !strings.Contains(agent, "/usr/bin/ajar-agent\n") || !strings.Contains(agent, "/usr/lib/systemd/system/ajar-agent.service\n") || strings.Contains(agent, "ajard") {
+			t.Errorf("rpm files of ajar-agent:\n%s", agent)
 		}
 	})
 
@@ -187,6 +207,17 @@ func TestPackages(t *testing.T) {
 		}
 		if got := cmdOut(t, filepath.Join(r, "usr/bin/ajard"), "config", "check", filepath.Join(r, "etc/ajar/ajard.toml")); !strings.HasSuffix(got, ": ok\n") {
 			t.Errorf("config check of the installed file: %q", got)
+		}
+		// The agent locks nothing before enrollment: its unit waits for the
+		// credential, and the agent itself refuses to run without one
+		// (before it opens netlink).
+		unitText, err := os.ReadFile(filepath.Join(r, "lib/systemd/system/ajar-agent.service"))
+		if err != nil || !strings.Contains(string(unitText), "\nConditionPathExists=/var/lib/ajar-agent/agent.json\n") {
+			t.Errorf("the agent's unit does not wait for enrollment: %v", err)
+		}
+		run := exec.Command(filepath.Join(r, "usr/bin/ajar-agent"), "run", "--state-dir", filepath.Join(r, "var/lib/ajar-agent"))
+		if b, err := run.CombinedOutput(); err == nil || !strings.Contains(string(b), "not enrolled") {
+			t.Errorf("ajar-agent run before enrollment: %v %s", err, b)
 		}
 		verifyUnits(t, r)
 		serveAsServiceUser(t, r, uid, gid)

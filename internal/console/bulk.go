@@ -122,6 +122,8 @@ func (c *Console) multiForm(r *http.Request, a *control.Actor, ids []string) (mu
 	return p, nil
 }
 
+// requestableVMByID is VM id, when a may request access to it (its
+// group allows a and it has a JIT policy).
 func (c *Console) requestableVMByID(r *http.Request, a *control.Actor, id string) (jit.VMView, error) {
 	vm, err := c.ctl.GetVM(r.Context(), a, id)
 	if err != nil {

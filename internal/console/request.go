@@ -217,18 +217,10 @@ func requestResume(r *http.Request) string {
 	return "/machines/" + url.PathEscape(id) + "/request?" + f.values(r.PostForm.Get("duration")).Encode()
 }
 
+// requestableVM is the page's VM (its path's id), when a may request
+// access to it.
 func (c *Console) requestableVM(r *http.Request, a *control.Actor) (jit.VMView, error) {
-	vm, err := c.ctl.GetVM(r.Context(), a, r.PathValue("id"))
-	if err != nil {
-		return vm, err
-	}
-	if !a.Can(jit.PermRequest, vm.Group) {
-		return vm, jit.Errorf(jit.EForbidden, "%s may not request access to VMs in group %s", a.Name(), vm.Group)
-	}
-	if vm.Policy == nil {
-		return vm, jit.Errorf(jit.EConflict, "JIT is not enabled on %s: there is nothing to request", vm.Name)
-	}
-	return vm, nil
+	return c.requestableVMByID(r, a, r.PathValue("id"))
 }
 
 // request submits the Request access form. On success it goes back to the

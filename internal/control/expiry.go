@@ -82,7 +82,10 @@ func (c *Control) RunExpirer(ctx context.Context) error {
 			}
 			for drained := false; !drained; { // take every change already waiting
 				select {
-				case <-changes:
+				case _, ok := <-changes:
+					if !ok { // ctx ended meanwhile: the feed closed the channel
+						return nil
+					}
 				default:
 					drained = true
 				}

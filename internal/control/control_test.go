@@ -284,3 +284,22 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestNewIDsSortByTime checks that identifiers are 32 hexadecimal digits,
+// distinct, and that one made in a later millisecond sorts after one made
+// earlier (new rows then go to the end of the indexes on their ids).
+func TestNewIDsSortByTime(t *testing.T) {
+	seen := map[string]bool{}
+	prev := control.NewID()
+	for range 20 {
+		time.Sleep(2 * time.Millisecond)
+		id := control.NewID()
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not 32 hexadecimal digits", id)
+		}
+		if seen[id] || id <= prev {
+			t.Fatalf("id %q made after %q does not sort after it", id, prev)
+		}
+		seen[id], prev = true, id
+	}
+}

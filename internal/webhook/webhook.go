@@ -187,8 +187,24 @@ func (d *Deliverer) Run(ctx context.Context) {
 	done := make(chan string)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var exist bool
+	var looked time.Time
 	for {
-		exist, err := d.queue(ctx)
+		// With no webhook configured, a look costs a read per commit for
+		// nothing: look at most every noHooksEvery (a new webhook's cursor
+		// starts at its creation, so waiting loses no event).
+		if wait := noHooksEvery - time.Since(looked); !exist && !looked.IsZero() && wait > 0 {
+			stopTimer(timer)
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+		looked = time.Now()
+		var err error
+		exist, err = d.queue(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("webhooks: queue deliveries", "err", err)
 		}
@@ -240,6 +256,10 @@ func stopTimer(t *time.Timer) {
 		}
 	}
 }
+
+// noHooksEvery is how often the deliverer looks for webhooks while there
+// are none.
+const noHooksEvery = time.Second
 
 // scanChunk bounds the events one queueing transaction reads.
 const scanChunk = 1000

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,5 +402,54 @@ func TestSignature(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// countingStore counts read transactions.
+type countingStore struct {
+	store.Store
+	views atomic.Int64
+}
+
+func (c *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	c.views.Add(1)
+	return c.Store.View(ctx, fn)
+}
+
+// TestNoWebhooksNoReadPerCommit checks that, with no webhook configured,
+// the deliverer does not read the database after every commit (which
+// cost a read per access request for nothing): it looks at most once a
+// second.
+func TestNoWebhooksNoReadPerCommit(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ajar.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	counted := &countingStore{Store: db}
+	w := &world{d: webhook.New(counted, log, webhook.Config{Poll: time.Hour})}
+	w.ctl = control.New(w.d.Watch(db), log, time.Now)
+	tok, err := w.ctl.Bootstrap(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.admin, err = w.ctl.Authenticate(ctx, tok, netip.MustParseAddr("198.51.100.7")); err != nil {
+		t.Fatal(err)
+	}
+	w.run(t)
+	time.Sleep(100 * time.Millisecond)
+	before := counted.views.Load()
+	start := time.Now()
+	for i := range 100 {
+		if _, err := w.ctl.CreateGroup(ctx, w.admin, fmt.Sprintf("g%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	reads, secs := counted.views.Load()-before, time.Since(start).Seconds()
+	if limit := int64(secs) + 2; reads > limit {
+		t.Fatalf("the deliverer read the database %d times during 100 commits in %.1f s with no webhook; at most %d expected", reads, secs, limit)
 	}
 }

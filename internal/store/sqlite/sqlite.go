@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/store"
@@ -37,9 +39,17 @@ type DB struct {
 	batch      *sqlstore.Batcher
 	readers    chan *sqlstore.Conn
 	closed     chan struct{} // closed by Close
-	once       sync.Once
-	dialect    sqlstore.Dialect
-	feed       store.Feed
+	// checkpointer is the connection checkpoints run on; wg waits for
+	// them to stop.
+	checkpointer *sql.DB
+	wg           sync.WaitGroup
+	// ckMu keeps checkpoints one at a time; copied is set after each of
+	// checkpoints' and cleared by the writer's (finishCheckpoint).
+	ckMu    sync.Mutex
+	copied  atomic.Bool
+	once    sync.Once
+	dialect sqlstore.Dialect
+	feed    store.Feed
 }
 
 // Open opens (creating if missing, with its folder) the database at path
@@ -54,19 +64,24 @@ func open(ctx context.Context, path string, log *slog.Logger, migrations []strin
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
 	}
-	dsn := func(extra string) string {
+	dsn := func(extra ...string) string {
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout(10000)")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(FULL)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Add("_pragma", "temp_store(MEMORY)") // savepoint journals in memory
-		if extra != "" {
-			q.Add("_pragma", extra)
+		for _, e := range extra {
+			q.Add("_pragma", e)
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	w, err := sql.Open("sqlite", dsn(""))
+	// The writer does not checkpoint after its commits: a checkpoint copies
+	// the log into the database and syncs it, which in the writer would
+	// hold every update waiting behind it. checkpoints does the copying on
+	// a connection of its own; the writer copies what is left between
+	// batches (finishCheckpoint). Its cache holds the indexes it writes.
+	w, err := sql.Open("sqlite", dsn("wal_autocheckpoint(0)", "journal_size_limit(67108864)", "cache_size(-65536)"))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -106,7 +121,16 @@ func open(ctx context.Context, path string, log *slog.Logger, migrations []strin
 		}
 		db.readers <- c
 	}
-	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down, IndexedBy: true}
+	ck, err := sql.Open("sqlite", dsn())
+	if err != nil {
+		db.close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	ck.SetMaxOpenConns(1)
+	db.checkpointer = ck
+	db.wg.Go(db.checkpoints)
+	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down, IndexedBy: true,
+		BetweenBatches: db.finishCheckpoint}
 	db.batch = sqlstore.NewBatcher(func(ctx context.Context) (*sqlstore.Conn, error) { return newConn(ctx, w) },
 		&db.dialect, &db.feed, log)
 	return db, nil
@@ -251,6 +275,7 @@ func (db *DB) Close() error {
 	if db.batch != nil {
 		err = db.batch.Close()
 	}
+	db.wg.Wait()
 	return errors.Join(err, db.close())
 }
 
@@ -262,5 +287,54 @@ func (db *DB) close() error {
 	if db.conn != nil {
 		errs = append(errs, db.conn.Close())
 	}
+	if db.checkpointer != nil {
+		errs = append(errs, db.checkpointer.Close())
+	}
 	return errors.Join(append(errs, db.write.Close(), db.read.Close())...)
+}
+
+// checkpointEvery is how often the write-ahead log is copied into the
+// database.
+const checkpointEvery = 200 * time.Millisecond
+
+// checkpoints copies the write-ahead log into the database every
+// checkpointEvery until the store closes, beside the writer (a PASSIVE
+// checkpoint waits for no one and no one waits for it). Under steady
+// writes such a checkpoint never copies the whole log, and a log not
+// wholly copied is never written over from its beginning: it would only
+// grow. So the writer, between two batches, copies what is left
+// (finishCheckpoint), and its next commit starts the log over.
+func (db *DB) checkpoints() {
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.closed:
+			return
+		case <-t.C:
+		}
+		db.ckMu.Lock()
+		db.checkpoint()
+		db.ckMu.Unlock()
+		db.copied.Store(true)
+	}
+}
+
+// finishCheckpoint copies what the last checkpoint left of the log; the
+// writer calls it between batches, so nothing is added meanwhile. It
+// skips rather than wait for a checkpoint under way.
+func (db *DB) finishCheckpoint() {
+	if db.copied.Load() && db.ckMu.TryLock() {
+		db.copied.Store(false)
+		db.checkpoint()
+		db.ckMu.Unlock()
+	}
+}
+
+// checkpoint runs a PASSIVE checkpoint; the caller holds ckMu.
+func (db *DB) checkpoint() {
+	var busy, frames, copied int
+	if err := db.checkpointer.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
+		db.log.Warn("checkpoint the database's log", "err", err)
+	}
 }

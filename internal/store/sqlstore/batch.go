@@ -183,6 +183,9 @@ func (b *Batcher) runBatch(first *job) {
 				j.done <- nil
 			}
 		}
+		if b.dialect.BetweenBatches != nil {
+			b.dialect.BetweenBatches()
+		}
 		return
 	}
 }

@@ -54,6 +54,12 @@ type Dialect struct {
 	// few queries its planner, which keeps no statistics here, would
 	// answer from a worse index.
 	IndexedBy bool
+	// BetweenBatches, when set, is called by the writer between two
+	// batches, after answering the first: nothing is written meanwhile
+	// (SQLite copies what is left of its write-ahead log into the
+	// database there, so that the next commit writes the log over from
+	// its beginning).
+	BetweenBatches func()
 }
 
 // indexedBy names the index a query must use, where the dialect takes it.

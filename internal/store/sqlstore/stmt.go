@@ -247,14 +247,9 @@ func (p *SQLPipe) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 
 func (p *SQLPipe) exec(ctx context.Context, s Stmt) (int64, error) {
 	var r sql.Result
-	var err error
-	if len(s.Args) == 0 {
-		r, err = p.c.ExecContext(ctx, s.Query) // BEGIN, COMMIT, SAVEPOINT and the like
-	} else {
-		var st *sql.Stmt
-		if st, err = p.stmt(ctx, s.Query); err == nil {
-			r, err = st.ExecContext(ctx, s.Args...)
-		}
+	st, err := p.stmt(ctx, s.Query) // BEGIN, COMMIT and savepoints too: they run often
+	if err == nil {
+		r, err = st.ExecContext(ctx, s.Args...)
 	}
 	if err != nil {
 		return 0, err

@@ -63,8 +63,10 @@ type Tx interface {
 	CreateVM(vm *jit.VM) error
 	GetVM(id string) (jit.VM, error)
 	// GetVMAccess returns what an access request needs of a VM, in one
-	// query: the VM, its JIT policy (nil when it has none) and the active
-	// grants of user on it for any of the ports and sources in targets.
+	// query: the VM (without its agent's report, which a request does not
+	// need and would cost decoding in the writer), its JIT policy (nil
+	// when it has none) and the active grants of user on it for any of the
+	// ports and sources in targets.
 	GetVMAccess(id, user string, targets []GrantTarget) (jit.VM, *jit.Policy, []jit.Grant, error)
 	ListVMs(f VMFilter) ([]jit.VM, error)
 	// VMUsage returns the usage figures of the VMs (at most a page of them)

@@ -94,7 +94,7 @@ func (t *SQLTx) GetVMAccess(id, user string, targets []store.GrantTarget) (jit.V
 			args = append(args, gt.Port, gt.Source)
 		}
 	}
-	rows, err := t.query(`SELECT v.id, v.name, v.grp, v.backend, v.os, v.addresses, v.labels, v.external_id, v.created_at, v.revision, v.report,
+	rows, err := t.query(`SELECT v.id, v.name, v.grp, v.backend, v.os, v.addresses, v.labels, v.external_id, v.created_at, v.revision, NULL,
 		p.body, p.updated_at, p.updated_by,
 		COALESCE(g.id, ''), COALESCE(g.request_id, ''), COALESCE(g.vm_id, ''), COALESCE(g.vm_name, ''), COALESCE(g.grp, ''),
 		COALESCE(g.port, 0), COALESCE(g.protocol, ''), COALESCE(g.source, ''), COALESCE(g.usr, ''), COALESCE(g.start_time, 0),

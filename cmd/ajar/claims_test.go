@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ajarhq/ajar/internal/ajardtest"
+	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/sso/ssotest"
 )
 
@@ -199,4 +200,35 @@ func TestLoginSSODevice(t *testing.T) {
 			t.Fatalf("a denied device sign-in: got %v, want an error saying it was denied", err)
 		}
 	})
+}
+
+// TestDeviceStartLimited checks that unauthenticated device sign-in
+// starts, each a call to the provider, are limited per address: past the
+// burst the answer is 429 with Retry-After, and the provider is not asked.
+func TestDeviceStartLimited(t *testing.T) {
+	op := ssotest.Start(t, "dora")
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secret, []byte(ssotest.ClientSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := ajardtest.Start(t, ajardtest.Options{Dir: dir, Args: []string{"--oidc-issuer", op.Issuer, "--oidc-client-id", ssotest.ClientID,
+		"--oidc-client-secret-file", secret}})
+	for i := range control.DeviceStartBurst + 1 {
+		resp, err := http.Post(srv.URL+"/api/v1/sso/device", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i < control.DeviceStartBurst {
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("device start %d: %d %s, want 200", i+1, resp.StatusCode, body)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "too many device sign-ins") {
+			t.Fatalf("device start %d past the burst of %d: %d (Retry-After %q) %s, want 429 with Retry-After", i+1, control.DeviceStartBurst, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
 }

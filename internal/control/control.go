@@ -44,6 +44,7 @@ type Control struct {
 
 	refusals    *buckets // logged refusals per principal (see logRefusal)
 	agentEvents *buckets // events per agent (see RecordAgentEvent)
+	deviceStart *buckets // device sign-ins started per address (see AllowDeviceStart)
 	guesses     *guesses // failed sign-ins (see SignIn)
 
 	hashing  chan struct{} // a slot per argon2id hash running (see hashTurn)
@@ -59,6 +60,7 @@ func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
 	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1), draining: make(chan struct{}),
 		refusals: newBuckets(RefusalBurst, RefusalEvery), guesses: newGuesses(),
 		agentEvents: newBuckets(AgentEventBurst, AgentEventEvery),
+		deviceStart: newBuckets(DeviceStartBurst, DeviceStartEvery),
 		hashing:     make(chan struct{}, runtime.GOMAXPROCS(0)), hashWait: HashWait}
 }
 

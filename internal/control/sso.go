@@ -204,3 +204,20 @@ func (c *Control) ExchangeSSOCode(ctx context.Context, code, verifier string, ad
 	out.Secret = secret
 	return out, nil
 }
+
+// Device sign-ins (`ajar login --sso --device`) start unauthenticated and
+// each costs a call to the OpenID provider: an address (a /64 for IPv6)
+// may start DeviceStartBurst at once, then one every DeviceStartEvery.
+const (
+	DeviceStartBurst = 10
+	DeviceStartEvery = 30 * time.Second
+)
+
+// AllowDeviceStart takes a device sign-in start for addr, or refuses it
+// (rate limited, saying when to try again).
+func (c *Control) AllowDeviceStart(addr netip.Addr) error {
+	if _, ok, retry := c.deviceStart.take(AddrKey(addr), c.Now()); !ok {
+		return jit.RateLimited(retry, "too many device sign-ins started from %s; try again in %s", addr, retry.Round(time.Second))
+	}
+	return nil
+}

@@ -26,6 +26,10 @@ func (s *Server) ssoDeviceStart(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, jit.Errorf(jit.ENotFound, "this server has no OpenID provider (--oidc-issuer)"))
 		return
 	}
+	if err := s.ctl.AllowDeviceStart(s.ClientAddr(r)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	d, err := s.sso.DeviceStart(r.Context())
 	if err != nil {
 		s.writeError(w, r, ssoError(err))

@@ -159,6 +159,7 @@ func (c *Client) wait(ctx context.Context, op *compute.Operation, what string) e
 	if op == nil {
 		return nil
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.OpTimeout)
 	defer cancel()
 	pause := c.OpPoll
@@ -178,6 +179,9 @@ func (c *Client) wait(ctx context.Context, op *compute.Operation, what string) e
 			}
 			return err
 		})
+		if err != nil && ctx.Err() != nil && parent.Err() == nil { // the poll outlived OpTimeout
+			return fmt.Errorf("%s: operation %s not done after %s: %w", what, op.Name(), c.OpTimeout, err)
+		}
 		if err != nil {
 			return err
 		}

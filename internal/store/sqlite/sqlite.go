@@ -128,6 +128,10 @@ func open(ctx context.Context, path string, log *slog.Logger, migrations []strin
 	}
 	ck.SetMaxOpenConns(1)
 	db.checkpointer = ck
+	if err := ck.PingContext(ctx); err != nil { // open it now, not at the first checkpoint
+		db.close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	db.wg.Go(db.checkpoints)
 	db.dialect = sqlstore.Dialect{Begin: []sqlstore.Stmt{{Query: `BEGIN IMMEDIATE`}}, Conflict: conflict, Down: down, IndexedBy: true,
 		BetweenBatches: db.finishCheckpoint}

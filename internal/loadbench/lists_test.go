@@ -101,6 +101,7 @@ func BenchmarkListFirstPage(b *testing.B) {
 		{"grants", "/api/v1/grants?limit=100"},
 		{"grants-active", "/api/v1/grants?status=active&limit=100"},
 		{"grants-of-user", "/api/v1/grants?user=user-007&limit=100"},
+		{"active-grants-of-user", "/api/v1/grants?user=user-007&status=active&limit=100"},
 		{"requests", "/api/v1/requests?limit=100"},
 		{"activity", "/api/v1/activity?limit=100"},
 		{"activity-vm", "/api/v1/activity?vm=vm-04240&limit=100"},

@@ -191,4 +191,8 @@ var Migrations = []string{
 		created_at BIGINT NOT NULL,
 		PRIMARY KEY (usr, idem_key)
 	)`,
+	// A user's active grants (their "My access" page, `ajar grant ls`), newest
+	// first, from an index of active grants only: without it SQLite read
+	// every active grant of every user to find one user's.
+	`CREATE INDEX grants_active_user ON grants (usr, start_time) WHERE status = 'active'`,
 }

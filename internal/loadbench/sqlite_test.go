@@ -18,7 +18,19 @@ import (
 // HTTP. Every accepted request is committed (fsync) before its 201.
 // Run: go test -run XXX -bench RequestsSQLite -benchtime 10000x ./internal/loadbench/
 func BenchmarkRequestsSQLite(b *testing.B) {
-	s := ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn"}})
+	benchRequests(b, ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn"}}))
+}
+
+// BenchmarkRequestsSQLiteTLS is BenchmarkRequestsSQLite over TLS (ajard's
+// own certificate, pinned by the clients).
+// Run: go test -run XXX -bench RequestsSQLiteTLS -benchtime 10000x ./internal/loadbench/
+func BenchmarkRequestsSQLiteTLS(b *testing.B) {
+	benchRequests(b, ajardtest.Start(b, ajardtest.Options{Args: []string{"--log-level", "warn", "--tls", "auto"}}))
+}
+
+// benchRequests runs access requests from 32 concurrent clients against s
+// and reports their rate, latency and ajard's processor time per request.
+func benchRequests(b *testing.B, s *ajardtest.Server) {
 	ctx := context.Background()
 	token, vms, err := loadbench.Setup(ctx, s.Admin, 50)
 	if err != nil {
@@ -84,19 +96,7 @@ func BenchmarkRequestsSQLiteLargeState(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("generated %+v in %v", st, time.Since(t0).Round(time.Millisecond))
-	s := ajardtest.Start(b, ajardtest.Options{Dir: dir, DB: "sqlite:" + path, Args: []string{"--log-level", "warn"}})
-	token, vms, err := loadbench.Setup(ctx, s.Admin, 50)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := s.Client(token)
-	loadbench.Run(ctx, []*client.Client{c}, vms, 8, 200) // warm up connections
-	cpu0 := cpuTime(b, s)
-	b.ResetTimer()
-	res := loadbench.Run(ctx, []*client.Client{c}, vms, 32, max(b.N, 1000))
-	b.StopTimer()
-	report(b, res)
-	b.ReportMetric(float64((cpuTime(b, s)-cpu0).Microseconds())/float64(res.Accepted), "ajard-cpu-µs/req")
+	benchRequests(b, ajardtest.Start(b, ajardtest.Options{Dir: dir, DB: "sqlite:" + path, Args: []string{"--log-level", "warn"}}))
 }
 
 func report(b *testing.B, res loadbench.Result) {

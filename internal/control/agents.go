@@ -79,9 +79,11 @@ func agentVM(a *Actor) (string, error) {
 	return a.Token.VMID, nil
 }
 
-// Report stores what an agent observed on its host (its heartbeat) and
-// logs when an agent (re)connects; a heartbeat with nothing new is kept in
-// memory and written with others later.
+// Report stores what an agent observed on its host (the heartbeat of
+// agents of the previous version, which POST it every 30 s beside their
+// long poll) and logs when an agent (re)connects; a report with nothing
+// new about the host is kept in memory and written with others later
+// (heartbeats.go).
 func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 	vmID, err := agentVM(a)
 	if err != nil {
@@ -91,17 +93,36 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 		return err
 	}
 	r.Time = c.Now()
-	if c.beats.keep(vmID, a, r) {
-		return nil // nothing new: written with the next flush (heartbeats.go)
+	return c.noteReport(ctx, a, vmID, r)
+}
+
+// AgentWatch is an agent's long poll: it takes the agent's report (as
+// Report does), then answers the desired state of the agent's VM as soon
+// as its revision is past w.After (at once when w.After < 0), or, when
+// wait runs out first, reports changed false. While it waits, the agent
+// counts as seen (heartbeats.go): its report needs no other heartbeat.
+func (c *Control) AgentWatch(ctx context.Context, a *Actor, w jit.Watch, wait time.Duration) (st jit.DesiredState, changed bool, err error) {
+	vmID, err := agentVM(a)
+	if err != nil {
+		return st, false, err
 	}
-	err = c.store.Update(ctx, func(tx store.Tx) error {
-		_, err := c.storeReport(tx, a, vmID, &r, false)
-		return err
-	})
-	if err == nil {
-		c.beats.wrote(vmID, r)
+	if w.After < -1 {
+		return st, false, jit.Invalid("after", "after must be -1 or a revision, got %d", w.After)
 	}
-	return err
+	if err := checkReport(&w.Report); err != nil {
+		return st, false, err
+	}
+	w.Report.Time = c.Now()
+	if err := c.noteReport(ctx, a, vmID, w.Report); err != nil {
+		return st, false, err
+	}
+	done := c.beats.poll(vmID, c.Now)
+	defer done()
+	if w.After < 0 {
+		wait = 0
+	}
+	st, err = c.WatchDesiredState(ctx, a, vmID, w.After, wait)
+	return st, err == nil && st.Revision > w.After, err
 }
 
 // Bounds on an agent's report, which every VM listing returns.

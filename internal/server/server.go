@@ -35,8 +35,13 @@ type Server struct {
 	proxies []netip.Prefix
 	mux     *http.ServeMux
 	metrics *metrics
-	// LongPoll bounds how long a desired-state watch waits.
+	// LongPoll bounds how long a desired-state watch of the previous
+	// agents (GET /api/v1/agent/desired-state) waits.
 	LongPoll time.Duration
+	// AgentWatch is the shortest wait of an agent's watch (POST
+	// /api/v1/agent/watch); each waits a random time between it and 1.5
+	// times it. An agent's client must wait longer than that.
+	AgentWatch time.Duration
 	// BodyTimeout bounds how long reading a request's body may take, from
 	// the end of its header (0: no bound). Requests without a body, such
 	// as the agents' long polls, are not bounded by it.
@@ -51,10 +56,14 @@ type Server struct {
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget), clouds: map[string]CloudSyncer{}}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, AgentWatch: DefaultAgentWatch, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget), clouds: map[string]CloudSyncer{}}
 	s.routes()
 	return s
 }
+
+// DefaultAgentWatch is the default AgentWatch: agents' watches wait 50 to
+// 75 s, under the agent's 90 s request timeout.
+const DefaultAgentWatch = 50 * time.Second
 
 // HSTS is the Strict-Transport-Security header sent on every answer over
 // TLS (directly, or through a trusted proxy that says so).

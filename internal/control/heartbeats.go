@@ -39,8 +39,9 @@ import (
 const flushEvery = time.Second
 
 // touchAfter is how old the stored time of a live agent may grow before it
-// is written again.
-const touchAfter = jit.AgentOfflineAfter / 2
+// is written again: 80 s, leaving 40 s of jit.AgentOfflineAfter for
+// flushes that fail.
+const touchAfter = jit.AgentOfflineAfter * 2 / 3
 
 // flushBatch bounds the reports one flush transaction writes, so that a
 // flush holds the writer only briefly.

@@ -109,7 +109,7 @@ func (r *replicas) tick(t *testing.T) (flushed, marked int) {
 
 // TestHeartbeatsCoalesced: five agents of the previous version report
 // every 30 s to replica A; their heartbeats cost no write of their own,
-// only a flush of all five once their stored time is a minute old; an
+// only a flush of all five once their stored time is 80 s old; an
 // applied revision is written by the next flush; what changes on the host
 // is written at once; replica B, sharing the database, never takes a live
 // agent for offline, and marks the agents offline within AgentOfflineAfter
@@ -137,7 +137,7 @@ func TestHeartbeatsCoalesced(t *testing.T) {
 		if marked != 0 || flushed != 0 && flushed != len(r.agents) {
 			t.Fatalf("a round of heartbeats: %d flushed, %d marked offline; want all or none and 0", flushed, marked)
 		}
-		if age := r.clk.now().Sub(r.stored(t, r.vms[0]).Time); age >= jit.AgentOfflineAfter/2+30*time.Second {
+		if age := r.clk.now().Sub(r.stored(t, r.vms[0]).Time); age >= jit.AgentOfflineAfter*2/3+30*time.Second {
 			t.Fatalf("stored heartbeat %v old after the flush", age)
 		}
 	}

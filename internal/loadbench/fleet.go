@@ -48,7 +48,7 @@ func Enroll(ctx context.Context, admin *client.Client, url, fingerprint, group s
 	if _, err := admin.CreateGroup(ctx, group); err != nil {
 		return nil, err
 	}
-	opts := client.Options{Fingerprint: fingerprint, Timeout: 90 * time.Second, HTTP1: true}
+	opts := client.Options{Fingerprint: fingerprint, Timeout: 150 * time.Second, HTTP1: true}
 	f := &Fleet{Agents: make([]*FakeAgent, n)}
 	var next atomic.Int64
 	var wg sync.WaitGroup

@@ -61,9 +61,10 @@ func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) 
 	return s
 }
 
-// DefaultAgentWatch is the default AgentWatch: agents' watches wait 50 to
-// 75 s, under the agent's 90 s request timeout.
-const DefaultAgentWatch = 50 * time.Second
+// DefaultAgentWatch is the default AgentWatch: agents' watches wait 80 to
+// 120 s, under the agent's 150 s request timeout. A pending watch is the
+// agent's presence, so a longer wait costs nothing but fewer requests.
+const DefaultAgentWatch = 80 * time.Second
 
 // HSTS is the Strict-Transport-Security header sent on every answer over
 // TLS (directly, or through a trusted proxy that says so).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -102,28 +103,83 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 // wait runs out first, reports changed false. While it waits, the agent
 // counts as seen (heartbeats.go): its report needs no other heartbeat.
 func (c *Control) AgentWatch(ctx context.Context, a *Actor, w jit.Watch, wait time.Duration) (st jit.DesiredState, changed bool, err error) {
-	vmID, err := agentVM(a)
+	p, err := c.StartAgentPoll(ctx, a, w)
 	if err != nil {
 		return st, false, err
 	}
+	defer p.End()
+	return p.Wait(ctx, wait)
+}
+
+// AgentPoll is an agent's long poll under way (StartAgentPoll); until End
+// the agent counts as seen.
+type AgentPoll struct {
+	c     *Control
+	a     *Actor
+	vmID  string
+	after int64
+	done  func()
+}
+
+// StartAgentPoll takes the agent's report (as Report does) and starts its
+// long poll for a desired state past w.After.
+func (c *Control) StartAgentPoll(ctx context.Context, a *Actor, w jit.Watch) (*AgentPoll, error) {
+	vmID, err := agentVM(a)
+	if err != nil {
+		return nil, err
+	}
 	if w.After < -1 {
-		return st, false, jit.Invalid("after", "after must be -1 or a revision, got %d", w.After)
+		return nil, jit.Invalid("after", "after must be -1 or a revision, got %d", w.After)
 	}
 	if err := checkReport(&w.Report); err != nil {
-		return st, false, err
+		return nil, err
 	}
 	w.Report.Time = c.Now()
 	if err := c.noteReport(ctx, a, vmID, w.Report); err != nil {
-		return st, false, err
+		return nil, err
 	}
-	done := c.beats.poll(vmID, c.Now)
-	defer done()
-	if w.After < 0 {
+	return &AgentPoll{c: c, a: a, vmID: vmID, after: w.After, done: c.beats.poll(vmID, c.Now)}, nil
+}
+
+// Wait answers the state once its revision is past the poll's after (at
+// once when after < 0, or with wait 0), or, when wait runs out first,
+// changed false; see WatchDesiredState.
+func (p *AgentPoll) Wait(ctx context.Context, wait time.Duration) (st jit.DesiredState, changed bool, err error) {
+	if p.after < 0 {
 		wait = 0
 	}
-	st, err = c.WatchDesiredState(ctx, a, vmID, w.After, wait)
-	return st, err == nil && st.Revision > w.After, err
+	st, err = p.c.WatchDesiredState(ctx, p.a, p.vmID, p.after, wait)
+	return st, err == nil && st.Revision > p.after, err
 }
+
+// OnChange calls fn, which must not block, once at the VM's next change
+// or when the server drains (Drain), whichever comes first, unless cancel
+// is called before. It lets a poll wait without a goroutine of its own.
+func (p *AgentPoll) OnChange(fn func()) (cancel func()) {
+	var once sync.Once
+	call := func() { once.Do(fn) }
+	w := p.c.hub.call(p.vmID, call)
+	select {
+	case <-p.c.draining:
+		call()
+	default:
+	}
+	return func() { p.c.hub.cancel(p.vmID, w) }
+}
+
+// Draining reports whether the server drains (Drain): a poll answers at
+// once.
+func (p *AgentPoll) Draining() bool {
+	select {
+	case <-p.c.draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// End ends the poll: the agent was seen until now.
+func (p *AgentPoll) End() { p.done() }
 
 // Bounds on an agent's report, which every VM listing returns.
 const (

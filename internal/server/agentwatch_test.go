@@ -3,11 +3,15 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,12 +21,14 @@ import (
 	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/jit"
+	"github.com/ajarhq/ajar/internal/selfsigned"
 	"github.com/ajarhq/ajar/internal/server"
 	"github.com/ajarhq/ajar/internal/store/sqlite"
 )
 
 // agentBench is an API over TLS with HTTP/2 on, as ajard serves it, with
-// a clock the test can move forward.
+// a clock the test can move forward: served by server.Run, which parks
+// agents' waiting polls (parked), or by httptest, which cannot.
 type agentBench struct {
 	ctl     *control.Control
 	api     *server.Server
@@ -32,10 +38,26 @@ type agentBench struct {
 	adminA  *control.Actor
 	enroll  string // an enrollment token's secret
 	offset  atomic.Int64
-	closeFn func()
+	parked  bool
+	accepts atomic.Int64 // TCP connections accepted (parked only)
+	stop    func()       // stops server.Run (parked only)
 }
 
-func newAgentBench(t *testing.T) *agentBench {
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+func newAgentBench(t *testing.T, parked bool) *agentBench {
 	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.DiscardHandler)
@@ -43,21 +65,44 @@ func newAgentBench(t *testing.T) *agentBench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &agentBench{}
+	b := &agentBench{parked: parked}
 	b.ctl = control.New(db, log, func() time.Time { return time.Now().Add(time.Duration(b.offset.Load())) })
 	const token = "ajar_test-admin-token-0123456789"
 	if _, err := b.ctl.Bootstrap(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	hubCtx, stopHub := context.WithCancel(ctx)
+	hubCtx, stopHub := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { b.ctl.RunWatchHub(hubCtx) })
 	b.api = server.New(b.ctl, log, nil)
-	srv := httptest.NewUnstartedServer(b.api)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(func() { srv.Close(); stopHub(); wg.Wait(); db.Close() })
-	b.url, b.fp = srv.URL, client.CertFingerprint(srv.Certificate())
+	if parked {
+		cert, err := selfsigned.Load(t.TempDir(), []string{"127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: b.api, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+		srv.RegisterOnShutdown(b.ctl.Drain)
+		runCtx, stop := context.WithCancel(context.Background())
+		var run sync.WaitGroup
+		run.Go(func() {
+			if err := server.Run(runCtx, srv, countingListener{ln, &b.accepts}, "", "", 5*time.Second); err != nil {
+				t.Errorf("server.Run: %v", err)
+			}
+		})
+		b.stop = func() { stop(); run.Wait() }
+		t.Cleanup(func() { b.stop(); stopHub(); wg.Wait(); db.Close() })
+		b.url, b.fp = "https://"+ln.Addr().String(), selfsigned.Fingerprint(cert.Certificate[0])
+	} else {
+		srv := httptest.NewUnstartedServer(b.api)
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		t.Cleanup(func() { srv.Close(); stopHub(); wg.Wait(); db.Close() })
+		b.url, b.fp = srv.URL, client.CertFingerprint(srv.Certificate())
+	}
 	b.admin = b.client(t, token, false)
 	if b.adminA, err = b.ctl.Authenticate(ctx, token, netip.MustParseAddr("127.0.0.1")); err != nil {
 		t.Fatal(err)
@@ -71,6 +116,27 @@ func newAgentBench(t *testing.T) *agentBench {
 	}
 	b.enroll = tk.Secret
 	return b
+}
+
+// waiting reports how many agents' watches wait, parked or not.
+func (b *agentBench) waiting(t *testing.T) int {
+	t.Helper()
+	if b.parked {
+		n, _ := strconv.Atoi(b.metric(t, "ajar_agent_watches_parked"))
+		return n
+	}
+	n, _ := strconv.Atoi(b.metric(t, "ajar_http_requests_in_flight"))
+	return n - 1 // this one
+}
+
+// eventuallyWaiting waits until n watches wait.
+func (b *agentBench) eventuallyWaiting(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); b.waiting(t) != n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watches wait, want %d", b.waiting(t), n)
+		}
+	}
 }
 
 func (b *agentBench) client(t *testing.T, token string, http1 bool) *client.Client {
@@ -103,19 +169,19 @@ func (b *agentBench) report(t *testing.T, vmID string) *jit.Report {
 	return v.Report
 }
 
-// inFlight returns the requests the server is serving, this one aside.
-func (b *agentBench) inFlight(t *testing.T) string {
+// metric returns a metric's value from /metrics.
+func (b *agentBench) metric(t *testing.T, name string) string {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := b.admin.Do(t.Context(), http.MethodGet, "/metrics", nil, &buf); err != nil {
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(buf.String()) {
-		if v, ok := strings.CutPrefix(line, "ajar_http_requests_in_flight "); ok {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strings.TrimSpace(v)
 		}
 	}
-	t.Fatal("no ajar_http_requests_in_flight in /metrics")
+	t.Fatalf("no %s in /metrics", name)
 	return ""
 }
 
@@ -129,8 +195,14 @@ func policy22() jit.Policy {
 // their VM's change at once and both have their applied revision stored
 // by the next flush; a watch with no change answers 204 after its wait.
 func TestAgentWatchAndPreviousAgents(t *testing.T) {
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parked=%v", parked), func(t *testing.T) { testAgentWatchAndPreviousAgents(t, parked) })
+	}
+}
+
+func testAgentWatchAndPreviousAgents(t *testing.T, parked bool) {
 	ctx := t.Context()
-	b := newAgentBench(t)
+	b := newAgentBench(t, parked)
 	b.api.AgentWatch, b.api.LongPoll = 200*time.Millisecond, 200*time.Millisecond
 	fresh, freshVM := b.agent(t, "new-1", true)
 	old, oldVM := b.agent(t, "old-1", false)
@@ -235,8 +307,14 @@ func TestAgentWatchAndPreviousAgents(t *testing.T) {
 // offline); when its connection closes, the poll ends, and once
 // AgentOfflineAfter passes without another the agent is marked offline.
 func TestAgentWatchDeadConnection(t *testing.T) {
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("parked=%v", parked), func(t *testing.T) { testAgentWatchDeadConnection(t, parked) })
+	}
+}
+
+func testAgentWatchDeadConnection(t *testing.T, parked bool) {
 	ctx := t.Context()
-	b := newAgentBench(t)
+	b := newAgentBench(t, parked)
 	b.api.AgentWatch = time.Hour
 	ag, vm := b.agent(t, "web-1", true)
 	rep := jit.Report{Enforceable: true, Hostname: "h"}
@@ -256,11 +334,7 @@ func TestAgentWatchDeadConnection(t *testing.T) {
 			<-done
 		}
 	}()
-	for deadline := time.Now().Add(5 * time.Second); b.inFlight(t) != "2"; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the watch is not pending")
-		}
-	}
+	b.eventuallyWaiting(t, 1)
 	for range 6 { // six minutes
 		b.offset.Add(int64(time.Minute))
 		if _, err := b.ctl.FlushReports(ctx); err != nil {
@@ -274,11 +348,7 @@ func TestAgentWatchDeadConnection(t *testing.T) {
 	cancel() // closes the HTTP/1.1 connection under way
 	ended = true
 	<-done // an error, or the "no change" the server answered as the connection closed
-	for deadline := time.Now().Add(5 * time.Second); b.inFlight(t) != "1"; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the server still serves the watch whose connection closed")
-		}
-	}
+	b.eventuallyWaiting(t, 0) // the server noticed the connection close
 	b.offset.Add(int64(jit.AgentOfflineAfter + time.Second))
 	if _, err := b.ctl.FlushReports(ctx); err != nil {
 		t.Fatal(err)
@@ -288,5 +358,76 @@ func TestAgentWatchDeadConnection(t *testing.T) {
 	}
 	if r := b.report(t, vm); !r.Disconnected {
 		t.Fatalf("report of the agent gone: %+v", r)
+	}
+}
+
+// TestParkedWatchesShareOneConnection: an agent's watches that wait park
+// its connection outside the HTTP server, and it goes back to the server
+// after each answer: a change, a "no change" and its events all use one
+// TCP connection; a server that stops answers a parked watch at once.
+func TestParkedWatchesShareOneConnection(t *testing.T) {
+	ctx := t.Context()
+	b := newAgentBench(t, true)
+	b.api.AgentWatch = 300 * time.Millisecond
+	ag, vm := b.agent(t, "web-1", true)
+	rep := jit.Report{Enforceable: true, Hostname: "h"}
+	st, _, err := ag.Watch(ctx, -1, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.accepts.Load()
+	for i := range 3 {
+		done := make(chan error, 1)
+		var got jit.DesiredState
+		var changed bool
+		go func() {
+			var err error
+			got, changed, err = ag.Watch(ctx, st.Revision, rep)
+			done <- err
+		}()
+		if i == 1 { // no change: 204 after the wait
+			if err := <-done; err != nil || changed {
+				t.Fatalf("watch without a change: changed %v, %v", changed, err)
+			}
+			continue
+		}
+		b.eventuallyWaiting(t, 1)
+		if _, err := b.admin.PutPolicy(ctx, vm, policy22()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-done:
+			if err != nil || !changed || got.Revision <= st.Revision || len(got.Lock) != 1 {
+				t.Fatalf("parked watch after a change: revision %d (was %d), changed %v, %v", got.Revision, st.Revision, changed, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("parked watch not answered within 5 s of its VM's change")
+		}
+		st = got
+		if err := ag.AgentEvent(ctx, jit.AgentEvent{Operation: jit.OpEnforceApply, Details: []byte(`{"revision":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := b.accepts.Load() - before; n != 0 {
+		t.Errorf("three watches and two events took %d new connections, want none (the first one's)", n)
+	}
+
+	// The server stops: the parked watch is answered at once.
+	b.api.AgentWatch = time.Hour
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := ag.Watch(ctx, st.Revision, rep)
+		done <- err
+	}()
+	b.eventuallyWaiting(t, 1)
+	start := time.Now()
+	b.stop()
+	select {
+	case <-done:
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("stopping took %v with a parked watch", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stopping server left a parked watch waiting")
 	}
 }

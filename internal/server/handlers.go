@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/httpio"
@@ -488,10 +489,18 @@ func (s *Server) agentWatch(w http.ResponseWriter, r *http.Request, a *control.A
 		return err
 	}
 	httpio.ReleaseBody(r) // the wait holds none of it
+	p, err := s.ctl.StartAgentPoll(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
 	// Each waits between AgentWatch and 1.5 times it, so that agents that
 	// came together (a restart) do not all ask again together.
 	wait := s.AgentWatch + rand.N(s.AgentWatch/2+1)
-	st, changed, err := s.ctl.AgentWatch(r.Context(), a, in, wait)
+	if in.After >= 0 && s.park(w, r, p, time.Now().Add(wait)) {
+		return nil // answered by the parked connection (park.go)
+	}
+	defer p.End()
+	st, changed, err := p.Wait(r.Context(), wait)
 	if err != nil {
 		return err
 	}

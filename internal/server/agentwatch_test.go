@@ -6,8 +6,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
@@ -347,7 +347,7 @@ func testAgentWatchDeadConnection(t *testing.T, parked bool) {
 
 	cancel() // closes the HTTP/1.1 connection under way
 	ended = true
-	<-done // an error, or the "no change" the server answered as the connection closed
+	<-done                    // an error, or the "no change" the server answered as the connection closed
 	b.eventuallyWaiting(t, 0) // the server noticed the connection close
 	b.offset.Add(int64(jit.AgentOfflineAfter + time.Second))
 	if _, err := b.ctl.FlushReports(ctx); err != nil {

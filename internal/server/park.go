@@ -203,8 +203,10 @@ func (pk *parked) answer(st jit.DesiredState, changed bool, err error) {
 		resp.Body = io.NopCloser(&b.body)
 	}
 	resp.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	var out bytes.Buffer // one write: one TLS record, one system call
+	resp.Write(&out)
 	pk.conn.SetDeadline(time.Now().Add(parkWrite))
-	werr := resp.Write(pk.conn)
+	_, werr := pk.conn.Write(out.Bytes())
 	pk.conn.SetDeadline(time.Time{})
 	if werr != nil || closing {
 		pk.conn.Close()

@@ -112,8 +112,8 @@ const parkWrite = 10 * time.Second
 // answer on it, until deadline, in a goroutine of its own; it reports
 // false (and leaves the connection alone) when it cannot.
 func (s *Server) park(w http.ResponseWriter, r *http.Request, p *control.AgentPoll, deadline time.Time) bool {
-	if s.returns == nil || r.ProtoMajor != 1 || r.Close {
-		return false
+	if s.returns == nil || r.ProtoMajor != 1 || r.Close || p.Draining() {
+		return false // a draining server answers at once (and waits for no new parked poll)
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,6 +191,11 @@ func (a *Agent) watch(ctx context.Context) {
 				return
 			}
 			wait := retry.next(err)
+			if serverTooOld(err) {
+				a.Log.Error("the server does not know this agent's long poll (POST /api/v1/agent/watch): upgrade ajard before its agents; keeping the current state", "retry", wait)
+				sleep(ctx, wait)
+				continue
+			}
 			if code := jit.ErrorCode(err); code == jit.EUnauthorized || code == jit.ENotFound {
 				a.closeGrants(ctx)
 			}
@@ -214,6 +220,13 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 		after = st.Revision
 	}
+}
+
+// serverTooOld reports whether err is the answer of an ajard older than
+// this agent to its long poll: a route it does not have, not a VM it does
+// not know (which closes the VM's grants).
+func serverTooOld(err error) bool {
+	return jit.ErrorCode(err) == jit.ENotFound && strings.HasPrefix(jit.ErrorMessage(err), "no such API route")
 }
 
 // errWoken ends a poll that something new (an event, a change on the

@@ -181,7 +181,7 @@ func runAgent(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg.Server, cfg.Token, client.Options{Fingerprint: cfg.Fingerprint, RequireTLS: true, Timeout: 90 * time.Second})
+	c, err := client.New(cfg.Server, cfg.Token, client.Options{Fingerprint: cfg.Fingerprint, RequireTLS: true, Timeout: 150 * time.Second, HTTP1: true})
 	if err != nil {
 		return err
 	}

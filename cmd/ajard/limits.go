@@ -27,7 +27,7 @@ func (l *limits) flags(fs *flag.FlagSet) {
 	fs.IntVar(&l.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request line and header accepted, in bytes")
 	fs.Int64Var(&l.bodyBudget, "max-body-bytes-in-flight", server.DefaultBodyBudget, "most request body bytes read and held at once, over all requests; more wait (at most --body-timeout, then 503)")
 	fs.DurationVar(&l.headerTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's header")
-	fs.DurationVar(&l.bodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a client may take to send a request's body (requests without one, such as agents' long polls, are not bounded by it)")
+	fs.DurationVar(&l.bodyTimeout, "body-timeout", server.DefaultBodyTimeout, "how long a client may take to send a request's body (the wait of an agent's long poll, after its body, is not bounded by it)")
 	fs.DurationVar(&l.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 }
 

@@ -318,7 +318,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.listen)
+	ln, err := agentKeepAlive.Listen(ctx, "tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -377,6 +377,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("ajard stopped")
 	return err
 }
+
+// agentKeepAlive probes connections idle for 15 s every 5 s and drops
+// them after 3 unanswered probes: an agent's long poll on a dead
+// connection ends (and the agent stops counting as seen) within about
+// 30 s of the peer going silent, well inside jit.AgentOfflineAfter.
+var agentKeepAlive = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}}
 
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {

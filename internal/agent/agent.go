@@ -1,9 +1,10 @@
 // Package agent is the ajar host agent's reconcile loop: it applies the
 // cached desired state at start, before the server is reachable, then
 // watches the server for its VM's desired state (a long poll that answers
-// the moment it changes), applies each one to the host firewall, repairs
-// drift within seconds, cuts connections at expiry when the policy asks,
-// and reports heartbeats and events.
+// the moment it changes and carries what the agent observes on its host),
+// applies each one to the host firewall, repairs drift within seconds,
+// cuts connections at expiry when the policy asks, and sends its events.
+// All its requests take turns on one HTTP/1.1 connection.
 package agent
 
 import (
@@ -14,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,8 +43,9 @@ type Agent struct {
 	ProcRoot string
 	// DriftInterval is how often the table is checked against the state.
 	DriftInterval time.Duration
-	// HeartbeatInterval is how often the agent reports.
-	HeartbeatInterval time.Duration
+	// ObserveInterval is how often the agent looks at what its host
+	// listens on and whether it can enforce; a change is sent at once.
+	ObserveInterval time.Duration
 
 	applyMu sync.Mutex // one apply (or check and repair) at a time
 	mu      sync.Mutex // guards the fields below
@@ -50,8 +53,11 @@ type Agent struct {
 	have    bool
 	applied int64
 	killed  map[string]bool // grants whose connections were cut
+	sent    jit.Report      // the report the pending poll carries
 	events  chan jit.AgentEvent
-	wakeHB  chan struct{}
+	// wake ends the pending poll, so that the next one sends what is new
+	// (events, observations) at once.
+	wake chan struct{}
 }
 
 // Run applies the cached state and then keeps the host in line with the
@@ -60,14 +66,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.DriftInterval == 0 {
 		a.DriftInterval = time.Second
 	}
-	if a.HeartbeatInterval == 0 {
-		a.HeartbeatInterval = 30 * time.Second
+	if a.ObserveInterval == 0 {
+		a.ObserveInterval = 30 * time.Second
 	}
 	if a.ProcRoot == "" {
 		a.ProcRoot = "/proc"
 	}
 	a.events = make(chan jit.AgentEvent, 256)
-	a.wakeHB = make(chan struct{}, 1)
+	a.wake = make(chan struct{}, 1)
 	a.killed = map[string]bool{}
 
 	h, ok, err := loadCache(a.Dir)
@@ -87,8 +93,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.watch(ctx) })
 	wg.Go(func() { a.guard(ctx) })
-	wg.Go(func() { a.heartbeat(ctx) })
-	wg.Go(func() { a.sendEvents(ctx) })
+	wg.Go(func() { a.observe(ctx) })
 	wg.Wait()
 	return nil
 }
@@ -160,18 +165,37 @@ func (a *Agent) kill(ctx context.Context, g jit.GrantRule) {
 	}
 }
 
-// watch long-polls the server for new desired states.
+// watch long-polls the server for new desired states, each poll carrying
+// the agent's report; before each it sends the queued events.
 func (a *Agent) watch(ctx context.Context) {
 	after := int64(-1)
 	var retry backoff
+	var unsent []jit.AgentEvent
 	for ctx.Err() == nil {
-		st, err := a.API.WatchDesiredState(ctx, after)
+		select {
+		case <-a.wake: // what it would wake for is sent now
+		default:
+		}
+		unsent = a.sendEvents(ctx, unsent)
+		r := a.report()
+		a.mu.Lock()
+		a.sent = r
+		a.mu.Unlock()
+		st, changed, err := a.poll(ctx, after, r)
 		received := time.Now()
+		if errors.Is(err, errWoken) {
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			wait := retry.next(err)
+			if serverTooOld(err) {
+				a.Log.Error("the server does not know this agent's long poll (POST /api/v1/agent/watch): upgrade ajard before its agents; keeping the current state", "retry", wait)
+				sleep(ctx, wait)
+				continue
+			}
 			if code := jit.ErrorCode(err); code == jit.EUnauthorized || code == jit.ENotFound {
 				a.closeGrants(ctx)
 			}
@@ -180,6 +204,9 @@ func (a *Agent) watch(ctx context.Context) {
 			continue
 		}
 		retry = backoff{}
+		if !changed {
+			continue
+		}
 		a.mu.Lock()
 		same := a.have && after >= 0 && st.Revision == a.cur.State.Revision
 		a.mu.Unlock()
@@ -190,9 +217,50 @@ func (a *Agent) watch(ctx context.Context) {
 				continue
 			}
 			a.Log.Debug("applied desired state", "revision", st.Revision, "grants", len(st.Grants))
-			a.pokeHeartbeat()
 		}
 		after = st.Revision
+	}
+}
+
+// serverTooOld reports whether err is the answer of an ajard older than
+// this agent to its long poll: a route it does not have, not a VM it does
+// not know (which closes the VM's grants).
+func serverTooOld(err error) bool {
+	return jit.ErrorCode(err) == jit.ENotFound && strings.HasPrefix(jit.ErrorMessage(err), "no such API route")
+}
+
+// errWoken ends a poll that something new (an event, a change on the
+// host) interrupts.
+var errWoken = errors.New("woken to send something new")
+
+// poll is one long poll, ended early by a wake-up. Ending it closes its
+// connection (HTTP/1.1 cannot take back a request under way); that is
+// rare: drift, a failed apply, a service starting or stopping on the host.
+func (a *Agent) poll(ctx context.Context, after int64, r jit.Report) (jit.DesiredState, bool, error) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	done := make(chan struct{})
+	defer close(done)
+	wg.Go(func() {
+		select {
+		case <-a.wake:
+			cancel(errWoken)
+		case <-done:
+		}
+	})
+	st, changed, err := a.API.Watch(pctx, after, r)
+	if err != nil && context.Cause(pctx) == errWoken && ctx.Err() == nil {
+		err = errWoken
+	}
+	return st, changed, err
+}
+
+func (a *Agent) wakeUp() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -281,27 +349,23 @@ func (a *Agent) guardOnce(ctx context.Context) {
 	a.event(jit.OpDriftRepair, jit.OutcomeSuccess, map[string]any{"reason": reason, "revision": h.State.Revision})
 }
 
-func (a *Agent) pokeHeartbeat() {
-	select {
-	case a.wakeHB <- struct{}{}:
-	default:
-	}
-}
-
-// heartbeat reports what the agent sees, at start, after every applied
-// state and every HeartbeatInterval.
-func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(a.HeartbeatInterval)
+// observe looks at the host every ObserveInterval and wakes the pending
+// poll when what it observes changed since the poll's report.
+func (a *Agent) observe(ctx context.Context) {
+	t := time.NewTicker(a.ObserveInterval)
 	defer t.Stop()
 	for {
-		if err := a.API.Report(ctx, a.report()); err != nil && ctx.Err() == nil {
-			a.Log.Warn("heartbeat failed", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-a.wakeHB:
+		}
+		r := a.report()
+		a.mu.Lock()
+		same := r.SameObservations(a.sent)
+		a.mu.Unlock()
+		if !same {
+			a.wakeUp()
 		}
 	}
 }
@@ -319,11 +383,13 @@ func (a *Agent) report() jit.Report {
 	return r
 }
 
-// event queues an event for the activity log; the queue drops the oldest
-// when the server has been unreachable for long.
+// event queues an event for the activity log and wakes the pending poll
+// so that it is sent at once; the queue drops the oldest when the server
+// has been unreachable for long.
 func (a *Agent) event(op, outcome string, details map[string]any) {
 	b, _ := json.Marshal(details)
 	e := jit.AgentEvent{Operation: op, Outcome: outcome, Details: b, Time: time.Now().UTC()}
+	defer a.wakeUp()
 	for {
 		select {
 		case a.events <- e:
@@ -338,28 +404,36 @@ func (a *Agent) event(op, outcome string, details map[string]any) {
 	}
 }
 
-func (a *Agent) sendEvents(ctx context.Context) {
+// sendEvents sends unsent and the queued events, oldest first, and
+// returns those it could not send yet (they go before the next poll).
+func (a *Agent) sendEvents(ctx context.Context, unsent []jit.AgentEvent) []jit.AgentEvent {
 	for {
-		var e jit.AgentEvent
 		select {
-		case <-ctx.Done():
-			return
-		case e = <-a.events:
+		case e := <-a.events:
+			unsent = append(unsent, e)
+			continue
+		default:
 		}
-		var retry backoff
-		for {
-			err := a.API.AgentEvent(ctx, e)
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			var je *jit.Error
-			if errors.As(err, &je) && je.Code == jit.EInvalid {
-				a.Log.Error("server refused event", "operation", e.Operation, "err", err)
-				break
-			}
-			sleep(ctx, retry.next(err))
-		}
+		break
 	}
+	if over := len(unsent) - cap(a.events); over > 0 {
+		a.Log.Warn("event queue full; dropping the oldest", "events", over)
+		unsent = unsent[over:]
+	}
+	for len(unsent) > 0 {
+		err := a.API.AgentEvent(ctx, unsent[0])
+		if err != nil && jit.ErrorCode(err) != jit.EInvalid {
+			if ctx.Err() == nil {
+				a.Log.Warn("cannot send events; trying again before the next poll", "events", len(unsent), "err", err)
+			}
+			return unsent
+		}
+		if err != nil {
+			a.Log.Error("server refused event", "operation", unsent[0].Operation, "err", err)
+		}
+		unsent = unsent[1:]
+	}
+	return unsent[:0]
 }
 
 // Retry waits: they start small and double up to a cap, each drawn at

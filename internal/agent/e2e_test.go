@@ -412,9 +412,14 @@ func TestAgentEndToEnd(t *testing.T) {
 	if !v.OK {
 		t.Fatalf("activity log does not verify: %+v", v)
 	}
-	vm, err := tb.srv.Admin.GetVM(ctx, tb.vmID)
-	must(t, err)
-	if vm.Classification.JIT != jit.JITConfigured || vm.Report == nil || vm.Report.AppliedRevision != vm.Revision {
+	// The applied revision rides on the agent's next poll and is written
+	// with other reports within about a second.
+	var vm jit.VMView
+	tb.eventually("the applied revision stored", 3*time.Second, func() bool {
+		vm, err = tb.srv.Admin.GetVM(ctx, tb.vmID)
+		return err == nil && vm.Report != nil && vm.Report.AppliedRevision == vm.Revision
+	})
+	if vm.Classification.JIT != jit.JITConfigured {
 		t.Fatalf("VM after the story: classification %+v, applied %+v, revision %d", vm.Classification, vm.Report, vm.Revision)
 	}
 }

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/ajarhq/ajar/internal/client"
 	"github.com/ajarhq/ajar/internal/jit"
 	"github.com/ajarhq/ajar/internal/netns"
 	"github.com/ajarhq/ajar/internal/nft"
@@ -172,4 +175,46 @@ func TestApplyReportsDriftItOverwrites(t *testing.T) {
 		t.Fatalf("apply over a table deleted by hand: drift events %v, want one", reasons)
 	}
 	ns.Run(t, "nft", "list", "table", "inet", "ajar")
+}
+
+// TestAgentKeepsGrantsWithAnOlderServer: an agent upgraded before its
+// ajard meets a server without its long poll's route (404 "no such API
+// route"): it keeps the grants it applied and waits for the upgrade; a
+// server that no longer knows its VM (404 of the VM) closes them.
+func TestAgentKeepsGrantsWithAnOlderServer(t *testing.T) {
+	for _, tc := range []struct {
+		message string
+		closes  bool
+	}{
+		{"no such API route: POST /api/v1/agent/watch", false},
+		{"VM 0123 not found", true},
+	} {
+		a, _ := guardedAgent(t)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, `{"error":{"code":"not_found","message":%q}}`, tc.message)
+		}))
+		api, err := client.New(srv.URL, "ajar_agent-token-0123456789", client.Options{HTTP1: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.API, a.wake = api, make(chan struct{}, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		now := time.Now()
+		st := jit.DesiredState{Revision: 1, ServerTime: now, Lock: []jit.PortLock{{Port: 22, Protocol: jit.ProtoTCP}},
+			Grants: []jit.GrantRule{{ID: "g1", Port: 22, Protocol: jit.ProtoTCP, Source: "192.0.2.7", EndTime: now.Add(time.Hour), RemainingSeconds: 3600}}}
+		if err := a.apply(ctx, hold(st, now), "server"); err != nil {
+			t.Fatal(err)
+		}
+		a.watch(ctx)
+		cancel()
+		srv.Close()
+		a.mu.Lock()
+		open := len(a.cur.State.Grants)
+		a.mu.Unlock()
+		if closed := open == 0; closed != tc.closes {
+			t.Errorf("404 %q: %d grants open after, want closed %v", tc.message, open, tc.closes)
+		}
+	}
 }

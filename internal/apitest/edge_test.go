@@ -368,47 +368,57 @@ func TestHSTS(t *testing.T) {
 }
 
 // TestLongPollOutlivesBodyTimeout checks that the body deadline spares
-// the agents' long polls, which send no body: a watch still waits past
-// --body-timeout and answers the change that ends it.
+// the agents' long polls: the previous agents' watch, which sends no body,
+// and this version's, whose body bounds only the time to send it, both
+// wait past --body-timeout and answer the change that ends them.
 func TestLongPollOutlivesBodyTimeout(t *testing.T) {
 	t.Parallel()
 	s := ajardtest.Start(t, ajardtest.Options{Args: []string{"--body-timeout", "1s"}})
 	ctx := t.Context()
 	group(t, s, "prod")
-	et, err := s.Admin.CreateEnrollToken(ctx, jit.NewEnrollToken{Group: "prod"})
+	et, err := s.Admin.CreateEnrollToken(ctx, jit.NewEnrollToken{Group: "prod", Uses: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := s.Client(et.Secret).Enroll(ctx, jit.Enrollment{Name: "db", OS: "linux"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := s.Client(e.Secret)
-	st, err := agent.WatchDesiredState(ctx, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		st  jit.DesiredState
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		st, err := agent.WatchDesiredState(ctx, st.Revision)
-		done <- result{st, err}
-	}()
-	select {
-	case r := <-done:
-		t.Fatalf("the watch ended before any change: %+v %v", r.st, r.err)
-	case <-time.After(3 * time.Second):
-	}
-	policy(t, s.Admin, e.VM.ID, false, rule(22, "TCP", "PT1H"))
-	select {
-	case r := <-done:
-		if r.err != nil || len(r.st.Lock) == 0 {
-			t.Fatalf("watch after 3 s and a change: %+v %v", r.st, r.err)
+	for _, previous := range []bool{true, false} {
+		e, err := s.Client(et.Secret).Enroll(ctx, jit.Enrollment{Name: fmt.Sprintf("db-%v", previous), OS: "linux"})
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the watch did not answer the change")
+		agent := s.Client(e.Secret)
+		watch := func(after int64) (jit.DesiredState, error) {
+			if previous {
+				return agent.WatchDesiredState(ctx, after)
+			}
+			st, _, err := agent.Watch(ctx, after, jit.Report{Enforceable: true})
+			return st, err
+		}
+		st, err := watch(-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			st  jit.DesiredState
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			st, err := watch(st.Revision)
+			done <- result{st, err}
+		}()
+		select {
+		case r := <-done:
+			t.Fatalf("previous %v: the watch ended before any change: %+v %v", previous, r.st, r.err)
+		case <-time.After(3 * time.Second):
+		}
+		policy(t, s.Admin, e.VM.ID, false, rule(22, "TCP", "PT1H"))
+		select {
+		case r := <-done:
+			if r.err != nil || len(r.st.Lock) == 0 {
+				t.Fatalf("previous %v: watch after 3 s and a change: %+v %v", previous, r.st, r.err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("previous %v: the watch did not answer the change", previous)
+		}
 	}
 }

@@ -39,6 +39,10 @@ type Options struct {
 	// RequireTLS refuses plain HTTP except to loopback addresses.
 	RequireTLS bool
 	Timeout    time.Duration
+	// HTTP1 speaks HTTP/1.1 only, never HTTP/2: an agent's requests take
+	// turns on one keep-alive connection, which costs the server a
+	// fraction of an HTTP/2 connection's memory and work.
+	HTTP1 bool
 }
 
 // New returns a client for the server at baseURL.
@@ -52,6 +56,10 @@ func New(baseURL, token string, o Options) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
+	if o.HTTP1 {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetHTTP1(true)
+	}
 	if o.Fingerprint != "" {
 		want, err := ParseFingerprint(o.Fingerprint)
 		if err != nil {
@@ -444,8 +452,44 @@ func (c *Client) Enroll(ctx context.Context, e jit.Enrollment) (jit.Enrolled, er
 	return send[jit.Enrolled](ctx, c, http.MethodPost, "/api/v1/agent/enroll", e)
 }
 
-// WatchDesiredState returns the agent's desired state once its revision is
-// past after (long poll); after < 0 returns the current state at once.
+// Watch sends the agent's report and waits for its desired state (long
+// poll): it answers the state once its revision is past after (at once
+// when after < 0), or, when the server's wait runs out first, changed
+// false and no state.
+func (c *Client) Watch(ctx context.Context, after int64, r jit.Report) (st jit.DesiredState, changed bool, err error) {
+	b, err := json.Marshal(jit.Watch{After: after, Report: r})
+	if err != nil {
+		return st, false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/api/v1/agent/watch", bytes.NewReader(b))
+	if err != nil {
+		return st, false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return st, false, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 300:
+		return st, false, responseError(resp)
+	case resp.StatusCode == http.StatusNoContent:
+		io.Copy(io.Discard, resp.Body)
+		return st, false, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, false, err
+	}
+	io.Copy(io.Discard, resp.Body) // the connection is reused once the body is read to its end
+	return st, true, nil
+}
+
+// WatchDesiredState is the long poll of agents of the previous version
+// (kept to test that ajard still serves them): the desired state once
+// its revision is past after, or after the server's wait the unchanged
+// state; after < 0 answers at once.
 func (c *Client) WatchDesiredState(ctx context.Context, after int64) (jit.DesiredState, error) {
 	path := "/api/v1/agent/desired-state"
 	if after >= 0 {
@@ -454,7 +498,8 @@ func (c *Client) WatchDesiredState(ctx context.Context, after int64) (jit.Desire
 	return get[jit.DesiredState](ctx, c, path)
 }
 
-// Report sends the agent's heartbeat and observations.
+// Report sends a heartbeat as agents of the previous version do, beside
+// their long poll (Watch carries it now).
 func (c *Client) Report(ctx context.Context, r jit.Report) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/agent/report", r, nil)
 }

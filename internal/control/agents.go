@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/ajarhq/ajar/internal/jit"
@@ -79,9 +80,11 @@ func agentVM(a *Actor) (string, error) {
 	return a.Token.VMID, nil
 }
 
-// Report stores what an agent observed on its host (its heartbeat) and
-// logs when an agent (re)connects; a heartbeat with nothing new is kept in
-// memory and written with others later.
+// Report stores what an agent observed on its host (the heartbeat of
+// agents of the previous version, which POST it every 30 s beside their
+// long poll) and logs when an agent (re)connects; a report with nothing
+// new about the host is kept in memory and written with others later
+// (heartbeats.go).
 func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 	vmID, err := agentVM(a)
 	if err != nil {
@@ -91,18 +94,92 @@ func (c *Control) Report(ctx context.Context, a *Actor, r jit.Report) error {
 		return err
 	}
 	r.Time = c.Now()
-	if c.beats.keep(vmID, a, r) {
-		return nil // nothing new: written with the next flush (heartbeats.go)
-	}
-	err = c.store.Update(ctx, func(tx store.Tx) error {
-		_, err := c.storeReport(tx, a, vmID, &r, false)
-		return err
-	})
-	if err == nil {
-		c.beats.wrote(vmID, r)
-	}
-	return err
+	return c.noteReport(ctx, a, vmID, r)
 }
+
+// AgentWatch is an agent's long poll: it takes the agent's report (as
+// Report does), then answers the desired state of the agent's VM as soon
+// as its revision is past w.After (at once when w.After < 0), or, when
+// wait runs out first, reports changed false. While it waits, the agent
+// counts as seen (heartbeats.go): its report needs no other heartbeat.
+func (c *Control) AgentWatch(ctx context.Context, a *Actor, w jit.Watch, wait time.Duration) (st jit.DesiredState, changed bool, err error) {
+	p, err := c.StartAgentPoll(ctx, a, w)
+	if err != nil {
+		return st, false, err
+	}
+	defer p.End()
+	return p.Wait(ctx, wait)
+}
+
+// AgentPoll is an agent's long poll under way (StartAgentPoll); until End
+// the agent counts as seen.
+type AgentPoll struct {
+	c     *Control
+	a     *Actor
+	vmID  string
+	after int64
+	done  func()
+}
+
+// StartAgentPoll takes the agent's report (as Report does) and starts its
+// long poll for a desired state past w.After.
+func (c *Control) StartAgentPoll(ctx context.Context, a *Actor, w jit.Watch) (*AgentPoll, error) {
+	vmID, err := agentVM(a)
+	if err != nil {
+		return nil, err
+	}
+	if w.After < -1 {
+		return nil, jit.Invalid("after", "after must be -1 or a revision, got %d", w.After)
+	}
+	if err := checkReport(&w.Report); err != nil {
+		return nil, err
+	}
+	w.Report.Time = c.Now()
+	if err := c.noteReport(ctx, a, vmID, w.Report); err != nil {
+		return nil, err
+	}
+	return &AgentPoll{c: c, a: a, vmID: vmID, after: w.After, done: c.beats.poll(vmID, c.Now)}, nil
+}
+
+// Wait answers the state once its revision is past the poll's after (at
+// once when after < 0, or with wait 0), or, when wait runs out first,
+// changed false; see WatchDesiredState.
+func (p *AgentPoll) Wait(ctx context.Context, wait time.Duration) (st jit.DesiredState, changed bool, err error) {
+	if p.after < 0 {
+		wait = 0
+	}
+	st, err = p.c.WatchDesiredState(ctx, p.a, p.vmID, p.after, wait)
+	return st, err == nil && st.Revision > p.after, err
+}
+
+// OnChange calls fn, which must not block, once at the VM's next change
+// or when the server drains (Drain), whichever comes first, unless cancel
+// is called before. It lets a poll wait without a goroutine of its own.
+func (p *AgentPoll) OnChange(fn func()) (cancel func()) {
+	var once sync.Once
+	call := func() { once.Do(fn) }
+	w := p.c.hub.call(p.vmID, call)
+	select {
+	case <-p.c.draining:
+		call()
+	default:
+	}
+	return func() { p.c.hub.cancel(p.vmID, w) }
+}
+
+// Draining reports whether the server drains (Drain): a poll answers at
+// once.
+func (p *AgentPoll) Draining() bool {
+	select {
+	case <-p.c.draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// End ends the poll: the agent was seen until now.
+func (p *AgentPoll) End() { p.done() }
 
 // Bounds on an agent's report, which every VM listing returns.
 const (

@@ -57,7 +57,7 @@ type Control struct {
 
 // New returns a Control over st. now is the clock (time.Now in production).
 func New(st store.Store, log *slog.Logger, now func() time.Time) *Control {
-	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]chan struct{}{}}, kick: make(chan struct{}, 1), draining: make(chan struct{}),
+	return &Control{store: st, log: log, now: now, hub: hub{waiters: map[string][]*waiter{}}, kick: make(chan struct{}, 1), draining: make(chan struct{}),
 		refusals: newBuckets(RefusalBurst, RefusalEvery), guesses: newGuesses(),
 		agentEvents: newBuckets(AgentEventBurst, AgentEventEvery),
 		deviceStart: newBuckets(DeviceStartBurst, DeviceStartEvery),

@@ -14,30 +14,45 @@ import (
 // an agent's long poll that finds nothing new costs no database read.
 type hub struct {
 	mu      sync.Mutex
-	waiters map[string][]chan struct{}
+	waiters map[string][]*waiter
 	states  map[string]jit.DesiredState
+}
+
+// waiter is woken by closing ch, or, when ch is nil, by calling fn.
+type waiter struct {
+	ch    chan struct{}
+	fn    func()
+	woken bool
 }
 
 // wait registers a waiter for vmID's next change and returns the state
 // kept for it, if any.
-func (h *hub) wait(vmID string) (chan struct{}, jit.DesiredState, bool) {
-	ch := make(chan struct{})
+func (h *hub) wait(vmID string) (*waiter, jit.DesiredState, bool) {
+	w := &waiter{ch: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.waiters[vmID] = append(h.waiters[vmID], ch)
+	h.waiters[vmID] = append(h.waiters[vmID], w)
 	st, ok := h.states[vmID]
-	return ch, st, ok
+	return w, st, ok
 }
 
-// keep keeps st, read after ch was registered, as vmID's state, unless a
-// change came since (then st may be older than the change).
-func (h *hub) keep(vmID string, ch chan struct{}, st jit.DesiredState) {
+// call registers fn, which must not block, to be called at vmID's next
+// change.
+func (h *hub) call(vmID string, fn func()) *waiter {
+	w := &waiter{fn: fn}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	select {
-	case <-ch:
+	h.waiters[vmID] = append(h.waiters[vmID], w)
+	return w
+}
+
+// keep keeps st, read after w was registered, as vmID's state, unless a
+// change came since (then st may be older than the change).
+func (h *hub) keep(vmID string, w *waiter, st jit.DesiredState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.woken {
 		return
-	default:
 	}
 	if h.states == nil {
 		h.states = map[string]jit.DesiredState{}
@@ -45,12 +60,12 @@ func (h *hub) keep(vmID string, ch chan struct{}, st jit.DesiredState) {
 	h.states[vmID] = st
 }
 
-func (h *hub) cancel(vmID string, ch chan struct{}) {
+func (h *hub) cancel(vmID string, w *waiter) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	list := h.waiters[vmID]
 	for i, c := range list {
-		if c == ch {
+		if c == w {
 			h.waiters[vmID] = append(list[:i], list[i+1:]...)
 			break
 		}
@@ -60,21 +75,30 @@ func (h *hub) cancel(vmID string, ch chan struct{}) {
 	}
 }
 
+func (w *waiter) wake() {
+	w.woken = true
+	if w.ch != nil {
+		close(w.ch)
+	} else {
+		w.fn()
+	}
+}
+
 func (h *hub) wake(vmID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if vmID == store.AllVMs {
 		for id, list := range h.waiters {
-			for _, ch := range list {
-				close(ch)
+			for _, w := range list {
+				w.wake()
 			}
 			delete(h.waiters, id)
 		}
 		clear(h.states)
 		return
 	}
-	for _, ch := range h.waiters[vmID] {
-		close(ch)
+	for _, w := range h.waiters[vmID] {
+		w.wake()
 	}
 	delete(h.waiters, vmID)
 	delete(h.states, vmID)
@@ -159,7 +183,7 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		ch, st, kept := c.hub.wait(vmID)
+		w, st, kept := c.hub.wait(vmID)
 		var err error
 		switch {
 		case kept && own:
@@ -169,25 +193,25 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 			// their states together.
 			st, err = c.agentStates.load(ctx, c, vmID)
 			if err == nil {
-				c.hub.keep(vmID, ch, st)
+				c.hub.keep(vmID, w, st)
 			}
 		default:
 			st, err = c.DesiredState(ctx, a, vmID)
 		}
 		if err != nil || st.Revision > after {
-			c.hub.cancel(vmID, ch)
+			c.hub.cancel(vmID, w)
 			return st, err
 		}
 		select {
-		case <-ch:
+		case <-w.ch:
 		case <-timer.C:
-			c.hub.cancel(vmID, ch)
+			c.hub.cancel(vmID, w)
 			return st, nil
 		case <-ctx.Done(): // the caller left, or the server stops
-			c.hub.cancel(vmID, ch)
+			c.hub.cancel(vmID, w)
 			return st, nil
 		case <-c.draining:
-			c.hub.cancel(vmID, ch)
+			c.hub.cancel(vmID, w)
 			return st, nil
 		}
 	}
@@ -199,7 +223,10 @@ func (c *Control) WatchDesiredState(ctx context.Context, a *Actor, vmID string, 
 // reconnect (to another replica, or to this one restarted) without an
 // error.
 func (c *Control) Drain() {
-	c.drainOnce.Do(func() { close(c.draining) })
+	c.drainOnce.Do(func() {
+		close(c.draining)
+		c.hub.wake(store.AllVMs) // parked polls (AgentPoll.OnChange) too
+	})
 }
 
 // Draining is closed once Drain is called: other long-lived answers

@@ -147,6 +147,16 @@ type bodyBudget struct {
 func (b *bodyBudget) release() {
 	if b.held > 0 {
 		b.sem.Release(b.held)
+		b.held = -1 // given back: not reserved again
+	}
+}
+
+// ReleaseBody gives back r's room in the budget of body bytes once its
+// handler holds no more of the body, before a long wait (an agent's long
+// poll) that would otherwise keep it reserved.
+func ReleaseBody(r *http.Request) {
+	if b, _ := r.Context().Value(budgetKey{}).(*bodyBudget); b != nil {
+		b.release()
 	}
 }
 
@@ -159,7 +169,7 @@ func (b *bodyBudget) release() {
 // than the budget. A server too busy answers jit.EUnavailable.
 func ReserveBody(r *http.Request, limit int64) error {
 	b, _ := r.Context().Value(budgetKey{}).(*bodyBudget)
-	if b == nil || b.held > 0 {
+	if b == nil || b.held != 0 {
 		return nil
 	}
 	n := limit

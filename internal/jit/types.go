@@ -2,6 +2,7 @@ package jit
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -90,6 +91,21 @@ type Report struct {
 	// Disconnected is set by the server once an agent has been silent for
 	// longer than AgentOfflineAfter (and the disconnection logged).
 	Disconnected bool `json:"disconnected,omitempty"`
+}
+
+// SameObservations reports whether r and o say the same about the host:
+// everything but the time, the applied revision and Disconnected.
+func (r Report) SameObservations(o Report) bool {
+	return r.Hostname == o.Hostname && r.OS == o.OS && r.Enforceable == o.Enforceable && r.Reason == o.Reason &&
+		slices.Equal(r.Listening, o.Listening) && slices.Equal(r.Exposed, o.Exposed)
+}
+
+// Watch is an agent's long poll (POST /api/v1/agent/watch): what it
+// observes on its host, and the revision of the last desired state it
+// received, which the answer must be past (-1: answer at once).
+type Watch struct {
+	After  int64  `json:"after"`
+	Report Report `json:"report"`
 }
 
 // Socket is a listening or exposed port.

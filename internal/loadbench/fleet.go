@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,9 +15,11 @@ import (
 
 // Fleet is a set of fake agents. Each is enrolled like a real one and
 // talks to ajard as ajar-agent does, through the same client with its own
-// agent credential and its own connections: it long-polls its VM's desired
-// state and reports a heartbeat at start, after every new state and every
-// heartbeat interval. It touches no firewall.
+// agent credential and its own HTTP/1.1 connection: it long-polls its
+// VM's desired state (POST /api/v1/agent/watch), each poll carrying its
+// report with the revision it received last. It touches no firewall and
+// sends no events (an agent sends one per applied state; the benchmark
+// measures the states' way to the agents).
 type Fleet struct {
 	Agents []*FakeAgent
 
@@ -47,7 +48,7 @@ func Enroll(ctx context.Context, admin *client.Client, url, fingerprint, group s
 	if _, err := admin.CreateGroup(ctx, group); err != nil {
 		return nil, err
 	}
-	opts := client.Options{Fingerprint: fingerprint, Timeout: 90 * time.Second}
+	opts := client.Options{Fingerprint: fingerprint, Timeout: 150 * time.Second, HTTP1: true}
 	f := &Fleet{Agents: make([]*FakeAgent, n)}
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -100,15 +101,15 @@ func Enroll(ctx context.Context, admin *client.Client, url, fingerprint, group s
 }
 
 // Run runs every agent until ctx ends, starting them evenly over ramp
-// (as agents come back after a server restart) and reporting every
-// heartbeat; it returns when all have stopped.
-func (f *Fleet) Run(ctx context.Context, ramp, heartbeat time.Duration) {
+// (as agents come back after a server restart); it returns when all have
+// stopped.
+func (f *Fleet) Run(ctx context.Context, ramp time.Duration) {
 	var wg sync.WaitGroup
 	gap := ramp / time.Duration(max(1, len(f.Agents)))
 	t := time.NewTicker(max(gap, time.Microsecond))
 	defer t.Stop()
 	for _, a := range f.Agents {
-		wg.Go(func() { f.runAgent(ctx, a, heartbeat) })
+		wg.Go(func() { f.runAgent(ctx, a) })
 		if gap > 0 {
 			select {
 			case <-ctx.Done():
@@ -119,49 +120,22 @@ func (f *Fleet) Run(ctx context.Context, ramp, heartbeat time.Duration) {
 	wg.Wait()
 }
 
-func (f *Fleet) runAgent(ctx context.Context, a *FakeAgent, heartbeat time.Duration) {
-	poke := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		after := int64(-1)
-		for ctx.Err() == nil {
-			st, err := a.API.WatchDesiredState(ctx, after)
-			if err != nil {
-				f.fail(ctx, err)
-				sleep(ctx, time.Second)
-				continue
-			}
-			if st.Revision != after {
-				a.at.Store(time.Now().UnixNano())
-				a.rev.Store(st.Revision)
-				select {
-				case poke <- struct{}{}:
-				default:
-				}
-			}
+func (f *Fleet) runAgent(ctx context.Context, a *FakeAgent) {
+	after := int64(-1)
+	for ctx.Err() == nil {
+		st, changed, err := a.API.Watch(ctx, after, jit.Report{AppliedRevision: max(after, 0), Hostname: "fake", OS: "linux", Enforceable: true,
+			Listening: []jit.Socket{{Protocol: "TCP", Port: 22}}})
+		if err != nil {
+			f.fail(ctx, err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if changed && st.Revision != after {
+			a.at.Store(time.Now().UnixNano())
+			a.rev.Store(st.Revision)
 			after = st.Revision
 		}
-	})
-	wg.Go(func() {
-		// The first report waits for the first state, then the heartbeats
-		// keep a random phase, as agents started at different times do.
-		t := time.NewTimer(time.Duration(rand.Int64N(int64(heartbeat))))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-poke:
-			case <-t.C:
-				t.Reset(heartbeat)
-			}
-			rev, _ := a.Revision()
-			err := a.API.Report(ctx, jit.Report{AppliedRevision: rev, Hostname: "fake", OS: "linux", Enforceable: true,
-				Listening: []jit.Socket{{Protocol: "TCP", Port: 22}}})
-			f.fail(ctx, err)
-		}
-	})
-	wg.Wait()
+	}
 	a.API.HTTP.CloseIdleConnections()
 }
 

@@ -19,7 +19,7 @@ import (
 
 // BenchmarkFleet connects fake agents (10,000 unless AJAR_BENCH_AGENTS
 // says otherwise) to one ajard on SQLite over TLS, each with its own
-// client, long-poll and 30 s heartbeat, and reports: ajard's open file
+// client and long poll (which carries its report), and reports: ajard's open file
 // descriptors per agent, its resident memory and CPU while the fleet idles
 // (AJAR_BENCH_IDLE, default 60s), how long after the API's answer one VM's
 // change reaches its agent (200 changes: p50, p99), and how long after the
@@ -66,7 +66,7 @@ func BenchmarkFleet(b *testing.B) {
 	var wg sync.WaitGroup
 	defer func() { stop(); wg.Wait() }()
 	t0 = time.Now()
-	wg.Go(func() { fleet.Run(runCtx, 10*time.Second, 30*time.Second) })
+	wg.Go(func() { fleet.Run(runCtx, 10*time.Second) })
 	if err := fleet.Connected(ctx, 5*time.Minute); err != nil {
 		nerr, first := fleet.Errors()
 		b.Fatalf("%v (%d failed calls; first: %v); ajard has %d open files; its log ends:\n%s", err, nerr, first, countFDs(b, pid), tail(s.Log.String(), 4000))
@@ -257,9 +257,9 @@ func procStatus(b *testing.B, pid int, field string) int {
 	return 0
 }
 
-// TestFleetOneConnectionPerAgent: agents over TLS long-poll and report on
-// one connection each (HTTP/2), so a server's file descriptors grow by
-// one per agent, not two.
+// TestFleetOneConnectionPerAgent: agents over TLS long-poll, their report
+// carried by the poll, on one HTTP/1.1 connection each, so a server's file
+// descriptors grow by one per agent.
 func TestFleetOneConnectionPerAgent(t *testing.T) {
 	s := ajardtest.Start(t, ajardtest.Options{Args: []string{"--tls", "auto"}})
 	ctx := t.Context()
@@ -275,11 +275,11 @@ func TestFleetOneConnectionPerAgent(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stop(); wg.Wait() }()
-	wg.Go(func() { fleet.Run(runCtx, 0, 200*time.Millisecond) })
+	wg.Go(func() { fleet.Run(runCtx, 0) })
 	if err := fleet.Connected(ctx, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // several heartbeats while the long polls wait
+	time.Sleep(time.Second) // the long polls wait
 	if got := countFDs(t, pid) - base; got != n {
 		t.Errorf("%d agents hold %d connections, want %d", n, got, n)
 	}

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/ajarhq/ajar/internal/control"
 	"github.com/ajarhq/ajar/internal/httpio"
@@ -474,6 +476,37 @@ func (s *Server) agentDesiredState(w http.ResponseWriter, r *http.Request, a *co
 	st, err := s.ctl.WatchDesiredState(r.Context(), a, a.Token.VMID, after, wait)
 	if err != nil {
 		return err
+	}
+	return httpio.WriteJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) agentWatch(w http.ResponseWriter, r *http.Request, a *control.Actor) error {
+	if a.Token.Kind != jit.TokenAgent {
+		return jit.Errorf(jit.EForbidden, "only agent credentials may watch their desired state")
+	}
+	var in jit.Watch
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	httpio.ReleaseBody(r) // the wait holds none of it
+	p, err := s.ctl.StartAgentPoll(r.Context(), a, in)
+	if err != nil {
+		return err
+	}
+	// Each waits between AgentWatch and 1.5 times it, so that agents that
+	// came together (a restart) do not all ask again together.
+	wait := s.AgentWatch + rand.N(s.AgentWatch/2+1)
+	if in.After >= 0 && s.park(w, r, p, time.Now().Add(wait)) {
+		return nil // answered by the parked connection (park.go)
+	}
+	defer p.End()
+	st, changed, err := p.Wait(r.Context(), wait)
+	if err != nil {
+		return err
+	}
+	if !changed {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	}
 	return httpio.WriteJSON(w, http.StatusOK, st)
 }

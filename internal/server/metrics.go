@@ -19,6 +19,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	parked   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -32,10 +33,13 @@ func newMetrics() *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 35},
 		}, []string{"route"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ajar_http_requests_in_flight", Help: "HTTP requests being served, agents' long polls included.",
+			Name: "ajar_http_requests_in_flight", Help: "HTTP requests being served, agents' long polls that wait inside the HTTP server included.",
+		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ajar_agent_watches_parked", Help: "Agents' long polls waiting on connections parked outside the HTTP server: the agents connected to this server.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.inFlight, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.requests, m.duration, m.inFlight, m.parked, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -100,6 +100,7 @@ var namedBodyTypes = map[string]reflect.Type{
 	"jit.NewEnrollToken": reflect.TypeFor[jit.NewEnrollToken](),
 	"jit.Enrollment":     reflect.TypeFor[jit.Enrollment](),
 	"jit.Report":         reflect.TypeFor[jit.Report](),
+	"jit.Watch":          reflect.TypeFor[jit.Watch](),
 	"jit.AgentEvent":     reflect.TypeFor[jit.AgentEvent](),
 	"DecisionInput":      reflect.TypeFor[DecisionInput](),
 	"sso.Device":         reflect.TypeFor[sso.Device](),

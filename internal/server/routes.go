@@ -62,6 +62,8 @@ func (s *Server) routes() {
 
 	m.HandleFunc("POST /api/v1/enrollment-tokens", s.api(s.createEnrollToken))
 	m.HandleFunc("POST /api/v1/agent/enroll", s.api(s.enroll))
+	m.HandleFunc("POST /api/v1/agent/watch", s.api(s.agentWatch))
+	// The previous agents' long poll and heartbeat (still served during an upgrade).
 	m.HandleFunc("GET /api/v1/agent/desired-state", s.api(s.agentDesiredState))
 	m.HandleFunc("POST /api/v1/agent/report", s.api(s.agentReport))
 	m.HandleFunc("POST /api/v1/agent/events", s.api(s.agentEvent))

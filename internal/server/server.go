@@ -6,6 +6,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,8 +37,13 @@ type Server struct {
 	proxies []netip.Prefix
 	mux     *http.ServeMux
 	metrics *metrics
-	// LongPoll bounds how long a desired-state watch waits.
+	// LongPoll bounds how long a desired-state watch of the previous
+	// agents (GET /api/v1/agent/desired-state) waits.
 	LongPoll time.Duration
+	// AgentWatch is the shortest wait of an agent's watch (POST
+	// /api/v1/agent/watch); each waits a random time between it and 1.5
+	// times it. An agent's client must wait longer than that.
+	AgentWatch time.Duration
 	// BodyTimeout bounds how long reading a request's body may take, from
 	// the end of its header (0: no bound). Requests without a body, such
 	// as the agents' long polls, are not bounded by it.
@@ -46,15 +53,23 @@ type Server struct {
 
 	cloudMu sync.Mutex
 	clouds  map[string]CloudSyncer // by backend: HandleCloudSync
+
+	returns *Returner      // where parked agents' connections go back (Run); nil: no parking
+	parked  sync.WaitGroup // parked agents' polls (park.go)
 }
 
 // New returns the API handler. trustedProxies lists the proxies whose
 // X-Forwarded-For is believed.
 func New(ctl *control.Control, log *slog.Logger, trustedProxies []netip.Prefix) *Server {
-	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget), clouds: map[string]CloudSyncer{}}
+	s := &Server{ctl: ctl, log: log, proxies: trustedProxies, mux: http.NewServeMux(), metrics: newMetrics(), LongPoll: 30 * time.Second, AgentWatch: DefaultAgentWatch, BodyTimeout: DefaultBodyTimeout, bodies: semaphore.NewWeighted(DefaultBodyBudget), clouds: map[string]CloudSyncer{}}
 	s.routes()
 	return s
 }
+
+// DefaultAgentWatch is the default AgentWatch: agents' watches wait 80 to
+// 120 s, under the agent's 150 s request timeout. A pending watch is the
+// agent's presence, so a longer wait costs nothing but fewer requests.
+const DefaultAgentWatch = 80 * time.Second
 
 // HSTS is the Strict-Transport-Security header sent on every answer over
 // TLS (directly, or through a trusted proxy that says so).
@@ -340,16 +355,38 @@ func queryInt(r *http.Request, name string, lo, hi int64) (int64, error) {
 // the listener, calls srv's RegisterOnShutdown functions (ajard's answers
 // the agents' long polls at once), and gives requests under way up to
 // grace to finish, then cuts those still running. srv's BaseContext should
-// outlive ctx, or requests under way are cancelled with it.
+// outlive ctx, or requests under way are cancelled with it. With TLS
+// (certFile and keyFile, or srv.TLSConfig) it serves HTTP/2 and HTTP/1.1.
+// When srv's handler is a *Server, its agents' waiting long polls park
+// their connections outside srv (park.go).
 func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFile string, grace time.Duration) error {
+	if certFile != "" || srv.TLSConfig != nil {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if srv.TLSConfig != nil {
+			cfg = srv.TLSConfig.Clone()
+		}
+		if certFile != "" {
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("TLS certificate: %w", err)
+			}
+			cfg.Certificates = append(cfg.Certificates, cert)
+		}
+		if !slices.Contains(cfg.NextProtos, "h2") {
+			cfg.NextProtos = append(cfg.NextProtos, "h2", "http/1.1")
+		}
+		srv.TLSConfig = cfg
+		ln = tls.NewListener(ln, cfg)
+	}
+	back := NewReturner(ln)
+	api, _ := srv.Handler.(*Server)
+	if api != nil {
+		api.returns = back
+	}
 	errc := make(chan error, 1)
 	go func() {
-		var err error
-		if certFile != "" || srv.TLSConfig != nil {
-			err = srv.ServeTLS(ln, certFile, keyFile)
-		} else {
-			err = srv.Serve(ln)
-		}
+		err := srv.Serve(back)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -357,6 +394,7 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFi
 	}()
 	select {
 	case err := <-errc:
+		back.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -367,6 +405,10 @@ func Run(ctx context.Context, srv *http.Server, ln net.Listener, certFile, keyFi
 		// Out of time: cut what is still running (its requests see
 		// their connection gone).
 		err = fmt.Errorf("requests still running after %s were cut: %w", grace, srv.Close())
+	}
+	back.Close()
+	if api != nil {
+		api.parked.Wait() // answered at once by the drain, each write bounded
 	}
 	return errors.Join(err, <-errc)
 }

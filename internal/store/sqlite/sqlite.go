@@ -45,11 +45,12 @@ type DB struct {
 	wg           sync.WaitGroup
 	// ckMu keeps checkpoints one at a time; copied is set after each of
 	// checkpoints' and cleared by the writer's (finishCheckpoint).
-	ckMu    sync.Mutex
-	copied  atomic.Bool
-	once    sync.Once
-	dialect sqlstore.Dialect
-	feed    store.Feed
+	ckMu     sync.Mutex
+	copied   atomic.Bool
+	ckLogged time.Time // when a failed checkpoint was last logged (under ckMu)
+	once     sync.Once
+	dialect  sqlstore.Dialect
+	feed     store.Feed
 }
 
 // Open opens (creating if missing, with its folder) the database at path
@@ -335,10 +336,13 @@ func (db *DB) finishCheckpoint() {
 	}
 }
 
-// checkpoint runs a PASSIVE checkpoint; the caller holds ckMu.
+// checkpoint runs a PASSIVE checkpoint; the caller holds ckMu. A failure
+// is logged at most once a minute (checkpoints run five times a second).
 func (db *DB) checkpoint() {
 	var busy, frames, copied int
-	if err := db.checkpointer.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
+	err := db.checkpointer.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied)
+	if err != nil && time.Since(db.ckLogged) >= time.Minute {
+		db.ckLogged = time.Now()
 		db.log.Warn("checkpoint the database's log", "err", err)
 	}
 }
